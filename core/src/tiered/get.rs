@@ -1,0 +1,244 @@
+//! Get and head: read the high-volume tier, follow a tombstone to the long-term tier.
+
+use crate::limits::MAX_REDIRECT_HOPS;
+use crate::machine::unexpected;
+use crate::{
+    BlobId, ByteRange, Completion, Config, HvRow, Instant, Key, Machine, ObjectMeta, Poll,
+    ReadError, Request, Revision, Span, Tier, Tombstone,
+};
+
+/// Where a found object lives, with the span of it to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Inline in the high-volume tier; the driver holds the payload it read.
+    Inline {
+        /// The object's metadata.
+        meta: ObjectMeta,
+        /// The bytes to return; `None` for all of them.
+        span: Option<Span>,
+    },
+    /// A blob in the long-term tier; the driver holds the body it opened.
+    LongTerm {
+        /// The tombstone that was followed.
+        tombstone: Tombstone,
+        /// The bytes to return; `None` for all of them.
+        span: Option<Span>,
+    },
+}
+
+/// What a get or head produces: `Ok(None)` is not found.
+pub type GetResult = Result<Option<Found>, ReadError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// `vanished`: the revision whose blob was missing on the previous hop.
+    AwaitHvRead {
+        hops: u8,
+        attempt: u8,
+        vanished: Option<Revision>,
+    },
+    AwaitBlob {
+        tombstone: Tombstone,
+        span: Option<Span>,
+        hops: u8,
+        attempt: u8,
+    },
+    Finished(GetResult),
+    Taken,
+}
+
+/// Reads an object (whole or a byte range), or with [`Get::head`] only its metadata.
+///
+/// One high-volume read; a tombstone is followed to its blob. If the blob has vanished — a
+/// concurrent overwrite committed and cleaned up between the two reads — the high-volume tier is
+/// read again and the new target followed, at most
+/// [`MAX_REDIRECT_HOPS`](crate::limits::MAX_REDIRECT_HOPS) times. A concurrent overwrite never
+/// shows as not-found. If the re-read finds the *same* tombstone, its blob was removed behind
+/// cairn's back, and the object is reported not found.
+///
+/// ```
+/// use cairn_core::*;
+/// let mut get = Get::new(Key::new(b"k").unwrap(), Some(ByteRange::From(2)), Config::DEFAULT);
+/// let now = Instant::ZERO;
+/// assert!(matches!(get.poll(now), Poll::Io(Request::HvRead { payload: true, .. })));
+/// get.handle(Completion::Row(HvRow::Inline(ObjectMeta { size: 5, created: now, expires: None })));
+/// let Poll::Done(Ok(Some(Found::Inline { span, .. }))) = get.poll(now) else { panic!() };
+/// assert_eq!(span, Some(Span { start: 2, end: 5 }));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Get {
+    key: Key,
+    range: Option<ByteRange>,
+    head: bool,
+    io_attempts: u8,
+    state: State,
+}
+
+impl Get {
+    /// A get of `key`, whole (`range: None`) or a byte range of it.
+    pub fn new(key: Key, range: Option<ByteRange>, config: Config) -> Get {
+        Get::start(key, range, false, config)
+    }
+
+    /// A head of `key`: metadata only; never reads an inline payload or a blob body.
+    pub fn head(key: Key, config: Config) -> Get {
+        Get::start(key, None, true, config)
+    }
+
+    fn start(key: Key, range: Option<ByteRange>, head: bool, config: Config) -> Get {
+        let state = State::AwaitHvRead {
+            hops: 0,
+            attempt: 0,
+            vanished: None,
+        };
+        Get {
+            key,
+            range,
+            head,
+            io_attempts: config.io_attempts,
+            state,
+        }
+    }
+
+    /// The key being read.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn span(&self, size: u64) -> Result<Option<Span>, ReadError> {
+        match self.range {
+            Some(range) if !self.head => range.resolve(size).map(Some).map_err(ReadError::Range),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_row(&self, row: HvRow, hops: u8, vanished: Option<Revision>) -> State {
+        match row {
+            HvRow::Absent => State::Finished(Ok(None)),
+            HvRow::Inline(meta) => State::Finished(
+                self.span(meta.size)
+                    .map(|span| Some(Found::Inline { meta, span })),
+            ),
+            // The tombstone we just followed is still there but its blob is not: it was removed
+            // behind cairn's back (cairn never deletes a referenced blob). Not found, not an error.
+            HvRow::Tombstone(t) if Some(t.revision) == vanished => State::Finished(Ok(None)),
+            HvRow::Tombstone(tombstone) => match self.span(tombstone.size) {
+                Ok(span) => State::AwaitBlob {
+                    tombstone,
+                    span,
+                    hops,
+                    attempt: 0,
+                },
+                Err(e) => State::Finished(Err(e)),
+            },
+        }
+    }
+}
+
+impl Machine for Get {
+    type Output = GetResult;
+
+    fn poll(&mut self, now: Instant) -> Poll<'_, GetResult> {
+        let key = &self.key;
+        match self.state {
+            State::AwaitHvRead { .. } => Poll::Io(Request::HvRead {
+                key,
+                payload: !self.head,
+                now,
+            }),
+            State::AwaitBlob {
+                tombstone, span, ..
+            } => {
+                let blob = BlobId {
+                    key,
+                    revision: tombstone.revision,
+                };
+                Poll::Io(if self.head {
+                    Request::LtHead { blob }
+                } else {
+                    Request::LtGet { blob, span }
+                })
+            }
+            State::Finished(result) => {
+                self.state = State::Taken;
+                Poll::Done(result)
+            }
+            State::Taken => panic!("driver bug: get polled after it was done"),
+        }
+    }
+
+    fn handle(&mut self, completion: Completion<'_>) {
+        let retry = |attempt: u8| attempt + 1 < self.io_attempts;
+        self.state = match (self.state, completion) {
+            (State::AwaitHvRead { hops, vanished, .. }, Completion::Row(row)) => {
+                self.read_row(row, hops, vanished)
+            }
+            (
+                State::AwaitHvRead {
+                    hops,
+                    attempt,
+                    vanished,
+                },
+                Completion::Failed,
+            ) if retry(attempt) => State::AwaitHvRead {
+                hops,
+                attempt: attempt + 1,
+                vanished,
+            },
+            (State::AwaitHvRead { .. }, Completion::Failed) => {
+                State::Finished(Err(ReadError::Io(Tier::Hv)))
+            }
+            (
+                State::AwaitBlob {
+                    tombstone, span, ..
+                },
+                Completion::Blob { found: true },
+            ) => State::Finished(Ok(Some(Found::LongTerm { tombstone, span }))),
+            (
+                State::AwaitBlob {
+                    tombstone, hops, ..
+                },
+                Completion::Blob { found: false },
+            ) => {
+                if hops + 1 >= MAX_REDIRECT_HOPS {
+                    State::Finished(Err(ReadError::Unstable))
+                } else {
+                    State::AwaitHvRead {
+                        hops: hops + 1,
+                        attempt: 0,
+                        vanished: Some(tombstone.revision),
+                    }
+                }
+            }
+            (
+                State::AwaitBlob {
+                    tombstone,
+                    span,
+                    hops,
+                    attempt,
+                },
+                Completion::Failed,
+            ) if retry(attempt) => State::AwaitBlob {
+                tombstone,
+                span,
+                hops,
+                attempt: attempt + 1,
+            },
+            (State::AwaitBlob { .. }, Completion::Failed) => {
+                State::Finished(Err(ReadError::Io(Tier::Lt)))
+            }
+            (state, completion) => unexpected("get", state.name(), &completion),
+        };
+    }
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitHvRead { .. } => "AwaitHvRead",
+            State::AwaitBlob { .. } => "AwaitBlob",
+            State::Finished(_) => "Finished",
+            State::Taken => "Taken",
+        }
+    }
+}

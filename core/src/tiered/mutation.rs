@@ -1,0 +1,222 @@
+//! The engine behind [`SmallPut`](super::SmallPut), [`LargePut`](super::LargePut) and
+//! [`Delete`](super::Delete): an opening request that decides whether the long-term tier is
+//! involved at all, then the shared [`Commit`] step.
+
+use crate::machine::unexpected;
+use crate::tiered::cleanup::{Cleanup, Phase};
+use crate::tiered::commit::{Commit, CommitEnd};
+use crate::{
+    Applied, ChangeId, Completion, Config, Guarded, HvWrite, Instant, Key, ObjectMeta, Poll,
+    Request, Revision, Tier, Tombstone, WriteError,
+};
+use core::fmt;
+
+/// A put or delete succeeded. Both are success for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The write is what the key holds (until the next write).
+    Committed,
+    /// A concurrent write won the race; last writer wins, so this write is ordered just before
+    /// it and is already overwritten.
+    Superseded,
+}
+
+/// What a finished put or delete produces: the caller's result, and the background cleanup the
+/// driver must run (inline, spawned, or scheduled) for storage to converge.
+#[derive(Debug)]
+#[must_use = "dropping the cleanup leaves its change-log entry for recovery"]
+pub struct MutationDone {
+    /// What to tell the caller.
+    pub result: Result<WriteOutcome, WriteError>,
+    /// Background work, if the mutation touched the change log.
+    pub cleanup: Option<Cleanup>,
+}
+
+impl fmt::Display for MutationDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            Ok(WriteOutcome::Committed) => f.write_str("committed")?,
+            Ok(WriteOutcome::Superseded) => f.write_str("superseded (lost the race)")?,
+            Err(e) => write!(f, "error: {e}")?,
+        }
+        match &self.cleanup {
+            Some(c) => write!(f, "; cleanup {:?}", c.phase()),
+            None => f.write_str("; no cleanup"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    PutNonTombstone(ObjectMeta),
+    DeleteNonTombstone,
+    /// Large put: learn the current target, then write blob `revision`.
+    ReadCurrent {
+        revision: Revision,
+        expires: Option<Instant>,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    AwaitOpening {
+        attempt: u8,
+    },
+    Committing(Commit),
+    Finished {
+        result: Result<WriteOutcome, WriteError>,
+        cleanup: Option<(Phase, Commit)>,
+    },
+    Taken,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Mutation {
+    key: Key,
+    id: ChangeId,
+    config: Config,
+    opening: Opening,
+    state: State,
+}
+
+impl Mutation {
+    pub fn new(key: Key, id: ChangeId, config: Config, opening: Opening) -> Mutation {
+        Mutation {
+            key,
+            id,
+            config,
+            opening,
+            state: State::AwaitOpening { attempt: 0 },
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub fn poll(&mut self, now: Instant) -> Poll<'_, MutationDone> {
+        if let State::Committing(commit) = self.state {
+            if let Some(CommitEnd { result, phase }) = commit.end() {
+                self.state = State::Finished {
+                    result,
+                    cleanup: Some((phase, commit)),
+                };
+            }
+        }
+        let key = &self.key;
+        match self.state {
+            State::AwaitOpening { .. } => Poll::Io(match self.opening {
+                Opening::PutNonTombstone(meta) => Request::HvPutNonTombstone { key, meta, now },
+                Opening::DeleteNonTombstone => Request::HvDeleteNonTombstone { key, now },
+                Opening::ReadCurrent { .. } => Request::HvRead {
+                    key,
+                    payload: false,
+                    now,
+                },
+            }),
+            State::Committing(ref commit) => Poll::Io(
+                commit
+                    .request(key, now)
+                    .unwrap_or_else(|| unreachable!("a finished commit was moved to Finished")),
+            ),
+            State::Finished { result, cleanup } => {
+                self.state = State::Taken;
+                let cleanup = cleanup.map(|(phase, commit)| {
+                    Cleanup::new(
+                        self.key.clone(),
+                        commit.id,
+                        commit.new,
+                        commit.old,
+                        phase,
+                        self.config,
+                    )
+                });
+                Poll::Done(MutationDone { result, cleanup })
+            }
+            State::Taken => panic!("driver bug: mutation polled after it was done"),
+        }
+    }
+
+    pub fn handle(&mut self, completion: Completion<'_>) {
+        let retry = |attempt: u8| attempt + 1 < self.config.io_attempts;
+        self.state = match (self.state, completion) {
+            (State::Committing(mut commit), completion) => {
+                commit.handle(completion, &self.config);
+                State::Committing(commit)
+            }
+            (State::AwaitOpening { attempt }, Completion::Failed) if retry(attempt) => {
+                State::AwaitOpening {
+                    attempt: attempt + 1,
+                }
+            }
+            (State::AwaitOpening { .. }, completion) => self.opened(completion),
+            (state, completion) => unexpected("mutation", state.name(), &completion),
+        };
+    }
+
+    fn opened(&self, completion: Completion<'_>) -> State {
+        let commit = |new, old, write| State::Committing(Commit::new(self.id, new, old, write));
+        let done = |result| State::Finished {
+            result,
+            cleanup: None,
+        };
+        match (self.opening, completion) {
+            (Opening::PutNonTombstone(_) | Opening::DeleteNonTombstone, Completion::Guarded(g)) => {
+                match (g, self.opening) {
+                    (Guarded::Applied, _) => done(Ok(WriteOutcome::Committed)),
+                    (Guarded::Blocked(t), Opening::PutNonTombstone(meta)) => {
+                        commit(None, Some(t.revision), HvWrite::Inline(meta))
+                    }
+                    (Guarded::Blocked(t), _) => commit(None, Some(t.revision), HvWrite::Delete),
+                }
+            }
+            // A guarded write that failed may have been applied.
+            (Opening::PutNonTombstone(_) | Opening::DeleteNonTombstone, Completion::Failed) => {
+                done(Err(WriteError {
+                    tier: Tier::Hv,
+                    applied: Applied::Unknown,
+                }))
+            }
+            (Opening::ReadCurrent { revision, expires }, Completion::Row(row)) => {
+                let tombstone = Tombstone {
+                    revision,
+                    size: 0,
+                    expires,
+                };
+                commit(Some(revision), row.target(), HvWrite::Tombstone(tombstone))
+            }
+            (Opening::ReadCurrent { .. }, Completion::Failed) => done(Err(WriteError {
+                tier: Tier::Hv,
+                applied: Applied::No,
+            })),
+            (_, completion) => unexpected("mutation", "AwaitOpening", &completion),
+        }
+    }
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitOpening { .. } => "AwaitOpening",
+            State::Committing(_) => "Committing",
+            State::Finished { .. } => "Finished",
+            State::Taken => "Taken",
+        }
+    }
+}
+
+/// Implements [`Machine`](crate::Machine) for a public wrapper around [`Mutation`].
+macro_rules! mutation_machine {
+    ($t:ty) => {
+        impl $crate::Machine for $t {
+            type Output = $crate::MutationDone;
+            fn poll(&mut self, now: $crate::Instant) -> $crate::Poll<'_, $crate::MutationDone> {
+                self.0.poll(now)
+            }
+            fn handle(&mut self, completion: $crate::Completion<'_>) {
+                self.0.handle(completion)
+            }
+        }
+    };
+}
+pub(crate) use mutation_machine;
