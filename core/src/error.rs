@@ -65,3 +65,19 @@ impl fmt::Display for ReadError {
         }
     }
 }
+
+impl core::error::Error for WriteError {}
+impl core::error::Error for ReadError {}
+impl core::error::Error for crate::KeyError {}
+impl core::error::Error for crate::ConfigError {}
+impl core::error::Error for RangeNotSatisfiable {}
+
+impl fmt::Display for RangeNotSatisfiable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "range not satisfiable for an object of {} bytes",
+            self.size
+        )
+    }
+}

@@ -78,6 +78,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+mod cas;
 mod config;
 mod error;
 mod id;
@@ -91,6 +92,7 @@ mod rng;
 mod tiered;
 mod time;
 
+pub use cas::{cas_verdict, CasVerdict};
 pub use config::{Config, ConfigError};
 pub use error::{Applied, ReadError, WriteError};
 pub use id::{ChangeId, IdGen, Revision};

@@ -1,0 +1,332 @@
+//! The backend contracts. Each method answers one core [`Request`](cairn_core::Request) kind,
+//! one to one, so a backend author can read the protocol straight off `DESIGN.md`.
+//!
+//! The traits are async and runtime-agnostic. A backend whose calls are naturally synchronous
+//! (in-memory, an embedded database) implements the `Sync*` twin of a trait instead and gets the
+//! async one for free: its calls then run on the caller's task without suspending.
+//!
+//! **Failure contract.** When a method returns `Err`, the request has either already taken effect
+//! or never will. A backend that may still apply a request after reporting it failed (a timed-out
+//! RPC that lands later) must cancel or fence it first; otherwise cleanup can delete a blob that a
+//! late compare-and-write then points at.
+
+use crate::{Body, Metadata};
+use bytes::Bytes;
+use cairn_core::{
+    BlobId, Change, ChangeId, Guarded, HvRow, Instant, Key, Revision, Span, Tombstone,
+};
+use std::fmt;
+use std::future::Future;
+
+/// A failure reported by a backend. Opaque to cairn, kept for the caller.
+pub struct BackendError {
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl BackendError {
+    /// Wraps any error.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        BackendError {
+            source: source.into(),
+        }
+    }
+
+    /// The underlying error.
+    pub fn source_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.source, f)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::new(e)
+    }
+}
+
+/// Shorthand for a backend call's result.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A high-volume row as a backend returns it: the core's view plus what the driver needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    /// No live row (expired rows are absent).
+    Absent,
+    /// An inline object. `payload` is `None` for a metadata read.
+    Inline {
+        /// The object's metadata.
+        meta: Metadata,
+        /// Its bytes, if they were asked for.
+        payload: Option<Bytes>,
+    },
+    /// A redirect to a blob.
+    Tombstone(Tombstone),
+}
+
+impl Row {
+    /// The core's view of this row.
+    pub fn core(&self) -> HvRow {
+        match self {
+            Row::Absent => HvRow::Absent,
+            Row::Inline { meta, .. } => HvRow::Inline(meta.core()),
+            Row::Tombstone(t) => HvRow::Tombstone(*t),
+        }
+    }
+}
+
+/// What a conditional write stores.
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'a> {
+    /// A redirect to a blob.
+    Tombstone(Tombstone),
+    /// An inline object.
+    Inline {
+        /// Its metadata.
+        meta: &'a Metadata,
+        /// Its bytes.
+        payload: &'a Bytes,
+    },
+    /// Removal of the row.
+    Delete,
+}
+
+/// One live row in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The key.
+    pub key: Key,
+    /// The row's core view: inline metadata or the tombstone.
+    pub row: HvRow,
+}
+
+/// A change-log entry owned by the caller, as a scan returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The entry's id.
+    pub id: ChangeId,
+    /// The logical key.
+    pub key: Key,
+    /// The blob the mutation wrote.
+    pub new: Option<Revision>,
+    /// The blob it replaces.
+    pub old: Option<Revision>,
+}
+
+/// The high-volume tier: every conditional method is atomic.
+pub trait HvBackend: Send + Sync + 'static {
+    /// Reads a row; with `payload: false` the payload must not be read at all.
+    fn read(
+        &self,
+        key: &Key,
+        payload: bool,
+        now: Instant,
+    ) -> impl Future<Output = BackendResult<Row>> + Send;
+    /// Writes an inline object unless a live tombstone is there (then returns it, row untouched).
+    fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> impl Future<Output = BackendResult<Guarded>> + Send;
+    /// Deletes the row unless a live tombstone is there (then returns it, row untouched).
+    fn delete_non_tombstone(
+        &self,
+        key: &Key,
+        now: Instant,
+    ) -> impl Future<Output = BackendResult<Guarded>> + Send;
+    /// `expected = None`: proceed only if no live tombstone; `Some(r)`: only if a live tombstone
+    /// points at `r`. Idempotent: a row already in the target state answers `true` (re-applying or
+    /// not). `false` means a real conflict; nothing was written.
+    fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Up to `limit` live rows whose keys start with `prefix` and sort after `after`, in key order.
+    fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> impl Future<Output = BackendResult<Vec<ListEntry>>> + Send;
+}
+
+/// The long-term tier: blobs addressed by key and revision, each written once.
+pub trait LtBackend: Send + Sync + 'static {
+    /// Stores `body` as blob `blob` with `meta` (whose `size` the backend fills in), durably,
+    /// returning the number of bytes written. A failed put may leave a partial blob behind;
+    /// cleanup deletes it.
+    fn put(
+        &self,
+        blob: BlobId<'_>,
+        meta: &Metadata,
+        body: Body,
+    ) -> impl Future<Output = BackendResult<u64>> + Send;
+    /// Opens a blob, whole or a span of it (already resolved against its size). Expired or
+    /// absent blobs are `None`.
+    fn get(
+        &self,
+        blob: BlobId<'_>,
+        span: Option<Span>,
+    ) -> impl Future<Output = BackendResult<Option<(Metadata, Body)>>> + Send;
+    /// A blob's metadata, without its body.
+    fn head(
+        &self,
+        blob: BlobId<'_>,
+    ) -> impl Future<Output = BackendResult<Option<Metadata>>> + Send;
+    /// Deletes a blob; deleting an absent blob succeeds.
+    fn delete(&self, blob: BlobId<'_>) -> impl Future<Output = BackendResult<()>> + Send;
+}
+
+/// The write-ahead change log.
+pub trait ChangeLog: Send + Sync + 'static {
+    /// Records a change durably before returning. Recording the same id twice is harmless.
+    fn record(
+        &self,
+        id: ChangeId,
+        change: Change<'_>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Removes an entry; removing an absent one succeeds.
+    fn remove(&self, id: ChangeId) -> impl Future<Output = BackendResult<()>> + Send;
+    /// The first entry with an id greater than `after`, in id order, that this process may
+    /// reclaim (a backend shared between processes skips entries of other live owners).
+    fn scan(
+        &self,
+        after: Option<ChangeId>,
+    ) -> impl Future<Output = BackendResult<Option<LogRecord>>> + Send;
+}
+
+/// [`HvBackend`] for backends whose calls are synchronous.
+#[allow(missing_docs)] // Each method is documented on its async twin.
+pub trait SyncHvBackend: Send + Sync + 'static {
+    fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row>;
+    fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded>;
+    fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded>;
+    fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool>;
+    fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>>;
+}
+
+/// [`LtBackend`] for backends whose calls are synchronous. The body is still a stream: a
+/// synchronous backend drains it with [`futures_lite::future::block_on`] or receives it whole.
+#[allow(missing_docs)]
+pub trait SyncLtBackend: Send + Sync + 'static {
+    fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Bytes) -> BackendResult<u64>;
+    fn get(&self, blob: BlobId<'_>, span: Option<Span>) -> BackendResult<Option<(Metadata, Body)>>;
+    fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>>;
+    fn delete(&self, blob: BlobId<'_>) -> BackendResult<()>;
+}
+
+/// [`ChangeLog`] for backends whose calls are synchronous.
+#[allow(missing_docs)]
+pub trait SyncChangeLog: Send + Sync + 'static {
+    fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()>;
+    fn remove(&self, id: ChangeId) -> BackendResult<()>;
+    fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>>;
+}
+
+impl<T: SyncHvBackend> HvBackend for T {
+    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        SyncHvBackend::read(self, key, payload, now)
+    }
+    async fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded> {
+        SyncHvBackend::put_non_tombstone(self, key, meta, payload, now)
+    }
+    async fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
+        SyncHvBackend::delete_non_tombstone(self, key, now)
+    }
+    async fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool> {
+        SyncHvBackend::compare_and_write(self, key, expected, write, now)
+    }
+    async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>> {
+        SyncHvBackend::list(self, prefix, after, limit, now)
+    }
+}
+
+impl<T: SyncLtBackend> LtBackend for T {
+    async fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> BackendResult<u64> {
+        let bytes = body.bytes().await?;
+        SyncLtBackend::put(self, blob, meta, bytes)
+    }
+    async fn get(
+        &self,
+        blob: BlobId<'_>,
+        span: Option<Span>,
+    ) -> BackendResult<Option<(Metadata, Body)>> {
+        SyncLtBackend::get(self, blob, span)
+    }
+    async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
+        SyncLtBackend::head(self, blob)
+    }
+    async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
+        SyncLtBackend::delete(self, blob)
+    }
+}
+
+impl<T: SyncChangeLog> ChangeLog for T {
+    async fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()> {
+        SyncChangeLog::record(self, id, change)
+    }
+    async fn remove(&self, id: ChangeId) -> BackendResult<()> {
+        SyncChangeLog::remove(self, id)
+    }
+    async fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
+        SyncChangeLog::scan(self, after)
+    }
+}

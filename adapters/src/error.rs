@@ -1,0 +1,80 @@
+//! The errors a [`TieredStore`](crate::TieredStore) call returns, typed by whose fault they are.
+
+use crate::backend::BackendError;
+use crate::MetadataError;
+use cairn_core::{Applied, ConfigError, KeyError, Tier, WriteError};
+use std::io;
+
+/// Why a store call failed.
+///
+/// - The caller's fault, nothing read or written: [`InvalidKey`](Error::InvalidKey),
+///   [`InvalidMetadata`](Error::InvalidMetadata), [`InvalidRange`](Error::InvalidRange),
+///   [`InvalidConfig`](Error::InvalidConfig), [`Body`](Error::Body).
+/// - A backend's fault: [`Write`](Error::Write) (with whether it may have applied) and
+///   [`Read`](Error::Read).
+/// - Contention: [`Unstable`](Error::Unstable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is empty, too long, or contains NUL.
+    #[error("invalid key: {0}")]
+    InvalidKey(#[from] KeyError),
+    /// Content type or user metadata break a limit.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(#[from] MetadataError),
+    /// The requested range selects no byte of the object.
+    #[error("range not satisfiable: the object has {size} bytes")]
+    InvalidRange {
+        /// The object's size.
+        size: u64,
+    },
+    /// A configuration value is out of bounds.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    /// The caller's body stream failed; nothing was committed.
+    #[error("reading the object body failed: {0}")]
+    Body(#[source] io::Error),
+    /// A put or delete failed in a backend.
+    #[error("{error}: {source}")]
+    Write {
+        /// Which tier failed and whether the write may have taken effect.
+        error: WriteError,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+    /// A read, listing or recovery failed in a backend.
+    #[error("{tier} failed: {source}")]
+    Read {
+        /// The tier that failed.
+        tier: Tier,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+    /// The key was overwritten under the read too many times in a row; retrying may succeed.
+    #[error("the key kept changing under the read; try again")]
+    Unstable,
+}
+
+impl Error {
+    /// Whether the caller's input caused this (retrying the same call cannot help).
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidKey(_)
+                | Error::InvalidMetadata(_)
+                | Error::InvalidRange { .. }
+                | Error::InvalidConfig(_)
+                | Error::Body(_)
+        )
+    }
+
+    /// For a failed write: whether it may have taken effect.
+    pub fn applied(&self) -> Option<Applied> {
+        match self {
+            Error::Write { error, .. } => Some(error.applied),
+            _ => None,
+        }
+    }
+}

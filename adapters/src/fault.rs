@@ -1,0 +1,305 @@
+//! A fault-injecting wrapper around any backend, for tests: make a chosen call fail before it
+//! applies, apply and then report an error (a lost acknowledgement), answer a compare-and-write
+//! with a conflict, or pause until the test releases it.
+
+use crate::backend::{
+    BackendError, BackendResult, ChangeLog, HvBackend, ListEntry, LogRecord, LtBackend, Row, Write,
+};
+use crate::{Body, Metadata};
+use bytes::Bytes;
+use cairn_core::{BlobId, Change, ChangeId, Guarded, Instant, Key, Revision, Span};
+use event_listener::Event;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A backend call, for aiming faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Op {
+    HvRead,
+    HvPut,
+    HvDelete,
+    HvCas,
+    HvList,
+    LtPut,
+    LtGet,
+    LtHead,
+    LtDelete,
+    LogRecord,
+    LogRemove,
+    LogScan,
+}
+
+/// What happens to a targeted call.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Fail without applying.
+    FailBefore,
+    /// Apply, then report a failure (the acknowledgement is lost).
+    FailAfter,
+    /// Compare-and-write only: answer `false` without writing.
+    Conflict,
+    /// Wait at the gate until it is released, then proceed normally.
+    Pause(Arc<Gate>),
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: Op,
+    fault: Fault,
+    skip: u32,
+    times: u32,
+}
+
+/// The faults planned for a set of wrapped backends; share one between the tiers with `Arc`.
+///
+/// ```
+/// use cairn_adapters::fault::{Fault, Faults, Op};
+/// let faults = Faults::new();
+/// faults.inject(Op::HvCas, Fault::FailAfter); // the next compare-and-write applies, then errs
+/// faults.inject_nth(Op::LtDelete, 1, Fault::FailBefore, 3); // the 2nd, 3rd and 4th deletes fail
+/// assert_eq!(faults.calls(Op::HvCas), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Mutex<Vec<Rule>>,
+    calls: Mutex<hashbrown::HashMap<Op, u64>>,
+}
+
+impl Faults {
+    /// No faults planned.
+    pub fn new() -> Arc<Faults> {
+        Arc::default()
+    }
+
+    /// The next call of `op` suffers `fault`.
+    pub fn inject(&self, op: Op, fault: Fault) {
+        self.inject_nth(op, 0, fault, 1);
+    }
+
+    /// After `skip` more calls of `op` pass untouched, the following `times` calls suffer `fault`.
+    pub fn inject_nth(&self, op: Op, skip: u32, fault: Fault, times: u32) {
+        crate::memory_lock(&self.rules).push(Rule {
+            op,
+            fault,
+            skip,
+            times,
+        });
+    }
+
+    /// Drops every planned fault.
+    pub fn clear(&self) {
+        crate::memory_lock(&self.rules).clear();
+    }
+
+    /// How many calls of `op` reached the wrapper.
+    pub fn calls(&self, op: Op) -> u64 {
+        crate::memory_lock(&self.calls)
+            .get(&op)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn take(&self, op: Op) -> Option<Fault> {
+        *crate::memory_lock(&self.calls).entry(op).or_default() += 1;
+        let mut rules = crate::memory_lock(&self.rules);
+        let i = rules.iter().position(|r| r.op == op)?;
+        let rule = &mut rules[i];
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
+        }
+        rule.times -= 1;
+        let fault = rule.fault.clone();
+        if rule.times == 0 {
+            rules.remove(i);
+        }
+        Some(fault)
+    }
+}
+
+/// A point where a paused call waits until the test releases it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    reached: AtomicBool,
+    released: AtomicBool,
+    event: Event,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Arc<Gate> {
+        Arc::default()
+    }
+
+    /// Waits until a call is paused here.
+    pub async fn reached(&self) {
+        wait_for(&self.event, || self.reached.load(Ordering::Acquire)).await;
+    }
+
+    /// Whether a call is paused here (or passed through).
+    pub fn is_reached(&self) -> bool {
+        self.reached.load(Ordering::Acquire)
+    }
+
+    /// Lets the paused call (and any later one) through.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    async fn pass(&self) {
+        self.reached.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+        wait_for(&self.event, || self.released.load(Ordering::Acquire)).await;
+    }
+}
+
+async fn wait_for(event: &Event, done: impl Fn() -> bool) {
+    loop {
+        if done() {
+            return;
+        }
+        let listener = event.listen();
+        if done() {
+            return;
+        }
+        listener.await;
+    }
+}
+
+fn injected(what: &str) -> BackendError {
+    BackendError::new(format!("injected fault: {what}"))
+}
+
+/// A backend whose calls suffer the faults planned in a shared [`Faults`].
+#[derive(Debug)]
+pub struct Faulty<B> {
+    inner: B,
+    faults: Arc<Faults>,
+}
+
+impl<B> Faulty<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, faults: Arc<Faults>) -> Self {
+        Faulty { inner, faults }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    async fn around<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = BackendResult<T>>,
+    ) -> BackendResult<T> {
+        self.apply(op, self.faults.take(op), call).await
+    }
+
+    async fn apply<T>(
+        &self,
+        op: Op,
+        fault: Option<Fault>,
+        call: impl Future<Output = BackendResult<T>>,
+    ) -> BackendResult<T> {
+        match &fault {
+            Some(Fault::FailBefore) => return Err(injected("failed before applying")),
+            Some(Fault::Pause(gate)) => gate.pass().await,
+            Some(Fault::Conflict) => panic!("test bug: Fault::Conflict aimed at {op:?}, not HvCas"),
+            Some(Fault::FailAfter) | None => {}
+        }
+        let result = call.await;
+        match fault {
+            Some(Fault::FailAfter) => Err(injected("applied, then the response was lost")),
+            _ => result,
+        }
+    }
+}
+
+impl<B: HvBackend> HvBackend for Faulty<B> {
+    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        self.around(Op::HvRead, self.inner.read(key, payload, now))
+            .await
+    }
+    async fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded> {
+        self.around(
+            Op::HvPut,
+            self.inner.put_non_tombstone(key, meta, payload, now),
+        )
+        .await
+    }
+    async fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
+        self.around(Op::HvDelete, self.inner.delete_non_tombstone(key, now))
+            .await
+    }
+    async fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool> {
+        let fault = self.faults.take(Op::HvCas);
+        if let Some(Fault::Conflict) = fault {
+            return Ok(false);
+        }
+        self.apply(
+            Op::HvCas,
+            fault,
+            self.inner.compare_and_write(key, expected, write, now),
+        )
+        .await
+    }
+    async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>> {
+        self.around(Op::HvList, self.inner.list(prefix, after, limit, now))
+            .await
+    }
+}
+
+impl<B: LtBackend> LtBackend for Faulty<B> {
+    async fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> BackendResult<u64> {
+        self.around(Op::LtPut, self.inner.put(blob, meta, body))
+            .await
+    }
+    async fn get(
+        &self,
+        blob: BlobId<'_>,
+        span: Option<Span>,
+    ) -> BackendResult<Option<(Metadata, Body)>> {
+        self.around(Op::LtGet, self.inner.get(blob, span)).await
+    }
+    async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
+        self.around(Op::LtHead, self.inner.head(blob)).await
+    }
+    async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
+        self.around(Op::LtDelete, self.inner.delete(blob)).await
+    }
+}
+
+impl<B: ChangeLog> ChangeLog for Faulty<B> {
+    async fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()> {
+        self.around(Op::LogRecord, self.inner.record(id, change))
+            .await
+    }
+    async fn remove(&self, id: ChangeId) -> BackendResult<()> {
+        self.around(Op::LogRemove, self.inner.remove(id)).await
+    }
+    async fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
+        self.around(Op::LogScan, self.inner.scan(after)).await
+    }
+}

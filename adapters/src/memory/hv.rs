@@ -1,0 +1,206 @@
+use crate::backend::{BackendResult, ListEntry, Row, SyncHvBackend, Write};
+use crate::memory_lock as lock;
+use crate::Metadata;
+use bytes::Bytes;
+use cairn_core::{
+    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, Revision, Tombstone,
+};
+use hashbrown::HashMap;
+use std::sync::Mutex;
+
+/// What a compare-and-write does when the row is already in its target state. Both are legal;
+/// cairn must be correct under either, and the tests run both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CasMode {
+    /// Write again (what a store with predicate-only conditional writes, like BigTable, does).
+    #[default]
+    Reapply,
+    /// Answer true without writing.
+    Skip,
+}
+
+#[derive(Clone, Debug)]
+enum Stored {
+    Inline { meta: Metadata, payload: Bytes },
+    Tombstone(Tombstone),
+}
+
+impl Stored {
+    fn core(&self) -> HvRow {
+        match self {
+            Stored::Inline { meta, .. } => HvRow::Inline(meta.core()),
+            Stored::Tombstone(t) => HvRow::Tombstone(*t),
+        }
+    }
+}
+
+/// The high-volume tier in memory, with atomic conditional operations and expiry.
+///
+/// ```
+/// use cairn_adapters::memory::{CasMode, MemoryHv};
+/// let hv = MemoryHv::new().with_cas_mode(CasMode::Skip);
+/// assert_eq!(hv.len(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryHv {
+    rows: Mutex<HashMap<Key, Stored>>,
+    mode: CasMode,
+}
+
+impl MemoryHv {
+    /// An empty tier answering idempotent compare-and-writes by re-applying them.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Chooses the idempotent compare-and-write behaviour.
+    pub fn with_cas_mode(mut self, mode: CasMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Number of stored rows, expired ones included.
+    pub fn len(&self) -> usize {
+        lock(&self.rows).len()
+    }
+
+    /// Whether no rows are stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every stored row, expired ones included, for checkers and `fsck`.
+    pub fn snapshot(&self) -> Vec<(Key, HvRow)> {
+        lock(&self.rows)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.core()))
+            .collect()
+    }
+
+    /// Writes a tombstone directly, bypassing the protocol (for tests of damaged states).
+    pub fn force_tombstone(&self, key: &Key, tombstone: Tombstone) {
+        lock(&self.rows).insert(key.clone(), Stored::Tombstone(tombstone));
+    }
+}
+
+fn live(row: Option<&Stored>, now: Instant) -> HvRow {
+    row.map_or(HvRow::Absent, |r| r.core().at(now))
+}
+
+impl SyncHvBackend for MemoryHv {
+    fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        let rows = lock(&self.rows);
+        let stored = rows.get(key);
+        Ok(match (live(stored, now), stored) {
+            (HvRow::Absent, _) => Row::Absent,
+            (HvRow::Tombstone(t), _) => Row::Tombstone(t),
+            (
+                HvRow::Inline(_),
+                Some(Stored::Inline {
+                    meta,
+                    payload: bytes,
+                }),
+            ) => Row::Inline {
+                meta: meta.clone(),
+                payload: payload.then(|| bytes.clone()),
+            },
+            (HvRow::Inline(_), _) => unreachable!("an inline view comes from an inline row"),
+        })
+    }
+
+    fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded> {
+        let mut rows = lock(&self.rows);
+        if let HvRow::Tombstone(t) = live(rows.get(key), now) {
+            return Ok(Guarded::Blocked(t));
+        }
+        let row = Stored::Inline {
+            meta: meta.clone(),
+            payload: payload.clone(),
+        };
+        match rows.get_mut(key) {
+            Some(slot) => *slot = row,
+            None => {
+                rows.insert(key.clone(), row);
+            }
+        }
+        Ok(Guarded::Applied)
+    }
+
+    fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
+        let mut rows = lock(&self.rows);
+        if let HvRow::Tombstone(t) = live(rows.get(key), now) {
+            return Ok(Guarded::Blocked(t));
+        }
+        rows.remove(key);
+        Ok(Guarded::Applied)
+    }
+
+    fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool> {
+        let mut rows = lock(&self.rows);
+        let core_write = match write {
+            Write::Tombstone(t) => HvWrite::Tombstone(t),
+            Write::Inline { meta, .. } => HvWrite::Inline(meta.core()),
+            Write::Delete => HvWrite::Delete,
+        };
+        let verdict = cas_verdict(live(rows.get(key), now), expected, &core_write);
+        let apply = match verdict {
+            CasVerdict::Apply => true,
+            CasVerdict::AlreadyApplied => self.mode == CasMode::Reapply,
+            CasVerdict::Conflict => false,
+        };
+        if apply {
+            match write {
+                Write::Tombstone(t) => {
+                    rows.insert(key.clone(), Stored::Tombstone(t));
+                }
+                Write::Inline { meta, payload } => {
+                    let row = Stored::Inline {
+                        meta: meta.clone(),
+                        payload: payload.clone(),
+                    };
+                    rows.insert(key.clone(), row);
+                }
+                Write::Delete => {
+                    rows.remove(key);
+                }
+            }
+        }
+        Ok(verdict.succeeded())
+    }
+
+    fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>> {
+        let rows = lock(&self.rows);
+        let mut hits: Vec<ListEntry> = rows
+            .iter()
+            .filter(|(k, _)| k.as_bytes().starts_with(prefix) && after.is_none_or(|a| *k > a))
+            .filter_map(|(k, v)| match v.core().at(now) {
+                HvRow::Absent => None,
+                row => Some(ListEntry {
+                    key: k.clone(),
+                    row,
+                }),
+            })
+            .collect();
+        hits.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        hits.truncate(limit);
+        Ok(hits)
+    }
+}

@@ -1,0 +1,143 @@
+//! Object metadata as users see it: the core's fields plus content type and user pairs.
+
+use cairn_core::{Duration, Instant, ObjectMeta};
+use std::fmt;
+
+/// Longest content type accepted, in bytes (HTTP servers commonly cap header values near here).
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// Largest total size of user metadata (names plus values), in bytes: S3's limit, so objects
+/// move between cairn and S3-compatible stores without loss.
+pub const MAX_USER_METADATA_LEN: usize = 2048;
+
+/// Everything stored about an object besides its bytes. It always lives with the payload: in the
+/// high-volume row for inline objects, with the blob for long-term ones.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Metadata {
+    /// Payload length in bytes.
+    pub size: u64,
+    /// MIME type, if the writer gave one.
+    pub content_type: Option<String>,
+    /// When the write started (milliseconds since the UNIX epoch under the system clock).
+    pub created: Instant,
+    /// When the object expires, if ever.
+    pub expires: Option<Instant>,
+    /// User key-value pairs, in the order given.
+    pub user: Vec<(String, String)>,
+}
+
+impl Metadata {
+    /// The part the core needs.
+    pub fn core(&self) -> ObjectMeta {
+        ObjectMeta {
+            size: self.size,
+            created: self.created,
+            expires: self.expires,
+        }
+    }
+}
+
+/// How to store an object: everything in [`Metadata`] that the writer chooses.
+///
+/// ```
+/// use cairn_adapters::PutOptions;
+/// use cairn_core::Duration;
+/// let opts = PutOptions::default()
+///     .content_type("image/png")
+///     .ttl(Duration::from_secs(3600))
+///     .user("owner", "ada");
+/// assert!(opts.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// MIME type.
+    pub content_type: Option<String>,
+    /// Time to live from the start of the put; `None` keeps the object until deleted.
+    pub ttl: Option<Duration>,
+    /// User key-value pairs.
+    pub user: Vec<(String, String)>,
+}
+
+impl PutOptions {
+    /// Sets the content type.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets a time to live.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Adds a user metadata pair.
+    pub fn user(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.user.push((name.into(), value.into()));
+        self
+    }
+
+    /// Checks the options against their limits.
+    pub fn validate(&self) -> Result<(), MetadataError> {
+        if let Some(ct) = &self.content_type {
+            if ct.len() > MAX_CONTENT_TYPE_LEN || ct.chars().any(char::is_control) {
+                return Err(MetadataError::ContentType);
+            }
+        }
+        let user_len: usize = self.user.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if user_len > MAX_USER_METADATA_LEN {
+            return Err(MetadataError::UserTooLarge { len: user_len });
+        }
+        if self
+            .user
+            .iter()
+            .any(|(k, _)| k.is_empty() || k.chars().any(char::is_control))
+        {
+            return Err(MetadataError::UserName);
+        }
+        Ok(())
+    }
+
+    /// The metadata of an object of `size` bytes written at `now`.
+    pub(crate) fn metadata(&self, size: u64, now: Instant) -> Metadata {
+        Metadata {
+            size,
+            content_type: self.content_type.clone(),
+            created: now,
+            expires: self.ttl.map(|ttl| now + ttl),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// Metadata that breaks a limit. The caller's fault; nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataError {
+    /// The content type is longer than [`MAX_CONTENT_TYPE_LEN`] or has control characters.
+    ContentType,
+    /// User metadata exceeds [`MAX_USER_METADATA_LEN`] bytes.
+    UserTooLarge {
+        /// Its total size.
+        len: usize,
+    },
+    /// A user metadata name is empty or has control characters.
+    UserName,
+}
+
+impl fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataError::ContentType => write!(
+                f,
+                "content type must be at most {MAX_CONTENT_TYPE_LEN} bytes without control characters"
+            ),
+            MetadataError::UserTooLarge { len } => write!(
+                f,
+                "user metadata is {len} bytes; the limit is {MAX_USER_METADATA_LEN}"
+            ),
+            MetadataError::UserName => {
+                f.write_str("user metadata names must be non-empty without control characters")
+            }
+        }
+    }
+}
+impl std::error::Error for MetadataError {}

@@ -1,0 +1,546 @@
+//! [`TieredStore`]: the user-facing handle over the tiered machines and three backends.
+
+use crate::backend::{ChangeLog, HvBackend, ListEntry, LtBackend, Row};
+use crate::driver::{Driver, OpIo};
+use crate::runtime::Runtime;
+use crate::{Body, Clock, Error, Metadata, PutOptions, SystemClock};
+use bytes::{Bytes, BytesMut};
+use cairn_core::{
+    ByteRange, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, LargePut,
+    MutationDone, ReadError, Recovery, RecoveryReport, Revision, SmallPut, Span, Tier,
+    WriteOutcome,
+};
+use event_listener::Event;
+use futures_lite::StreamExt;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Most entries one [`TieredStore::list`] call returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Where an object's bytes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// Inline in the high-volume tier.
+    Inline,
+    /// In the long-term tier, as this revision.
+    LongTerm(Revision),
+}
+
+/// An object's metadata and where it lives (what `head` returns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The metadata.
+    pub meta: Metadata,
+    /// Where the bytes are.
+    pub location: Location,
+}
+
+/// An object being read: metadata plus a body that streams from its tier.
+#[derive(Debug)]
+pub struct Object {
+    /// The metadata (`size` is the whole object's size, even for a range read).
+    pub meta: Metadata,
+    /// Where the bytes are.
+    pub location: Location,
+    /// The bytes returned, for a range read; `None` when the body is the whole object.
+    pub span: Option<Span>,
+    /// The bytes.
+    pub body: Body,
+}
+
+impl Object {
+    /// Reads the whole body into memory.
+    pub async fn bytes(self) -> io::Result<Bytes> {
+        self.body.bytes().await
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// Live keys in order, with their rows.
+    pub entries: Vec<ListEntry>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<Key>,
+}
+
+/// Counts background tasks so that `join` can wait for them.
+#[derive(Default)]
+struct Tasks {
+    running: AtomicUsize,
+    idle: Event,
+}
+
+struct Inner<D> {
+    config: Config,
+    ids: Mutex<IdGen>,
+    tasks: Tasks,
+    driver: D,
+}
+
+/// A tiered object store over a high-volume tier `H`, a long-term tier `L` and a change log `C`,
+/// driven on runtime `R`. Cheap to clone; clones share everything.
+///
+/// Objects of at most [`Config::inline_threshold`] bytes live inline in `H`; larger ones are
+/// streamed to `L` behind a tombstone. Background cleanup after each mutation is spawned on `R`;
+/// [`join`](TieredStore::join) waits for it.
+///
+/// ```
+/// use cairn_adapters::memory::{MemoryHv, MemoryLog, MemoryLt};
+/// use cairn_adapters::{PutOptions, TieredStore, InlineRuntime};
+/// # futures_lite::future::block_on(async {
+/// let store = TieredStore::new(MemoryHv::new(), MemoryLt::new(), MemoryLog::new(), InlineRuntime);
+/// store.put("hello", "world", &PutOptions::default()).await?;
+/// let object = store.get("hello").await?.expect("just written");
+/// assert_eq!(object.bytes().await?, "world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct TieredStore<H, L, C, R> {
+    inner: Arc<Inner<Driver<H, L, C, R>>>,
+}
+
+impl<H, L, C, R> Clone for TieredStore<H, L, C, R> {
+    fn clone(&self) -> Self {
+        TieredStore {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Builds a [`TieredStore`] with non-default settings.
+pub struct StoreBuilder<H, L, C> {
+    hv: H,
+    lt: L,
+    log: C,
+    config: Config,
+    clock: Box<dyn Clock>,
+    seed: Option<u64>,
+}
+
+impl<H: HvBackend, L: LtBackend, C: ChangeLog> StoreBuilder<H, L, C> {
+    /// Protocol settings (threshold, retries, backoff).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where `now` comes from (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Seeds revision and change ids (default: from the operating system).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The store, on runtime `runtime`.
+    pub fn build<R: Runtime>(self, runtime: R) -> Result<TieredStore<H, L, C, R>, Error> {
+        self.config.validate()?;
+        let seed = self
+            .seed
+            .unwrap_or_else(|| std::hash::RandomState::new().build_hasher().finish());
+        let driver = Driver {
+            hv: self.hv,
+            lt: self.lt,
+            log: self.log,
+            runtime,
+            clock: self.clock,
+            held: Mutex::default(),
+        };
+        Ok(TieredStore {
+            inner: Arc::new(Inner {
+                config: self.config,
+                ids: Mutex::new(IdGen::new(seed)),
+                tasks: Tasks::default(),
+                driver,
+            }),
+        })
+    }
+}
+
+impl<H: HvBackend, L: LtBackend, C: ChangeLog> TieredStore<H, L, C, ()> {
+    /// Starts building a store over these backends.
+    pub fn builder(hv: H, lt: L, log: C) -> StoreBuilder<H, L, C> {
+        StoreBuilder {
+            hv,
+            lt,
+            log,
+            config: Config::DEFAULT,
+            clock: Box::new(SystemClock),
+            seed: None,
+        }
+    }
+}
+
+impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, R> {
+    /// A store with default settings, the system clock and OS-seeded ids.
+    pub fn new(hv: H, lt: L, log: C, runtime: R) -> Self {
+        TieredStore::builder(hv, lt, log)
+            .build(runtime)
+            .expect("the default config is valid")
+    }
+
+    /// The protocol settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The high-volume backend.
+    pub fn hv(&self) -> &H {
+        &self.inner.driver.hv
+    }
+
+    /// The long-term backend.
+    pub fn lt(&self) -> &L {
+        &self.inner.driver.lt
+    }
+
+    /// The change-log backend.
+    pub fn log(&self) -> &C {
+        &self.inner.driver.log
+    }
+
+    /// Stores `bytes` under `key`, inline if they fit, else as a blob. Last writer wins: a put that
+    /// lost a race to a concurrent one still succeeds, as [`WriteOutcome::Superseded`].
+    pub async fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        bytes: impl Into<Bytes>,
+        options: &PutOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let key = Key::new(key.as_ref())?;
+        options.validate()?;
+        let bytes = bytes.into();
+        let meta = options.metadata(bytes.len() as u64, self.inner.driver.now());
+        if self.inner.config.fits_inline(meta.size) {
+            self.small_put(key, meta, bytes).await
+        } else {
+            self.large_put(key, meta, Body::from_bytes(bytes)).await
+        }
+    }
+
+    /// Stores a body of unknown length. At most the inline threshold plus one chunk is buffered
+    /// to decide the tier; a larger body streams straight to the long-term tier.
+    pub async fn put_stream(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut body: Body,
+        options: &PutOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let key = Key::new(key.as_ref())?;
+        options.validate()?;
+        let threshold = self.inner.config.inline_threshold;
+        let mut buffered: Vec<Bytes> = Vec::new();
+        let mut total = 0u64;
+        loop {
+            match body.next().await {
+                Some(Err(e)) => return Err(Error::Body(e)),
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) if total + chunk.len() as u64 <= threshold => {
+                    total += chunk.len() as u64;
+                    buffered.push(chunk);
+                }
+                Some(Ok(chunk)) => {
+                    buffered.push(chunk);
+                    let head = futures_lite::stream::iter(buffered.into_iter().map(Ok));
+                    let meta = options.metadata(0, self.inner.driver.now());
+                    return self
+                        .large_put(key, meta, Body::from_stream(head.chain(body)))
+                        .await;
+                }
+                None => {
+                    let bytes = concat(buffered, total);
+                    let meta = options.metadata(total, self.inner.driver.now());
+                    return self.small_put(key, meta, bytes).await;
+                }
+            }
+        }
+    }
+
+    async fn small_put(
+        &self,
+        key: Key,
+        meta: Metadata,
+        payload: Bytes,
+    ) -> Result<WriteOutcome, Error> {
+        let id = crate::memory_lock(&self.inner.ids).change_id(meta.created);
+        let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
+        let mut io = OpIo {
+            meta: Some(meta),
+            payload: Some(payload),
+            ..OpIo::default()
+        };
+        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        self.finish(done, io, None)
+    }
+
+    async fn large_put(&self, key: Key, meta: Metadata, body: Body) -> Result<WriteOutcome, Error> {
+        let (revision, id) = {
+            let mut ids = crate::memory_lock(&self.inner.ids);
+            (ids.revision(meta.created), ids.change_id(meta.created))
+        };
+        let mut machine = LargePut::new(key, revision, meta.expires, id, self.inner.config);
+        // The caller's stream failing is the caller's fault, not the blob tier's: remember it.
+        let body_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
+        let seen = body_error.clone();
+        let body = Body::from_stream(body.map(move |chunk| {
+            chunk.inspect_err(|e| {
+                *crate::memory_lock(&seen) = Some(io::Error::new(e.kind(), e.to_string()));
+            })
+        }));
+        let mut io = OpIo {
+            meta: Some(meta),
+            body: Some(body),
+            ..OpIo::default()
+        };
+        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        let body_error = crate::memory_lock(&body_error).take();
+        self.finish(done, io, body_error)
+    }
+
+    /// Deletes `key`; deleting a missing key succeeds.
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
+        let key = Key::new(key.as_ref())?;
+        let id = crate::memory_lock(&self.inner.ids).change_id(self.inner.driver.now());
+        let mut machine = Delete::new(key, id, self.inner.config);
+        let mut io = OpIo::default();
+        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        self.finish(done, io, None)
+    }
+
+    fn finish(
+        &self,
+        done: MutationDone,
+        io: OpIo,
+        body_error: Option<io::Error>,
+    ) -> Result<WriteOutcome, Error> {
+        if let Some(cleanup) = done.cleanup {
+            self.spawn_cleanup(cleanup);
+        }
+        done.result.map_err(|error| match body_error {
+            Some(e) if error.tier == Tier::Lt => Error::Body(e),
+            _ => Error::Write {
+                error,
+                source: io
+                    .error
+                    .expect("a write fails only after a backend reported a failure"),
+            },
+        })
+    }
+
+    fn spawn_cleanup(&self, mut cleanup: Cleanup) {
+        self.inner.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let task = TaskCount {
+            store: self.inner.clone(),
+        };
+        let inner = self.inner.clone();
+        self.inner.driver.runtime.spawn(Box::pin(async move {
+            let report = inner.driver.drive(&mut cleanup, &mut OpIo::default()).await;
+            debug_assert!(matches!(
+                report.outcome,
+                CleanupOutcome::Finished | CleanupOutcome::Deferred(_)
+            ));
+            inner.driver.release(report.id);
+            drop(task);
+        }));
+    }
+
+    /// Reads a whole object; `None` if there is none.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Object>, Error> {
+        self.read(key.as_ref(), None).await
+    }
+
+    /// Reads a byte range of an object.
+    pub async fn get_range(
+        &self,
+        key: impl AsRef<[u8]>,
+        range: ByteRange,
+    ) -> Result<Option<Object>, Error> {
+        self.read(key.as_ref(), Some(range)).await
+    }
+
+    async fn read(&self, key: &[u8], range: Option<ByteRange>) -> Result<Option<Object>, Error> {
+        let mut machine = Get::new(Key::new(key)?, range, self.inner.config);
+        let mut io = OpIo::default();
+        let found = self.inner.driver.drive(&mut machine, &mut io).await;
+        Ok(match read_result(found, &mut io)? {
+            None => None,
+            Some(Found::Inline { span, .. }) => {
+                let Some(Row::Inline {
+                    meta,
+                    payload: Some(payload),
+                }) = io.row
+                else {
+                    unreachable!("an inline find follows an inline read with payload")
+                };
+                let bytes = match span {
+                    Some(s) => payload.slice(s.start as usize..s.end as usize),
+                    None => payload,
+                };
+                Some(Object {
+                    meta,
+                    location: Location::Inline,
+                    span,
+                    body: Body::from_bytes(bytes),
+                })
+            }
+            Some(Found::LongTerm { tombstone, span }) => {
+                let Some((meta, Some(body))) = io.blob else {
+                    unreachable!("a long-term find follows an opened blob")
+                };
+                Some(Object {
+                    meta,
+                    location: Location::LongTerm(tombstone.revision),
+                    span,
+                    body,
+                })
+            }
+        })
+    }
+
+    /// An object's metadata and location, without reading its bytes.
+    pub async fn head(&self, key: impl AsRef<[u8]>) -> Result<Option<ObjectInfo>, Error> {
+        let mut machine = Get::head(Key::new(key.as_ref())?, self.inner.config);
+        let mut io = OpIo::default();
+        let found = self.inner.driver.drive(&mut machine, &mut io).await;
+        Ok(match read_result(found, &mut io)? {
+            None => None,
+            Some(Found::Inline { .. }) => {
+                let Some(Row::Inline { meta, .. }) = io.row else {
+                    unreachable!("an inline find follows an inline read")
+                };
+                Some(ObjectInfo {
+                    meta,
+                    location: Location::Inline,
+                })
+            }
+            Some(Found::LongTerm { tombstone, .. }) => {
+                let Some((meta, _)) = io.blob else {
+                    unreachable!("a long-term find follows a head")
+                };
+                Some(ObjectInfo {
+                    meta,
+                    location: Location::LongTerm(tombstone.revision),
+                })
+            }
+        })
+    }
+
+    /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) live keys starting with `prefix`, after `after`.
+    pub async fn list(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<ListPage, Error> {
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let now = self.inner.driver.now();
+        let entries = self
+            .inner
+            .driver
+            .hv
+            .list(prefix.as_ref(), after, limit, now)
+            .await
+            .map_err(|source| Error::Read {
+                tier: Tier::Hv,
+                source,
+            })?;
+        let next = (entries.len() == limit).then(|| entries[limit - 1].key.clone());
+        Ok(ListPage { entries, next })
+    }
+
+    /// Cleans up after every mutation whose cleanup never ran (after a crash) or gave up. Entries
+    /// of operations still in flight in this store are left alone.
+    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        let mut machine = Recovery::new(self.inner.config);
+        let mut io = OpIo::default();
+        let report = self.inner.driver.drive(&mut machine, &mut io).await;
+        match (report.complete, io.error) {
+            (false, Some(source)) => Err(Error::Read {
+                tier: Tier::Log,
+                source,
+            }),
+            _ => Ok(report),
+        }
+    }
+
+    /// Runs [`recover`](TieredStore::recover) every `interval` in the background, until the last
+    /// handle to the store is dropped. Failures are retried at the next interval.
+    pub fn recover_every(&self, interval: cairn_core::Duration) {
+        let weak: Weak<Inner<Driver<H, L, C, R>>> = Arc::downgrade(&self.inner);
+        self.inner.driver.runtime.spawn(Box::pin(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.driver.sleep(interval).await;
+                let store = TieredStore { inner };
+                let _ = store.recover().await;
+            }
+        }));
+    }
+
+    /// Waits until every background cleanup started so far has finished.
+    pub async fn join(&self) {
+        let tasks = &self.inner.tasks;
+        loop {
+            if tasks.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let listener = tasks.idle.listen();
+            if tasks.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Number of background cleanups running now.
+    pub fn background_tasks(&self) -> usize {
+        self.inner.tasks.running.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements the running-task count when dropped, even if the task panicked.
+struct TaskCount<D> {
+    store: Arc<Inner<D>>,
+}
+
+impl<D> Drop for TaskCount<D> {
+    fn drop(&mut self) {
+        if self.store.tasks.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.store.tasks.idle.notify(usize::MAX);
+        }
+    }
+}
+
+fn read_result(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Found>, Error> {
+    found.map_err(|e| match e {
+        ReadError::Range(r) => Error::InvalidRange { size: r.size },
+        ReadError::Unstable => Error::Unstable,
+        ReadError::Io(tier) => Error::Read {
+            tier,
+            source: io
+                .error
+                .take()
+                .expect("a read fails only after a backend reported a failure"),
+        },
+    })
+}
+
+fn concat(chunks: Vec<Bytes>, total: u64) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().expect("one chunk"),
+        _ => {
+            let mut buf = BytesMut::with_capacity(total as usize);
+            chunks.iter().for_each(|c| buf.extend_from_slice(c));
+            buf.freeze()
+        }
+    }
+}
