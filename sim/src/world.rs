@@ -31,8 +31,8 @@
 //! ```
 
 use cairn_core::{
-    is_expired, Change, ChangeId, Completion, Guarded, HvRow, HvWrite, Instant, Key, LogEntry,
-    Machine, ObjectMeta, Poll, Request, Revision, Tombstone,
+    cas_verdict, is_expired, CasVerdict, Change, ChangeId, Completion, Guarded, HvRow, HvWrite,
+    Instant, Key, LogEntry, Machine, ObjectMeta, Poll, Request, Revision, Tombstone,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -173,8 +173,9 @@ impl LoggedChange {
     }
 }
 
-/// How `compare_and_write` behaves when the row is already in the target state. Both are legal
-/// backend implementations, and cairn must be correct under either (DESIGN.md).
+/// How `compare_and_write` behaves on [`CasVerdict::AlreadyApplied`] (the row is already in the
+/// target state). Both are legal backend implementations, and cairn must be correct under
+/// either (DESIGN.md). The verdict itself is the core's [`cas_verdict`], shared by every backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CasMode {
     /// Apply the write again and answer true.
@@ -182,52 +183,6 @@ pub enum CasMode {
     Reapply,
     /// Answer true without writing.
     Skip,
-}
-
-/// How `compare_and_write` judges a row, before [`CasMode`] decides what an idempotent match
-/// does. See [`cas_decision`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CasDecision {
-    /// The row matches `expected`: write, answer true.
-    Apply,
-    /// The row is already in the target state: answer true; [`CasMode`] says whether to write.
-    AlreadyThere,
-    /// A real conflict: leave the row, answer false.
-    Conflict,
-}
-
-/// The reference table for `compare_and_write(expected, write)` against a row whose *live*
-/// tombstone (expired rows count as absent) points at `live_target` (`None`: no live tombstone).
-///
-/// | expected | write | live tombstone | decision |
-/// |---|---|---|---|
-/// | any | tombstone(n) | n | already there |
-/// | `None` | any | none | apply |
-/// | `Some(t)` | any | t | apply |
-/// | `Some(t)` | inline or delete | none | already there |
-/// | `Some(t)` | tombstone(n) | none | conflict (a tombstone swap needs the old tombstone) |
-/// | otherwise | | | conflict |
-///
-/// ```
-/// use cairn_core::{HvWrite, Revision};
-/// use cairn_sim::world::{cas_decision, CasDecision};
-/// let (a, b) = (Revision(0xA), Revision(0xB));
-/// assert_eq!(cas_decision(Some(a), &HvWrite::Delete, Some(a)), CasDecision::Apply);
-/// assert_eq!(cas_decision(Some(a), &HvWrite::Delete, Some(b)), CasDecision::Conflict);
-/// assert_eq!(cas_decision(Some(a), &HvWrite::Delete, None), CasDecision::AlreadyThere);
-/// ```
-pub fn cas_decision(
-    expected: Option<Revision>,
-    write: &HvWrite,
-    live_target: Option<Revision>,
-) -> CasDecision {
-    match (expected, write.target(), live_target) {
-        (_, Some(new), Some(current)) if new == current => CasDecision::AlreadyThere,
-        (None, _, None) => CasDecision::Apply,
-        (Some(t), _, Some(current)) if t == current => CasDecision::Apply,
-        (Some(_), None, None) => CasDecision::AlreadyThere,
-        _ => CasDecision::Conflict,
-    }
 }
 
 /// What the driver knows about the operation a request belongs to, beyond the request itself.
@@ -413,11 +368,11 @@ impl World {
                 write,
                 now,
             } => {
-                let live_target = self.live_row(key, now).and_then(|r| r.target());
-                let ok = match (cas_decision(expected, &write, live_target), self.mode) {
-                    (CasDecision::Conflict, _) => false,
-                    (CasDecision::AlreadyThere, CasMode::Skip) => true,
-                    (CasDecision::Apply, _) | (CasDecision::AlreadyThere, CasMode::Reapply) => {
+                let live = self.live_row(key, now).map_or(HvRow::Absent, |r| r.hv());
+                let ok = match (cas_verdict(live, expected, &write), self.mode) {
+                    (CasVerdict::Conflict, _) => false,
+                    (CasVerdict::AlreadyApplied, CasMode::Skip) => true,
+                    (CasVerdict::Apply, _) | (CasVerdict::AlreadyApplied, CasMode::Reapply) => {
                         self.write_row(key, write, op.value);
                         true
                     }
@@ -925,7 +880,8 @@ mod tests {
         Written,
     }
 
-    /// The whole reference table, row by row, in both modes.
+    /// The whole reference table of DESIGN.md, row by row, in both modes. Written out here
+    /// independently of the core's `cas_verdict`, so that it also pins that function.
     #[test]
     fn compare_and_write_follows_the_reference_table_in_both_modes() {
         use After::*;
