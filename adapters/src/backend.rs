@@ -330,3 +330,67 @@ impl<T: SyncChangeLog> ChangeLog for T {
         SyncChangeLog::scan(self, after)
     }
 }
+
+// Shared backends: a restarted store, or a second writer, can open the same tiers.
+impl<T: SyncHvBackend> SyncHvBackend for std::sync::Arc<T> {
+    fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        (**self).read(key, payload, now)
+    }
+    fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded> {
+        (**self).put_non_tombstone(key, meta, payload, now)
+    }
+    fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
+        (**self).delete_non_tombstone(key, now)
+    }
+    fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool> {
+        (**self).compare_and_write(key, expected, write, now)
+    }
+    fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>> {
+        (**self).list(prefix, after, limit, now)
+    }
+}
+
+impl<T: SyncLtBackend> SyncLtBackend for std::sync::Arc<T> {
+    fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Bytes) -> BackendResult<u64> {
+        (**self).put(blob, meta, body)
+    }
+    fn get(&self, blob: BlobId<'_>, span: Option<Span>) -> BackendResult<Option<(Metadata, Body)>> {
+        (**self).get(blob, span)
+    }
+    fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
+        (**self).head(blob)
+    }
+    fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
+        (**self).delete(blob)
+    }
+}
+
+impl<T: SyncChangeLog> SyncChangeLog for std::sync::Arc<T> {
+    fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()> {
+        (**self).record(id, change)
+    }
+    fn remove(&self, id: ChangeId) -> BackendResult<()> {
+        (**self).remove(id)
+    }
+    fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
+        (**self).scan(after)
+    }
+}

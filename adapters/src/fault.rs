@@ -32,7 +32,7 @@ pub enum Op {
 }
 
 /// What happens to a targeted call.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Fault {
     /// Fail without applying.
     FailBefore,
@@ -42,6 +42,24 @@ pub enum Fault {
     Conflict,
     /// Wait at the gate until it is released, then proceed normally.
     Pause(Arc<Gate>),
+    /// Run the hook, then proceed normally: a rival writer landing between two steps, or (if the
+    /// hook panics) a crash at this step boundary.
+    Run(Hook),
+}
+
+/// A closure run at a targeted call.
+pub type Hook = Arc<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fault::FailBefore => "FailBefore",
+            Fault::FailAfter => "FailAfter",
+            Fault::Conflict => "Conflict",
+            Fault::Pause(_) => "Pause",
+            Fault::Run(_) => "Run",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -208,6 +226,7 @@ impl<B> Faulty<B> {
         match &fault {
             Some(Fault::FailBefore) => return Err(injected("failed before applying")),
             Some(Fault::Pause(gate)) => gate.pass().await,
+            Some(Fault::Run(hook)) => hook(),
             Some(Fault::Conflict) => panic!("test bug: Fault::Conflict aimed at {op:?}, not HvCas"),
             Some(Fault::FailAfter) | None => {}
         }
