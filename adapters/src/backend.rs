@@ -13,7 +13,7 @@
 use crate::{Body, Metadata};
 use bytes::Bytes;
 use cairn_core::{
-    BlobId, Change, ChangeId, Guarded, HvRow, Instant, Key, Revision, Span, Tombstone,
+    BlobId, Change, ChangeId, Guarded, HvRow, Instant, Key, KeyBuf, Revision, Span, Tombstone,
 };
 use std::fmt;
 use std::future::Future;
@@ -111,7 +111,7 @@ pub enum Write<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListEntry {
     /// The key.
-    pub key: Key,
+    pub key: KeyBuf,
     /// The row's core view: inline metadata or the tombstone.
     pub row: HvRow,
 }
@@ -122,7 +122,7 @@ pub struct LogRecord {
     /// The entry's id.
     pub id: ChangeId,
     /// The logical key.
-    pub key: Key,
+    pub key: KeyBuf,
     /// The blob the mutation wrote.
     pub new: Option<Revision>,
     /// The blob it replaces.

@@ -18,22 +18,29 @@ use std::task::{Context, Poll};
 /// # });
 /// ```
 pub struct Body {
-    inner: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>,
+    inner: Inner,
+}
+
+/// One chunk stays unboxed, so an inline object is read without an allocation.
+enum Inner {
+    Once(Option<Bytes>),
+    Stream(Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>),
 }
 
 impl Body {
     /// A body from any stream of chunks.
     pub fn from_stream(stream: impl Stream<Item = io::Result<Bytes>> + Send + 'static) -> Body {
         Body {
-            inner: Box::pin(stream),
+            inner: Inner::Stream(Box::pin(stream)),
         }
     }
 
     /// A body of one chunk.
     pub fn from_bytes(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
-        let chunk = (!bytes.is_empty()).then_some(Ok(bytes));
-        Body::from_stream(futures_lite::stream::iter(chunk))
+        Body {
+            inner: Inner::Once((!bytes.is_empty()).then_some(bytes)),
+        }
     }
 
     /// A body of the given chunks.
@@ -43,11 +50,16 @@ impl Body {
 
     /// An empty body.
     pub fn empty() -> Body {
-        Body::from_stream(futures_lite::stream::empty())
+        Body {
+            inner: Inner::Once(None),
+        }
     }
 
     /// Reads the whole body into one buffer. Meant for small objects and tests; stream large ones.
     pub async fn bytes(mut self) -> io::Result<Bytes> {
+        if let Inner::Once(once) = &mut self.inner {
+            return Ok(once.take().unwrap_or_default());
+        }
         let Some(first) = self.next().await.transpose()? else {
             return Ok(Bytes::new());
         };
@@ -67,7 +79,10 @@ impl Body {
 impl Stream for Body {
     type Item = io::Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        match &mut self.inner {
+            Inner::Once(once) => Poll::Ready(once.take().map(Ok)),
+            Inner::Stream(stream) => stream.as_mut().poll_next(cx),
+        }
     }
 }
 

@@ -6,9 +6,9 @@ use crate::runtime::Runtime;
 use crate::{Body, Clock, Error, Metadata, PutOptions, SystemClock};
 use bytes::{Bytes, BytesMut};
 use cairn_core::{
-    ByteRange, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, LargePut,
-    MutationDone, ReadError, Recovery, RecoveryReport, Revision, SmallPut, Span, Tier,
-    WriteOutcome,
+    ByteRange, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, KeyBuf, LargePut,
+    MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision, SmallPut, Span,
+    Tier, WriteOutcome,
 };
 use event_listener::Event;
 use futures_lite::StreamExt;
@@ -64,7 +64,7 @@ pub struct ListPage {
     /// Live keys in order, with their rows.
     pub entries: Vec<ListEntry>,
     /// Pass as `after` to get the next page; `None` at the end.
-    pub next: Option<Key>,
+    pub next: Option<KeyBuf>,
 }
 
 /// Counts background tasks so that `join` can wait for them.
@@ -266,7 +266,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 
     async fn small_put(
         &self,
-        key: Key,
+        key: &Key,
         meta: Metadata,
         payload: Bytes,
     ) -> Result<WriteOutcome, Error> {
@@ -278,10 +278,15 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             ..OpIo::default()
         };
         let done = self.inner.driver.drive(&mut machine, &mut io).await;
-        self.finish(done, io, None)
+        self.finish(key, done, io, None)
     }
 
-    async fn large_put(&self, key: Key, meta: Metadata, body: Body) -> Result<WriteOutcome, Error> {
+    async fn large_put(
+        &self,
+        key: &Key,
+        meta: Metadata,
+        body: Body,
+    ) -> Result<WriteOutcome, Error> {
         let (revision, id) = {
             let mut ids = crate::memory_lock(&self.inner.ids);
             (ids.revision(meta.created), ids.change_id(meta.created))
@@ -302,7 +307,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         };
         let done = self.inner.driver.drive(&mut machine, &mut io).await;
         let body_error = crate::memory_lock(&body_error).take();
-        self.finish(done, io, body_error)
+        self.finish(key, done, io, body_error)
     }
 
     /// Deletes `key`; deleting a missing key succeeds.
@@ -312,17 +317,18 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         let mut machine = Delete::new(key, id, self.inner.config);
         let mut io = OpIo::default();
         let done = self.inner.driver.drive(&mut machine, &mut io).await;
-        self.finish(done, io, None)
+        self.finish(key, done, io, None)
     }
 
     fn finish(
         &self,
+        key: &Key,
         done: MutationDone,
         io: OpIo,
         body_error: Option<io::Error>,
     ) -> Result<WriteOutcome, Error> {
         if let Some(cleanup) = done.cleanup {
-            self.spawn_cleanup(cleanup);
+            self.spawn_cleanup(key, cleanup);
         }
         done.result.map_err(|error| match body_error {
             Some(e) if error.tier == Tier::Lt => Error::Body(e),
@@ -335,7 +341,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         })
     }
 
-    fn spawn_cleanup(&self, mut cleanup: Cleanup) {
+    fn spawn_cleanup(&self, key: &Key, pending: PendingCleanup) {
+        let mut cleanup = Cleanup::new(key.to_key_buf(), pending, self.inner.config);
         self.inner.tasks.running.fetch_add(1, Ordering::AcqRel);
         let task = TaskCount {
             store: self.inner.clone(),

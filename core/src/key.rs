@@ -1,9 +1,13 @@
-//! Object keys: validated once at the edge, then stored inline (no allocation).
+//! Object keys: validated once at the edge, then borrowed. The caller owns the bytes; a machine
+//! keeps its own copy ([`KeyBuf`], inline, no allocation) only when it outlives the call that
+//! started it (cleanup, recovery).
 
 use crate::limits::MAX_KEY_LEN;
+use core::borrow::Borrow;
 use core::fmt;
+use core::ops::Deref;
 
-/// A validated object key: 1 to [`MAX_KEY_LEN`] bytes, no NUL byte.
+/// A validated object key: 1 to [`MAX_KEY_LEN`] bytes, no NUL byte. Borrowed, like `str`.
 ///
 /// Keys are bytes, not paths: backends must never turn one into a file path directly.
 ///
@@ -11,12 +15,13 @@ use core::fmt;
 /// use cairn_core::{Key, KeyError};
 /// let key = Key::new(b"photos/2026/cat.jpg").unwrap();
 /// assert_eq!(key.as_bytes(), b"photos/2026/cat.jpg");
-/// assert_eq!(Key::new(b""), Err(KeyError::Empty));
-/// assert_eq!(Key::new(b"a\0b"), Err(KeyError::ContainsNul { at: 1 }));
+/// assert_eq!(Key::new(b"").unwrap_err(), KeyError::Empty);
+/// assert_eq!(Key::new(b"a\0b").unwrap_err(), KeyError::ContainsNul { at: 1 });
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
 pub struct Key {
-    bytes: heapless::Vec<u8, MAX_KEY_LEN>,
+    bytes: [u8],
 }
 
 /// Why a key was rejected. Always the caller's fault; nothing was read or written.
@@ -49,8 +54,8 @@ impl fmt::Display for KeyError {
 }
 
 impl Key {
-    /// Validates and copies `bytes` into a key.
-    pub fn new(bytes: &[u8]) -> Result<Key, KeyError> {
+    /// Validates `bytes` as a key, without copying them.
+    pub fn new(bytes: &[u8]) -> Result<&Key, KeyError> {
         if bytes.is_empty() {
             return Err(KeyError::Empty);
         }
@@ -60,9 +65,16 @@ impl Key {
         if let Some(at) = bytes.iter().position(|&b| b == 0) {
             return Err(KeyError::ContainsNul { at });
         }
-        let bytes = heapless::Vec::from_slice(bytes)
-            .unwrap_or_else(|()| unreachable!("length was checked against MAX_KEY_LEN"));
-        Ok(Key { bytes })
+        Ok(Key::new_unchecked(bytes))
+    }
+
+    fn new_unchecked(bytes: &[u8]) -> &Key {
+        // SAFETY: `Key` is `repr(transparent)` over `[u8]`, so the two references have the same
+        // layout and metadata; the lifetime is carried over unchanged. Callers have validated.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*(bytes as *const [u8] as *const Key)
+        }
     }
 
     /// The key's bytes.
@@ -73,6 +85,13 @@ impl Key {
     /// The key as UTF-8, if it is.
     pub fn as_str(&self) -> Option<&str> {
         core::str::from_utf8(&self.bytes).ok()
+    }
+
+    /// An owned copy, stored inline.
+    pub fn to_key_buf(&self) -> KeyBuf {
+        let bytes = heapless::Vec::from_slice(&self.bytes)
+            .unwrap_or_else(|()| unreachable!("a Key is at most MAX_KEY_LEN bytes"));
+        KeyBuf { bytes }
     }
 }
 
@@ -99,5 +118,71 @@ impl fmt::Display for Key {
             }
         }
         f.write_str("\"")
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// An owned key, stored inline (no allocation): what machines keep when they outlive the call
+/// that started them, and what change-log scans hand back.
+///
+/// ```
+/// use cairn_core::{Key, KeyBuf};
+/// let owned: KeyBuf = Key::new(b"k").unwrap().to_key_buf();
+/// let borrowed: &Key = &owned;
+/// assert_eq!(borrowed.as_bytes(), b"k");
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyBuf {
+    bytes: heapless::Vec<u8, MAX_KEY_LEN>,
+}
+
+impl KeyBuf {
+    /// Validates and copies `bytes`.
+    pub fn new(bytes: &[u8]) -> Result<KeyBuf, KeyError> {
+        Key::new(bytes).map(Key::to_key_buf)
+    }
+}
+
+impl Deref for KeyBuf {
+    type Target = Key;
+    fn deref(&self) -> &Key {
+        Key::new_unchecked(&self.bytes)
+    }
+}
+
+impl Borrow<Key> for KeyBuf {
+    fn borrow(&self) -> &Key {
+        self
+    }
+}
+
+impl AsRef<Key> for KeyBuf {
+    fn as_ref(&self) -> &Key {
+        self
+    }
+}
+
+impl fmt::Debug for KeyBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for KeyBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl alloc::borrow::ToOwned for Key {
+    type Owned = KeyBuf;
+    fn to_owned(&self) -> KeyBuf {
+        self.to_key_buf()
     }
 }

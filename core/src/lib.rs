@@ -23,9 +23,9 @@
 //!
 //! Each `poll` and `handle` does a bounded amount of work. Payload bytes never pass through a
 //! machine: the driver keeps the operation's body and hands it to the backend when a request
-//! calls for it. A finished put or delete yields a [`MutationDone`] whose optional [`Cleanup`] is
-//! itself a machine: run it inline, spawn it, or schedule it, but run it (or leave its change-log
-//! entry to [`Recovery`]).
+//! calls for it. A finished put or delete yields a [`MutationDone`] whose optional
+//! [`PendingCleanup`] becomes a [`Cleanup`] machine, driven the same way: run it inline, spawn it,
+//! or schedule it, but run it (or leave its change-log entry to [`Recovery`]).
 //!
 //! ## A worked example
 //!
@@ -73,7 +73,7 @@
 
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -97,7 +97,7 @@ pub use config::{Config, ConfigError};
 pub use error::{Applied, ReadError, WriteError};
 pub use id::{ChangeId, IdGen, Revision};
 pub use io::{BlobId, Change, Completion, Guarded, HvWrite, LogEntry, Request, Tier};
-pub use key::{Key, KeyError};
+pub use key::{Key, KeyBuf, KeyError};
 pub use machine::{Machine, Poll};
 pub use meta::{HvRow, ObjectMeta, Tombstone};
 pub use range::{ByteRange, RangeNotSatisfiable, Span};

@@ -24,15 +24,15 @@
 //! let now = Instant::from_millis(1_000);
 //! let key = Key::new(b"k").unwrap();
 //! let meta = ObjectMeta { size: 5, created: now, expires: None };
-//! let put = SmallPut::new(key.clone(), meta, ChangeId(1), Config::DEFAULT);
+//! let put = SmallPut::new(key, meta, ChangeId(1), Config::DEFAULT);
 //! let done = run(&mut world, put, now, OpContext::put(7));
 //! assert_eq!(done.result, Ok(WriteOutcome::Committed));
-//! assert_eq!(world.row(&key).and_then(|row| row.value()), Some(7));
+//! assert_eq!(world.row(key).and_then(|row| row.value()), Some(7));
 //! ```
 
 use cairn_core::{
     cas_verdict, is_expired, CasVerdict, Change, ChangeId, Completion, Guarded, HvRow, HvWrite,
-    Instant, Key, LogEntry, Machine, ObjectMeta, Poll, Request, Revision, Tombstone,
+    Instant, Key, KeyBuf, LogEntry, Machine, ObjectMeta, Poll, Request, Revision, Tombstone,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -141,7 +141,7 @@ impl fmt::Display for Blob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggedChange {
     /// The logical key.
-    pub key: Key,
+    pub key: KeyBuf,
     /// The blob the mutation wrote, if any.
     pub new: Option<Revision>,
     /// The blob the mutation replaces, if any.
@@ -152,7 +152,7 @@ impl LoggedChange {
     /// Copies a change out of a request.
     pub fn from_change(change: &Change<'_>) -> LoggedChange {
         LoggedChange {
-            key: change.key.clone(),
+            key: change.key.to_key_buf(),
             new: change.new,
             old: change.old,
         }
@@ -169,7 +169,7 @@ impl LoggedChange {
 
     /// Whether this entry names `revision` of `key` as its `new` or `old` blob.
     pub fn covers(&self, key: &Key, revision: Revision) -> bool {
-        self.key == *key && (self.new == Some(revision) || self.old == Some(revision))
+        *self.key == *key && (self.new == Some(revision) || self.old == Some(revision))
     }
 }
 
@@ -290,8 +290,8 @@ impl fmt::Display for Answer {
 pub struct World {
     mode: CasMode,
     now: Instant,
-    hv: BTreeMap<Key, Row>,
-    lt: BTreeMap<(Key, Revision), Blob>,
+    hv: BTreeMap<KeyBuf, Row>,
+    lt: BTreeMap<(KeyBuf, Revision), Blob>,
     log: BTreeMap<ChangeId, LoggedChange>,
     held: BTreeSet<ChangeId>,
 }
@@ -347,7 +347,8 @@ impl World {
                     Some(Row::Tombstone(t)) => Guarded::Blocked(t),
                     _ => {
                         let value = op.value;
-                        self.hv.insert(key.clone(), Row::Inline { meta, value });
+                        self.hv
+                            .insert(key.to_key_buf(), Row::Inline { meta, value });
                         Guarded::Applied
                     }
                 }))
@@ -390,7 +391,8 @@ impl World {
                     value: op.value,
                     complete: true,
                 };
-                self.lt.insert((blob.key.clone(), blob.revision), stored);
+                self.lt
+                    .insert((blob.key.to_key_buf(), blob.revision), stored);
                 Answer::new(Reply::BlobWritten { size })
             }
             Request::LtGet { blob, .. } | Request::LtHead { blob } => {
@@ -403,7 +405,7 @@ impl World {
                 }
             }
             Request::LtDelete { blob } => {
-                self.lt.remove(&(blob.key.clone(), blob.revision));
+                self.lt.remove(&(blob.key.to_key_buf(), blob.revision));
                 Answer::new(Reply::Done)
             }
             Request::LogRecord { id, change } => {
@@ -444,10 +446,11 @@ impl World {
     fn write_row(&mut self, key: &Key, write: HvWrite, value: u64) {
         match write {
             HvWrite::Tombstone(t) => {
-                self.hv.insert(key.clone(), Row::Tombstone(t));
+                self.hv.insert(key.to_key_buf(), Row::Tombstone(t));
             }
             HvWrite::Inline(meta) => {
-                self.hv.insert(key.clone(), Row::Inline { meta, value });
+                self.hv
+                    .insert(key.to_key_buf(), Row::Inline { meta, value });
             }
             HvWrite::Delete => {
                 self.hv.remove(key);
@@ -464,17 +467,19 @@ impl World {
 
     /// Every stored row, in key order.
     pub fn rows(&self) -> impl Iterator<Item = (&Key, &Row)> {
-        self.hv.iter()
+        self.hv.iter().map(|(key, row)| (&**key, row))
     }
 
     /// The stored blob `{key}/{revision}`, expired or not.
     pub fn blob(&self, key: &Key, revision: Revision) -> Option<&Blob> {
-        self.lt.get(&(key.clone(), revision))
+        self.lt.get(&(key.to_key_buf(), revision))
     }
 
     /// Every stored blob, in (key, revision) order.
     pub fn blobs(&self) -> impl Iterator<Item = (&Key, Revision, &Blob)> {
-        self.lt.iter().map(|((key, rev), blob)| (key, *rev, blob))
+        self.lt
+            .iter()
+            .map(|((key, rev), blob)| (&**key, *rev, blob))
     }
 
     /// Every change-log entry, in id order (held or not).
@@ -502,8 +507,8 @@ impl World {
     // --- Tampering: changes behind cairn's back ----------------------------------------------
 
     /// Stores `row` under `key` directly.
-    pub fn set_row(&mut self, key: Key, row: Row) {
-        self.hv.insert(key, row);
+    pub fn set_row(&mut self, key: &Key, row: Row) {
+        self.hv.insert(key.to_key_buf(), row);
     }
 
     /// Removes the row under `key` directly.
@@ -512,13 +517,13 @@ impl World {
     }
 
     /// Stores `blob` as `{key}/{revision}` directly.
-    pub fn set_blob(&mut self, key: Key, revision: Revision, blob: Blob) {
-        self.lt.insert((key, revision), blob);
+    pub fn set_blob(&mut self, key: &Key, revision: Revision, blob: Blob) {
+        self.lt.insert((key.to_key_buf(), revision), blob);
     }
 
     /// Removes the blob `{key}/{revision}` directly.
     pub fn remove_blob(&mut self, key: &Key, revision: Revision) -> Option<Blob> {
-        self.lt.remove(&(key.clone(), revision))
+        self.lt.remove(&(key.to_key_buf(), revision))
     }
 
     /// Adds a change-log entry directly (as a crashed operation would have left it).
@@ -527,7 +532,7 @@ impl World {
     }
 
     /// Stores an inline object directly.
-    pub fn insert_inline(&mut self, key: Key, meta: ObjectMeta, value: u64) {
+    pub fn insert_inline(&mut self, key: &Key, meta: ObjectMeta, value: u64) {
         self.set_row(key, Row::Inline { meta, value });
     }
 
@@ -535,7 +540,7 @@ impl World {
     /// it. Returns the tombstone.
     pub fn insert_large(
         &mut self,
-        key: Key,
+        key: &Key,
         revision: Revision,
         size: u64,
         expires: Option<Instant>,
@@ -552,7 +557,7 @@ impl World {
             value,
             complete: true,
         };
-        self.set_blob(key.clone(), revision, blob);
+        self.set_blob(key, revision, blob);
         self.set_row(key, Row::Tombstone(tombstone));
         tombstone
     }
@@ -568,7 +573,7 @@ impl World {
             Row::Inline { meta, .. } => meta.expires = Some(at),
             Row::Tombstone(t) => {
                 t.expires = Some(at);
-                if let Some(blob) = self.lt.get_mut(&(key.clone(), t.revision)) {
+                if let Some(blob) = self.lt.get_mut(&(key.to_key_buf(), t.revision)) {
                     blob.expires = Some(at);
                 }
             }
@@ -634,7 +639,7 @@ pub enum Violation {
     /// A live tombstone points at a blob that cannot be read (invariant 1).
     DanglingTombstone {
         /// The key of the row.
-        key: Key,
+        key: KeyBuf,
         /// The revision it points at.
         revision: Revision,
         /// What is wrong with the blob.
@@ -644,7 +649,7 @@ pub enum Violation {
     /// (invariant 2).
     OrphanBlob {
         /// The blob's key.
-        key: Key,
+        key: KeyBuf,
         /// The blob's revision.
         revision: Revision,
     },
@@ -658,7 +663,7 @@ pub enum Violation {
     /// At quiescence, a live blob is not referenced by a live tombstone.
     UnreferencedBlob {
         /// The blob's key.
-        key: Key,
+        key: KeyBuf,
         /// The blob's revision.
         revision: Revision,
     },
@@ -721,7 +726,7 @@ pub fn check_no_dangling_tombstone(world: &World) -> Result<(), Violation> {
             Some(_) => continue,
         };
         return Err(Violation::DanglingTombstone {
-            key: key.clone(),
+            key: key.to_key_buf(),
             revision: t.revision,
             problem,
         });
@@ -737,7 +742,7 @@ pub fn check_no_orphan_blob(world: &World) -> Result<(), Violation> {
         let covered = || world.log.values().any(|c| c.covers(key, revision));
         if !is_referenced(world, key, revision) && !covered() {
             return Err(Violation::OrphanBlob {
-                key: key.clone(),
+                key: key.to_key_buf(),
                 revision,
             });
         }
@@ -758,7 +763,7 @@ pub fn check_quiescent(world: &World) -> Result<(), Violation> {
     for (key, revision) in live_blobs(world) {
         if !is_referenced(world, key, revision) {
             return Err(Violation::UnreferencedBlob {
-                key: key.clone(),
+                key: key.to_key_buf(),
                 revision,
             });
         }
@@ -813,7 +818,7 @@ mod tests {
     const A: Revision = Revision(0xA);
     const B: Revision = Revision(0xB);
 
-    fn key() -> Key {
+    fn key() -> &'static Key {
         Key::new(b"k").expect("valid key")
     }
 
@@ -1161,7 +1166,7 @@ mod tests {
         };
         assert_eq!(
             (entry.id, entry.change.key, entry.change.new),
-            (ChangeId(1), &key, Some(A))
+            (ChangeId(1), &*key, Some(A))
         );
     }
 
@@ -1170,12 +1175,12 @@ mod tests {
     fn dangling_tombstone_is_reported_for_missing_expired_or_incomplete_blobs() {
         let key = key();
         let mut w = World::new();
-        w.insert_large(key.clone(), A, 10, None, 1);
+        w.insert_large(key, A, 10, None, 1);
         assert_eq!(check_no_dangling_tombstone(&w), Ok(()));
 
         let dangling = |problem| {
             Err(Violation::DanglingTombstone {
-                key: key.clone(),
+                key: key.to_key_buf(),
                 revision: A,
                 problem,
             })
@@ -1224,17 +1229,17 @@ mod tests {
     fn orphan_blob_is_one_without_tombstone_or_log_entry() {
         let key = key();
         let mut w = World::new();
-        w.insert_large(key.clone(), A, 10, None, 1);
+        w.insert_large(key, A, 10, None, 1);
         let blob = *w.blob(&key, A).unwrap();
-        w.set_blob(key.clone(), B, blob);
+        w.set_blob(key, B, blob);
         let orphan = Err(Violation::OrphanBlob {
-            key: key.clone(),
+            key: key.to_key_buf(),
             revision: B,
         });
         assert_eq!(check_no_orphan_blob(&w), orphan);
 
         let change = LoggedChange {
-            key: key.clone(),
+            key: key.to_key_buf(),
             new: Some(B),
             old: Some(A),
         };
@@ -1286,7 +1291,10 @@ mod tests {
         );
         assert_eq!(
             check_quiescent(&w),
-            Err(Violation::UnreferencedBlob { key, revision: A })
+            Err(Violation::UnreferencedBlob {
+                key: key.to_key_buf(),
+                revision: A
+            })
         );
     }
 
@@ -1294,11 +1302,11 @@ mod tests {
     fn display_lists_every_tier_in_order() {
         let key = key();
         let mut w = World::new();
-        w.insert_large(key.clone(), A, 10, None, 1);
+        w.insert_large(key, A, 10, None, 1);
         w.set_entry(
             ChangeId(2),
             LoggedChange {
-                key,
+                key: key.to_key_buf(),
                 new: None,
                 old: Some(A),
             },
@@ -1319,7 +1327,7 @@ mod tests {
 
     /// Waits once, then reads the row, then reports the instant it was polled at.
     struct WaitThenRead {
-        key: Key,
+        key: KeyBuf,
         waited: bool,
         read: bool,
     }
@@ -1350,7 +1358,7 @@ mod tests {
     fn run_follows_waits_to_their_deadline() {
         let mut w = World::new();
         let machine = WaitThenRead {
-            key: key(),
+            key: key().to_key_buf(),
             waited: false,
             read: false,
         };

@@ -10,8 +10,8 @@
 use cairn_core::{
     Applied, ByteRange, ChangeId, Cleanup, CleanupOutcome, CleanupReport, Completion, Config,
     Delete, Found, Get, GetResult, IdGen, Instant, Key, LargePut, Machine, MutationDone,
-    ObjectMeta, Phase, Poll, ReadError, Recovery, RecoveryReport, Request, Revision, SmallPut,
-    Tier, WriteError, WriteOutcome,
+    ObjectMeta, PendingCleanup, Phase, Poll, ReadError, Recovery, RecoveryReport, Request,
+    Revision, SmallPut, Tier, WriteError, WriteOutcome,
 };
 use cairn_sim::world::{check_safety, CasMode, LoggedChange, OpContext, World, MAX_RUN_STEPS};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -231,9 +231,12 @@ impl Harness {
         let result = done.result;
         let cleanup = core!("take the cleanup", done.cleanup.take());
         core!("drop of MutationDone", drop(done));
-        let cleanup = cleanup.map(|cleanup| {
-            let phase = core!("Cleanup::phase", cleanup.phase());
-            (phase, self.drive(cleanup, OpContext::read()))
+        let cleanup = cleanup.map(|pending| {
+            let machine = core!(
+                "Cleanup::new",
+                Cleanup::new(key(), pending, Config::DEFAULT)
+            );
+            (pending.phase, self.drive(machine, OpContext::read()))
         });
         MutationRun { result, cleanup }
     }
@@ -261,7 +264,7 @@ fn the_harness_catches_a_machine_that_allocates() {
     Harness::new(World::new()).drive(Leaky(None), OpContext::read());
 }
 
-fn key() -> Key {
+fn key() -> &'static Key {
     core!("Key::new", Key::new(b"k")).expect("a valid key")
 }
 
@@ -273,7 +276,7 @@ fn meta() -> ObjectMeta {
     }
 }
 
-fn small_put() -> SmallPut {
+fn small_put() -> SmallPut<'static> {
     let key = key();
     core!(
         "SmallPut::new",
@@ -281,7 +284,7 @@ fn small_put() -> SmallPut {
     )
 }
 
-fn large_put(revision: Revision) -> LargePut {
+fn large_put(revision: Revision) -> LargePut<'static> {
     let key = key();
     core!(
         "LargePut::new",
@@ -289,7 +292,7 @@ fn large_put(revision: Revision) -> LargePut {
     )
 }
 
-fn delete() -> Delete {
+fn delete() -> Delete<'static> {
     let key = key();
     core!(
         "Delete::new",
@@ -297,12 +300,12 @@ fn delete() -> Delete {
     )
 }
 
-fn get(range: Option<ByteRange>) -> Get {
+fn get(range: Option<ByteRange>) -> Get<'static> {
     let key = key();
     core!("Get::new", Get::new(key, range, Config::DEFAULT))
 }
 
-fn head() -> Get {
+fn head() -> Get<'static> {
     let key = key();
     core!("Get::head", Get::head(key, Config::DEFAULT))
 }
@@ -342,7 +345,7 @@ fn race_before_cas(world: &mut World, request: &Request<'_>) {
         if let Some(old) = current {
             world.remove_blob(key, old);
         }
-        world.insert_large((*key).clone(), C, LARGE, None, 3);
+        world.insert_large(key, C, LARGE, None, 3);
     }
 }
 
@@ -649,7 +652,7 @@ fn get_and_head_paths_do_not_allocate() {
         if let Request::LtGet { blob, .. } = request {
             if blob.revision == A {
                 world.remove_blob(blob.key, A);
-                world.insert_large(blob.key.clone(), B, LARGE, None, 2);
+                world.insert_large(blob.key, B, LARGE, None, 2);
             }
         }
     });
@@ -660,7 +663,7 @@ fn get_and_head_paths_do_not_allocate() {
 
     // The blob was removed behind cairn's back: the same tombstone again means not found.
     let mut dangling = harness(Given::Tombstone);
-    dangling.world.remove_blob(&key(), A);
+    dangling.world.remove_blob(key(), A);
     assert_eq!(read(&mut dangling, get(None)), Ok(None));
 
     // Overwritten under every read: gives up as unstable.
@@ -669,7 +672,7 @@ fn get_and_head_paths_do_not_allocate() {
         if let Request::LtHead { blob } | Request::LtGet { blob, .. } = request {
             world.remove_blob(blob.key, blob.revision);
             next += 1;
-            world.insert_large(blob.key.clone(), Revision(next), LARGE, None, 2);
+            world.insert_large(blob.key, Revision(next), LARGE, None, 2);
         }
     });
     assert_eq!(read(&mut unstable, head()), Err(ReadError::Unstable));
@@ -702,12 +705,15 @@ fn get_and_head_paths_do_not_allocate() {
 
 // --- Cleanup ---------------------------------------------------------------------------------
 
-fn cleanup(phase: Phase, new: Option<Revision>, old: Option<Revision>) -> Cleanup {
+fn cleanup(phase: Phase, new: Option<Revision>, old: Option<Revision>) -> Cleanup<&'static Key> {
     let key = key();
-    core!(
-        "Cleanup::new",
-        Cleanup::new(key, ChangeId(2), new, old, phase, Config::DEFAULT)
-    )
+    let pending = PendingCleanup {
+        id: ChangeId(2),
+        new,
+        old,
+        phase,
+    };
+    core!("Cleanup::new", Cleanup::new(key, pending, Config::DEFAULT))
 }
 
 #[test]
@@ -768,33 +774,33 @@ fn crashed_world() -> World {
     let k2 = Key::new(b"k2").unwrap();
     let k3 = Key::new(b"k3").unwrap();
     // k1: a large put that committed B over A but never cleaned up.
-    world.insert_large(k1.clone(), A, LARGE, None, 1);
-    world.insert_large(k1.clone(), B, LARGE, None, 2);
+    world.insert_large(k1, A, LARGE, None, 1);
+    world.insert_large(k1, B, LARGE, None, 2);
     world.set_entry(
         ChangeId(1),
         LoggedChange {
-            key: k1,
+            key: k1.to_key_buf(),
             new: Some(B),
             old: Some(A),
         },
     );
     // k2: a large put over nothing that crashed before its commit.
-    world.insert_large(k2.clone(), C, LARGE, None, 3);
-    world.remove_row(&k2);
+    world.insert_large(k2, C, LARGE, None, 3);
+    world.remove_row(k2);
     world.set_entry(
         ChangeId(2),
         LoggedChange {
-            key: k2,
+            key: k2.to_key_buf(),
             new: Some(C),
             old: None,
         },
     );
     // k3: a delete still in flight.
-    world.insert_large(k3.clone(), A, LARGE, None, 4);
+    world.insert_large(k3, A, LARGE, None, 4);
     world.set_entry(
         ChangeId(3),
         LoggedChange {
-            key: k3,
+            key: k3.to_key_buf(),
             new: None,
             old: Some(A),
         },

@@ -10,7 +10,8 @@ use cairn_adapters::{
     PutOptions, Runtime, TieredStore,
 };
 use cairn_core::{
-    Applied, ByteRange, Config, Duration, HvRow, Instant, Key, RecoveryReport, Span, WriteOutcome,
+    Applied, ByteRange, Config, Duration, HvRow, Instant, Key, KeyBuf, RecoveryReport, Span,
+    WriteOutcome,
 };
 use futures_lite::FutureExt;
 use std::collections::HashSet;
@@ -41,7 +42,7 @@ trait Api {
     ) -> Result<Option<(ObjectInfo, Option<Span>, Bytes)>, Error>;
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, Error>;
     async fn delete(&self, key: &str) -> Result<WriteOutcome, Error>;
-    async fn list(&self, prefix: &str) -> Result<Vec<Key>, Error>;
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyBuf>, Error>;
     async fn recover(&self) -> Result<RecoveryReport, Error>;
     async fn join(&self);
 }
@@ -88,11 +89,11 @@ impl<R: Runtime> Api for TieredStore<Hv, Lt, Log, R> {
     async fn delete(&self, key: &str) -> Result<WriteOutcome, Error> {
         TieredStore::delete(self, key).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<Key>, Error> {
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyBuf>, Error> {
         let mut keys = Vec::new();
-        let mut after = None;
+        let mut after: Option<KeyBuf> = None;
         loop {
-            let page = TieredStore::list(self, prefix, after.as_ref(), 2).await?;
+            let page = TieredStore::list(self, prefix, after.as_deref(), 2).await?;
             keys.extend(page.entries.into_iter().map(|e| e.key));
             match page.next {
                 Some(next) => after = Some(next),
@@ -149,11 +150,11 @@ impl Api for BlockingStore<Hv, Lt, Log> {
     async fn delete(&self, key: &str) -> Result<WriteOutcome, Error> {
         BlockingStore::delete(self, key)
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<Key>, Error> {
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyBuf>, Error> {
         let mut keys = Vec::new();
-        let mut after = None;
+        let mut after: Option<KeyBuf> = None;
         loop {
-            let page = BlockingStore::list(self, prefix, after.as_ref(), 2)?;
+            let page = BlockingStore::list(self, prefix, after.as_deref(), 2)?;
             keys.extend(page.entries.into_iter().map(|e| e.key));
             match page.next {
                 Some(next) => after = Some(next),
@@ -224,7 +225,7 @@ impl Tiers {
     }
 
     /// Live tombstone targets, checking none dangles.
-    fn live_targets(&self) -> HashSet<(Key, cairn_core::Revision)> {
+    fn live_targets(&self) -> HashSet<(KeyBuf, cairn_core::Revision)> {
         let now = self.now();
         let blobs: HashSet<_> = self
             .lt

@@ -13,8 +13,8 @@
 //! ```
 
 use cairn_core::{
-    ChangeId, CleanupReport, Completion, Config, Delete, Found, Get, GetResult, Instant, Key,
-    LargePut, Machine, MutationDone, ObjectMeta, Poll, Recovery, Revision, SmallPut,
+    ChangeId, Cleanup, CleanupReport, Completion, Config, Delete, Found, Get, GetResult, Instant,
+    Key, LargePut, Machine, MutationDone, ObjectMeta, Poll, Recovery, Revision, SmallPut,
 };
 use cairn_sim::world::{check_quiescent, check_safety, OpContext, World};
 use std::fmt::Write as _;
@@ -137,8 +137,9 @@ impl Transcript {
     ) {
         let done = self.finish(machine, op);
         self.line(format_args!("=> {done}"));
-        if let Some(mut cleanup) = done.cleanup {
-            self.section(format_args!("cleanup of change {}", cleanup.id()));
+        if let Some(pending) = done.cleanup {
+            self.section(format_args!("cleanup of change {}", pending.id));
+            let mut cleanup = Cleanup::new(key(), pending, CONFIG);
             let report = self.finish(&mut cleanup, OpContext::read());
             self.line(format_args!("=> {}", cleanup_report(&report)));
         }
@@ -187,11 +188,11 @@ fn get_result(result: &GetResult) -> String {
     }
 }
 
-fn key() -> Key {
+fn key() -> &'static Key {
     Key::new(b"k").expect("a valid key")
 }
 
-fn small_put(id: u128) -> SmallPut {
+fn small_put(id: u128) -> SmallPut<'static> {
     let meta = ObjectMeta {
         size: SMALL,
         created: NOW,
@@ -200,7 +201,7 @@ fn small_put(id: u128) -> SmallPut {
     SmallPut::new(key(), meta, ChangeId(id), CONFIG)
 }
 
-fn large_put(revision: Revision, id: u128) -> LargePut {
+fn large_put(revision: Revision, id: u128) -> LargePut<'static> {
     LargePut::new(key(), revision, None, ChangeId(id), CONFIG)
 }
 
@@ -332,7 +333,7 @@ fn recovery_after_crash_before_commit() -> String {
     let mut put = large_put(B, 2);
     t.section("large put \"k\" rev B (change 2, value 2) until its blob is written");
     t.steps(&mut put, OpContext::put_large(2, LARGE), 3);
-    drop(put);
+    let _crashed = put; // the machine is abandoned mid-operation
     t.line("!! crash: the put is gone; its change-log entry and blob B stay behind");
     t.section("after the crash");
     let state = t.world.to_string();

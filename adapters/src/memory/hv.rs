@@ -3,7 +3,7 @@ use crate::memory_lock as lock;
 use crate::Metadata;
 use bytes::Bytes;
 use cairn_core::{
-    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, Revision, Tombstone,
+    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, Revision, Tombstone,
 };
 use hashbrown::HashMap;
 use std::sync::Mutex;
@@ -43,7 +43,7 @@ impl Stored {
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryHv {
-    rows: Mutex<HashMap<Key, Stored>>,
+    rows: Mutex<HashMap<Box<[u8]>, Stored>>,
     mode: CasMode,
 }
 
@@ -70,17 +70,22 @@ impl MemoryHv {
     }
 
     /// Every stored row, expired ones included, for checkers and `fsck`.
-    pub fn snapshot(&self) -> Vec<(Key, HvRow)> {
+    pub fn snapshot(&self) -> Vec<(KeyBuf, HvRow)> {
         lock(&self.rows)
             .iter()
-            .map(|(k, v)| (k.clone(), v.core()))
+            .map(|(k, v)| (stored_key(k), v.core()))
             .collect()
     }
 
     /// Writes a tombstone directly, bypassing the protocol (for tests of damaged states).
     pub fn force_tombstone(&self, key: &Key, tombstone: Tombstone) {
-        lock(&self.rows).insert(key.clone(), Stored::Tombstone(tombstone));
+        lock(&self.rows).insert(key.as_bytes().into(), Stored::Tombstone(tombstone));
     }
+}
+
+/// Keys are validated before they are stored.
+fn stored_key(bytes: &[u8]) -> KeyBuf {
+    KeyBuf::new(bytes).expect("stored keys were validated on the way in")
 }
 
 fn live(row: Option<&Stored>, now: Instant) -> HvRow {
@@ -90,7 +95,7 @@ fn live(row: Option<&Stored>, now: Instant) -> HvRow {
 impl SyncHvBackend for MemoryHv {
     fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
         let rows = lock(&self.rows);
-        let stored = rows.get(key);
+        let stored = rows.get(key.as_bytes());
         Ok(match (live(stored, now), stored) {
             (HvRow::Absent, _) => Row::Absent,
             (HvRow::Tombstone(t), _) => Row::Tombstone(t),
@@ -116,17 +121,17 @@ impl SyncHvBackend for MemoryHv {
         now: Instant,
     ) -> BackendResult<Guarded> {
         let mut rows = lock(&self.rows);
-        if let HvRow::Tombstone(t) = live(rows.get(key), now) {
+        if let HvRow::Tombstone(t) = live(rows.get(key.as_bytes()), now) {
             return Ok(Guarded::Blocked(t));
         }
         let row = Stored::Inline {
             meta: meta.clone(),
             payload: payload.clone(),
         };
-        match rows.get_mut(key) {
+        match rows.get_mut(key.as_bytes()) {
             Some(slot) => *slot = row,
             None => {
-                rows.insert(key.clone(), row);
+                rows.insert(key.as_bytes().into(), row);
             }
         }
         Ok(Guarded::Applied)
@@ -134,10 +139,10 @@ impl SyncHvBackend for MemoryHv {
 
     fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
         let mut rows = lock(&self.rows);
-        if let HvRow::Tombstone(t) = live(rows.get(key), now) {
+        if let HvRow::Tombstone(t) = live(rows.get(key.as_bytes()), now) {
             return Ok(Guarded::Blocked(t));
         }
-        rows.remove(key);
+        rows.remove(key.as_bytes());
         Ok(Guarded::Applied)
     }
 
@@ -154,7 +159,7 @@ impl SyncHvBackend for MemoryHv {
             Write::Inline { meta, .. } => HvWrite::Inline(meta.core()),
             Write::Delete => HvWrite::Delete,
         };
-        let verdict = cas_verdict(live(rows.get(key), now), expected, &core_write);
+        let verdict = cas_verdict(live(rows.get(key.as_bytes()), now), expected, &core_write);
         let apply = match verdict {
             CasVerdict::Apply => true,
             CasVerdict::AlreadyApplied => self.mode == CasMode::Reapply,
@@ -163,17 +168,17 @@ impl SyncHvBackend for MemoryHv {
         if apply {
             match write {
                 Write::Tombstone(t) => {
-                    rows.insert(key.clone(), Stored::Tombstone(t));
+                    rows.insert(key.as_bytes().into(), Stored::Tombstone(t));
                 }
                 Write::Inline { meta, payload } => {
                     let row = Stored::Inline {
                         meta: meta.clone(),
                         payload: payload.clone(),
                     };
-                    rows.insert(key.clone(), row);
+                    rows.insert(key.as_bytes().into(), row);
                 }
                 Write::Delete => {
-                    rows.remove(key);
+                    rows.remove(key.as_bytes());
                 }
             }
         }
@@ -190,11 +195,11 @@ impl SyncHvBackend for MemoryHv {
         let rows = lock(&self.rows);
         let mut hits: Vec<ListEntry> = rows
             .iter()
-            .filter(|(k, _)| k.as_bytes().starts_with(prefix) && after.is_none_or(|a| *k > a))
+            .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k[..] > *a.as_bytes()))
             .filter_map(|(k, v)| match v.core().at(now) {
                 HvRow::Absent => None,
                 row => Some(ListEntry {
-                    key: k.clone(),
+                    key: stored_key(k),
                     row,
                 }),
             })

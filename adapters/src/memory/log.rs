@@ -36,7 +36,7 @@ impl SyncChangeLog for MemoryLog {
     fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()> {
         let record = LogRecord {
             id,
-            key: change.key.clone(),
+            key: change.key.to_key_buf(),
             new: change.new,
             old: change.old,
         };

@@ -2,7 +2,7 @@ use crate::backend::{BackendResult, SyncLtBackend};
 use crate::memory_lock as lock;
 use crate::{Body, Metadata};
 use bytes::Bytes;
-use cairn_core::{is_expired, BlobId, Instant, Key, Revision, Span};
+use cairn_core::{is_expired, BlobId, Instant, Key, KeyBuf, Revision, Span};
 use hashbrown::HashMap;
 use std::sync::Mutex;
 
@@ -13,7 +13,7 @@ pub type LtClock = Box<dyn Fn() -> Instant + Send + Sync>;
 /// The long-term tier in memory. Expired blobs read as absent.
 #[derive(Default)]
 pub struct MemoryLt {
-    blobs: Mutex<HashMap<(Key, Revision), (Metadata, Bytes)>>,
+    blobs: Mutex<HashMap<(KeyBuf, Revision), (Metadata, Bytes)>>,
     clock: Option<LtClock>,
 }
 
@@ -48,7 +48,7 @@ impl MemoryLt {
     }
 
     /// Every stored blob, expired ones included, for checkers and `fsck`.
-    pub fn snapshot(&self) -> Vec<(Key, Revision, Metadata)> {
+    pub fn snapshot(&self) -> Vec<(KeyBuf, Revision, Metadata)> {
         lock(&self.blobs)
             .iter()
             .map(|((k, r), (m, _))| (k.clone(), *r, m.clone()))
@@ -57,7 +57,9 @@ impl MemoryLt {
 
     /// Removes a blob behind cairn's back (for tests of damaged states).
     pub fn remove_behind_back(&self, key: &Key, revision: Revision) -> bool {
-        lock(&self.blobs).remove(&(key.clone(), revision)).is_some()
+        lock(&self.blobs)
+            .remove(&(key.to_key_buf(), revision))
+            .is_some()
     }
 
     fn live(&self, meta: &Metadata) -> bool {
@@ -66,8 +68,8 @@ impl MemoryLt {
             .is_none_or(|now| !is_expired(meta.expires, now()))
     }
 
-    fn id(blob: BlobId<'_>) -> (Key, Revision) {
-        (blob.key.clone(), blob.revision)
+    fn id(blob: BlobId<'_>) -> (KeyBuf, Revision) {
+        (blob.key.to_key_buf(), blob.revision)
     }
 }
 

@@ -4,8 +4,10 @@
 
 use crate::machine::unexpected;
 use crate::{
-    BlobId, ChangeId, Completion, Config, Instant, Key, Machine, Poll, Request, Revision, Tier,
+    BlobId, ChangeId, Completion, Config, Instant, Key, KeyBuf, Machine, Poll, Request, Revision,
+    Tier,
 };
+use core::borrow::Borrow;
 
 /// How far a mutation got, which decides what its cleanup deletes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +74,21 @@ impl Phase {
         }
         plan
     }
+}
+
+/// The cleanup a finished mutation leaves to the driver: small and `Copy`, so a mutation's output
+/// stays small. Turn it into a machine with [`Cleanup::new`], giving it the key in whatever
+/// storage suits the driver (a borrowed [`Key`] if it runs inline, a [`KeyBuf`] if it is spawned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingCleanup {
+    /// The change-log entry.
+    pub id: ChangeId,
+    /// The blob the mutation wrote, if any.
+    pub new: Option<Revision>,
+    /// The blob it replaces, if any.
+    pub old: Option<Revision>,
+    /// How far the mutation got.
+    pub phase: Phase,
 }
 
 /// How a cleanup ended.
@@ -151,9 +168,10 @@ enum State {
 /// Cleans up after one mutation (or one recovered change-log entry). See [`Phase`].
 ///
 /// ```
-/// use cairn_core::{ChangeId, Cleanup, Completion, Config, Instant, Key, Machine, Phase, Poll, Revision};
-/// let key = Key::new(b"k").unwrap();
-/// let mut c = Cleanup::new(key, ChangeId(9), Some(Revision(2)), None, Phase::Lost, Config::DEFAULT);
+/// use cairn_core::*;
+/// let key = KeyBuf::new(b"k").unwrap();
+/// let pending = PendingCleanup { id: ChangeId(9), new: Some(Revision(2)), old: None, phase: Phase::Lost };
+/// let mut c = Cleanup::new(key, pending, Config::DEFAULT);
 /// let now = Instant::ZERO;
 /// assert!(matches!(c.poll(now), Poll::Io(r) if r.to_string().starts_with("lt.delete")));
 /// c.handle(Completion::Done);
@@ -162,8 +180,8 @@ enum State {
 /// assert!(matches!(c.poll(now), Poll::Done(report) if report.blobs_deleted == 1));
 /// ```
 #[derive(Clone, Debug)]
-pub struct Cleanup {
-    key: Key,
+pub struct Cleanup<K = KeyBuf> {
+    key: K,
     id: ChangeId,
     new: Option<Revision>,
     old: Option<Revision>,
@@ -173,16 +191,15 @@ pub struct Cleanup {
     state: State,
 }
 
-impl Cleanup {
-    /// A cleanup for the change `id` on `key` that wrote `new` and replaces `old`.
-    pub fn new(
-        key: Key,
-        id: ChangeId,
-        new: Option<Revision>,
-        old: Option<Revision>,
-        phase: Phase,
-        config: Config,
-    ) -> Cleanup {
+impl<K: Borrow<Key>> Cleanup<K> {
+    /// The cleanup described by `pending`, for the change on `key`.
+    pub fn new(key: K, pending: PendingCleanup, config: Config) -> Cleanup<K> {
+        let PendingCleanup {
+            id,
+            new,
+            old,
+            phase,
+        } = pending;
         let step = if phase.needs_read() {
             Step::HvRead
         } else {
@@ -212,7 +229,7 @@ impl Cleanup {
 
     /// The key it cleans up after.
     pub fn key(&self) -> &Key {
-        &self.key
+        self.key.borrow()
     }
 
     /// The blob the mutation wrote and the blob it replaces.
@@ -227,13 +244,13 @@ impl Cleanup {
     fn request(&self, step: Step, now: Instant) -> Request<'_> {
         match step {
             Step::HvRead => Request::HvRead {
-                key: &self.key,
+                key: self.key(),
                 payload: false,
                 now,
             },
             Step::BlobDelete { blob, .. } => Request::LtDelete {
                 blob: BlobId {
-                    key: &self.key,
+                    key: self.key(),
                     revision: blob,
                 },
             },
@@ -254,7 +271,7 @@ impl Cleanup {
     }
 }
 
-impl Machine for Cleanup {
+impl<K: Borrow<Key>> Machine for Cleanup<K> {
     type Output = CleanupReport;
 
     fn poll(&mut self, now: Instant) -> Poll<'_, CleanupReport> {

@@ -19,16 +19,16 @@ use crate::{ChangeId, Config, Key};
 /// assert!(matches!(del.poll(now), Poll::Io(Request::LogRecord { .. })));
 /// ```
 #[derive(Clone, Debug)]
-pub struct Delete(Mutation);
+pub struct Delete<'k>(Mutation<'k>);
 
-impl Delete {
+impl<'k> Delete<'k> {
     /// A delete of `key`. `id` names the change-log entry, used only if a tombstone is met.
-    pub fn new(key: Key, id: ChangeId, config: Config) -> Delete {
+    pub fn new(key: &'k Key, id: ChangeId, config: Config) -> Delete<'k> {
         Delete(Mutation::new(key, id, config, Opening::DeleteNonTombstone))
     }
 
     /// The key being deleted.
-    pub fn key(&self) -> &Key {
+    pub fn key(&self) -> &'k Key {
         self.0.key()
     }
 }

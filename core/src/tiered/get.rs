@@ -66,26 +66,26 @@ enum State {
 /// assert_eq!(span, Some(Span { start: 2, end: 5 }));
 /// ```
 #[derive(Clone, Debug)]
-pub struct Get {
-    key: Key,
+pub struct Get<'k> {
+    key: &'k Key,
     range: Option<ByteRange>,
     head: bool,
     io_attempts: u8,
     state: State,
 }
 
-impl Get {
+impl<'k> Get<'k> {
     /// A get of `key`, whole (`range: None`) or a byte range of it.
-    pub fn new(key: Key, range: Option<ByteRange>, config: Config) -> Get {
+    pub fn new(key: &'k Key, range: Option<ByteRange>, config: Config) -> Get<'k> {
         Get::start(key, range, false, config)
     }
 
     /// A head of `key`: metadata only; never reads an inline payload or a blob body.
-    pub fn head(key: Key, config: Config) -> Get {
+    pub fn head(key: &'k Key, config: Config) -> Get<'k> {
         Get::start(key, None, true, config)
     }
 
-    fn start(key: Key, range: Option<ByteRange>, head: bool, config: Config) -> Get {
+    fn start(key: &'k Key, range: Option<ByteRange>, head: bool, config: Config) -> Get<'k> {
         let state = State::AwaitHvRead {
             hops: 0,
             attempt: 0,
@@ -101,8 +101,8 @@ impl Get {
     }
 
     /// The key being read.
-    pub fn key(&self) -> &Key {
-        &self.key
+    pub fn key(&self) -> &'k Key {
+        self.key
     }
 
     fn span(&self, size: u64) -> Result<Option<Span>, ReadError> {
@@ -135,11 +135,11 @@ impl Get {
     }
 }
 
-impl Machine for Get {
+impl Machine for Get<'_> {
     type Output = GetResult;
 
     fn poll(&mut self, now: Instant) -> Poll<'_, GetResult> {
-        let key = &self.key;
+        let key = self.key;
         match self.state {
             State::AwaitHvRead { .. } => Poll::Io(Request::HvRead {
                 key,

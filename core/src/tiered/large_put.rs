@@ -21,18 +21,18 @@ use crate::{ChangeId, Config, Instant, Key, Revision};
 /// assert!(matches!(put.poll(now), Poll::Io(Request::LtPut { .. })));
 /// ```
 #[derive(Clone, Debug)]
-pub struct LargePut(Mutation);
+pub struct LargePut<'k>(Mutation<'k>);
 
-impl LargePut {
+impl<'k> LargePut<'k> {
     /// A put under `key` whose blob will be `revision` (fresh: never used before for this key),
     /// expiring at `expires`. `id` names the change-log entry.
     pub fn new(
-        key: Key,
+        key: &'k Key,
         revision: Revision,
         expires: Option<Instant>,
         id: ChangeId,
         config: Config,
-    ) -> LargePut {
+    ) -> LargePut<'k> {
         LargePut(Mutation::new(
             key,
             id,
@@ -42,7 +42,7 @@ impl LargePut {
     }
 
     /// The key being written.
-    pub fn key(&self) -> &Key {
+    pub fn key(&self) -> &'k Key {
         self.0.key()
     }
 }

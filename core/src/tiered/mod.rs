@@ -10,7 +10,7 @@ mod mutation;
 mod recovery;
 mod small_put;
 
-pub use cleanup::{Cleanup, CleanupOutcome, CleanupReport, Phase, Plan};
+pub use cleanup::{Cleanup, CleanupOutcome, CleanupReport, PendingCleanup, Phase, Plan};
 pub use delete::Delete;
 pub use get::{Found, Get, GetResult};
 pub use large_put::LargePut;

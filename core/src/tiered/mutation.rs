@@ -3,7 +3,7 @@
 //! involved at all, then the shared [`Commit`] step.
 
 use crate::machine::unexpected;
-use crate::tiered::cleanup::{Cleanup, Phase};
+use crate::tiered::cleanup::{PendingCleanup, Phase};
 use crate::tiered::commit::{Commit, CommitEnd};
 use crate::{
     Applied, ChangeId, Completion, Config, Guarded, HvWrite, Instant, Key, ObjectMeta, Poll,
@@ -22,14 +22,14 @@ pub enum WriteOutcome {
 }
 
 /// What a finished put or delete produces: the caller's result, and the background cleanup the
-/// driver must run (inline, spawned, or scheduled) for storage to converge.
+/// driver must run (build it with [`Cleanup::new`](crate::Cleanup::new)) (inline, spawned, or scheduled) for storage to converge.
 #[derive(Debug)]
 #[must_use = "dropping the cleanup leaves its change-log entry for recovery"]
 pub struct MutationDone {
     /// What to tell the caller.
     pub result: Result<WriteOutcome, WriteError>,
     /// Background work, if the mutation touched the change log.
-    pub cleanup: Option<Cleanup>,
+    pub cleanup: Option<PendingCleanup>,
 }
 
 impl fmt::Display for MutationDone {
@@ -40,7 +40,7 @@ impl fmt::Display for MutationDone {
             Err(e) => write!(f, "error: {e}")?,
         }
         match &self.cleanup {
-            Some(c) => write!(f, "; cleanup {:?}", c.phase()),
+            Some(c) => write!(f, "; cleanup {:?}", c.phase),
             None => f.write_str("; no cleanup"),
         }
     }
@@ -71,16 +71,16 @@ enum State {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Mutation {
-    key: Key,
+pub(crate) struct Mutation<'k> {
+    key: &'k Key,
     id: ChangeId,
     config: Config,
     opening: Opening,
     state: State,
 }
 
-impl Mutation {
-    pub fn new(key: Key, id: ChangeId, config: Config, opening: Opening) -> Mutation {
+impl<'k> Mutation<'k> {
+    pub fn new(key: &'k Key, id: ChangeId, config: Config, opening: Opening) -> Mutation<'k> {
         Mutation {
             key,
             id,
@@ -90,8 +90,8 @@ impl Mutation {
         }
     }
 
-    pub fn key(&self) -> &Key {
-        &self.key
+    pub fn key(&self) -> &'k Key {
+        self.key
     }
 
     pub fn poll(&mut self, now: Instant) -> Poll<'_, MutationDone> {
@@ -103,7 +103,7 @@ impl Mutation {
                 };
             }
         }
-        let key = &self.key;
+        let key = self.key;
         match self.state {
             State::AwaitOpening { .. } => Poll::Io(match self.opening {
                 Opening::PutNonTombstone(meta) => Request::HvPutNonTombstone { key, meta, now },
@@ -121,15 +121,11 @@ impl Mutation {
             ),
             State::Finished { result, cleanup } => {
                 self.state = State::Taken;
-                let cleanup = cleanup.map(|(phase, commit)| {
-                    Cleanup::new(
-                        self.key.clone(),
-                        commit.id,
-                        commit.new,
-                        commit.old,
-                        phase,
-                        self.config,
-                    )
+                let cleanup = cleanup.map(|(phase, commit)| PendingCleanup {
+                    id: commit.id,
+                    new: commit.new,
+                    old: commit.old,
+                    phase,
                 });
                 Poll::Done(MutationDone { result, cleanup })
             }
@@ -207,8 +203,8 @@ impl State {
 
 /// Implements [`Machine`](crate::Machine) for a public wrapper around [`Mutation`].
 macro_rules! mutation_machine {
-    ($t:ty) => {
-        impl $crate::Machine for $t {
+    ($t:ident) => {
+        impl $crate::Machine for $t<'_> {
             type Output = $crate::MutationDone;
             fn poll(&mut self, now: $crate::Instant) -> $crate::Poll<'_, $crate::MutationDone> {
                 self.0.poll(now)

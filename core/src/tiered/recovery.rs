@@ -2,7 +2,7 @@
 //! cleanup that gave up). It never replays or finishes a compare-and-write.
 
 use crate::machine::unexpected;
-use crate::tiered::cleanup::{Cleanup, CleanupOutcome, Phase};
+use crate::tiered::cleanup::{Cleanup, CleanupOutcome, PendingCleanup, Phase};
 use crate::{ChangeId, Completion, Config, Instant, Machine, Poll, Request};
 
 /// What a recovery pass did.
@@ -112,14 +112,13 @@ impl Machine for Recovery {
                 );
                 self.report.entries += 1;
                 let change = entry.change;
-                State::Cleaning(Cleanup::new(
-                    change.key.clone(),
-                    entry.id,
-                    change.new,
-                    change.old,
-                    Phase::Unknown,
-                    self.config,
-                ))
+                let pending = PendingCleanup {
+                    id: entry.id,
+                    new: change.new,
+                    old: change.old,
+                    phase: Phase::Unknown,
+                };
+                State::Cleaning(Cleanup::new(change.key.to_key_buf(), pending, self.config))
             }
             (State::AwaitScan { .. }, Completion::Entry(None)) => {
                 self.report.complete = true;

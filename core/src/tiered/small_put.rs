@@ -20,12 +20,12 @@ use crate::{ChangeId, Config, Key, ObjectMeta};
 /// assert!(done.cleanup.is_none(), "no tombstone met, no log entry, nothing to clean");
 /// ```
 #[derive(Clone, Debug)]
-pub struct SmallPut(Mutation);
+pub struct SmallPut<'k>(Mutation<'k>);
 
-impl SmallPut {
+impl<'k> SmallPut<'k> {
     /// A put of `meta.size` bytes (the driver holds them) under `key`. `id` names the change-log
     /// entry, used only if a tombstone is met.
-    pub fn new(key: Key, meta: ObjectMeta, id: ChangeId, config: Config) -> SmallPut {
+    pub fn new(key: &'k Key, meta: ObjectMeta, id: ChangeId, config: Config) -> SmallPut<'k> {
         debug_assert!(config.fits_inline(meta.size), "a small put must fit inline");
         SmallPut(Mutation::new(
             key,
@@ -36,7 +36,7 @@ impl SmallPut {
     }
 
     /// The key being written.
-    pub fn key(&self) -> &Key {
+    pub fn key(&self) -> &'k Key {
         self.0.key()
     }
 }

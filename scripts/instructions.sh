@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Instructions per 1 KiB small put and get through the in-memory tiers, counted with callgrind.
+# Runs the bench binary twice per operation with different counts; the difference divided by the
+# extra operations cancels setup. Usage: scripts/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo bench -p cairn-adapters --bench tiered --no-run 2>/dev/null
+bin=$(ls -t target/release/deps/tiered-* | grep -v '\.d$' | head -1)
+count() { # op n
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --count "$1" "$2" 2>&1 \
+    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+for op in put get; do
+  a=$(count "$op" 10000); b=$(count "$op" 30000)
+  echo "$op: $(( (b - a) / 20000 )) instructions per operation"
+done
