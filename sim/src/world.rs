@@ -867,7 +867,7 @@ mod tests {
     fn cas(w: &mut World, expected: Option<Revision>, write: HvWrite, value: u64) -> bool {
         let key = key();
         let request = Request::HvCompareAndWrite {
-            key: &key,
+            key: key,
             expected,
             write,
             now: NOW,
@@ -933,7 +933,7 @@ mod tests {
         for &(start, expected, write, ok, reapply, skip) in table {
             for (mode, after) in [(CasMode::Reapply, reapply), (CasMode::Skip, skip)] {
                 let mut w = world_with(mode, start);
-                let before = w.row(&key()).copied();
+                let before = w.row(key()).copied();
                 let got = cas(&mut w, expected, write, 9);
                 let case = format!("{mode:?}: {start:?} expected={expected:?} write={write:?}");
                 assert_eq!(got, ok, "{case}: answer");
@@ -945,7 +945,7 @@ mod tests {
                         HvWrite::Delete => None,
                     },
                 };
-                assert_eq!(w.row(&key()).copied(), want, "{case}: row after");
+                assert_eq!(w.row(key()).copied(), want, "{case}: row after");
             }
         }
     }
@@ -956,7 +956,7 @@ mod tests {
             let mut w = world_with(mode, Start::Inline);
             assert!(cas(&mut w, Some(A), HvWrite::Inline(meta(3)), 2));
             assert_eq!(
-                w.row(&key()).and_then(|r| r.value()),
+                w.row(key()).and_then(|r| r.value()),
                 Some(value),
                 "{mode:?}"
             );
@@ -974,13 +974,13 @@ mod tests {
     fn put_non_tombstone_is_blocked_only_by_a_live_tombstone() {
         let key = key();
         let put = Request::HvPutNonTombstone {
-            key: &key,
+            key: key,
             meta: meta(5),
             now: NOW,
         };
         let mut w = world_with(CasMode::Reapply, Start::Tomb(A));
         assert_eq!(guarded(&mut w, put, 2), Guarded::Blocked(tomb(A)));
-        assert_eq!(w.row(&key), Some(&Row::Tombstone(tomb(A))), "untouched");
+        assert_eq!(w.row(key), Some(&Row::Tombstone(tomb(A))), "untouched");
 
         for start in [Start::Absent, Start::Inline, Start::ExpiredTomb(A)] {
             let mut w = world_with(CasMode::Reapply, start);
@@ -989,7 +989,7 @@ mod tests {
                 meta: meta(5),
                 value: 2,
             };
-            assert_eq!(w.row(&key), Some(&want), "{start:?}");
+            assert_eq!(w.row(key), Some(&want), "{start:?}");
         }
     }
 
@@ -997,17 +997,17 @@ mod tests {
     fn delete_non_tombstone_is_blocked_only_by_a_live_tombstone() {
         let key = key();
         let delete = Request::HvDeleteNonTombstone {
-            key: &key,
+            key: key,
             now: NOW,
         };
         let mut w = world_with(CasMode::Reapply, Start::Tomb(A));
         assert_eq!(guarded(&mut w, delete, 0), Guarded::Blocked(tomb(A)));
-        assert!(w.row(&key).is_some());
+        assert!(w.row(key).is_some());
 
         for start in [Start::Absent, Start::Inline, Start::ExpiredTomb(A)] {
             let mut w = world_with(CasMode::Reapply, start);
             assert_eq!(guarded(&mut w, delete, 0), Guarded::Applied, "{start:?}");
-            assert_eq!(w.row(&key), None, "{start:?}: expired rows are removed too");
+            assert_eq!(w.row(key), None, "{start:?}: expired rows are removed too");
         }
     }
 
@@ -1016,7 +1016,7 @@ mod tests {
         let key = key();
         let mut w = World::new();
         w.insert_inline(
-            key.clone(),
+            key,
             ObjectMeta {
                 expires: Some(LATER),
                 ..meta(3)
@@ -1024,7 +1024,7 @@ mod tests {
             4,
         );
         let read = |now| Request::HvRead {
-            key: &key,
+            key: key,
             payload: true,
             now,
         };
@@ -1044,7 +1044,7 @@ mod tests {
     fn blobs_are_stored_read_and_deleted_by_revision() {
         let key = key();
         let blob = BlobId {
-            key: &key,
+            key: key,
             revision: A,
         };
         let mut w = World::new();
@@ -1078,7 +1078,7 @@ mod tests {
         );
         let delete = Request::LtDelete { blob };
         assert_eq!(w.apply(&delete, OpContext::read()).reply, Reply::Done);
-        assert_eq!(w.blob(&key, A), None);
+        assert_eq!(w.blob(key, A), None);
         assert_eq!(
             w.apply(&delete, OpContext::read()).reply,
             Reply::Done,
@@ -1092,7 +1092,7 @@ mod tests {
         let key = key();
         let put = Request::LtPut {
             blob: BlobId {
-                key: &key,
+                key: key,
                 revision: A,
             },
             expires: None,
@@ -1126,10 +1126,10 @@ mod tests {
     fn log_record_is_idempotent_remove_tolerates_missing_and_scan_skips_held() {
         let key = key();
         let mut w = World::new();
-        record(&mut w, 3, &key, Some(A));
-        record(&mut w, 3, &key, Some(A));
-        record(&mut w, 1, &key, Some(B));
-        record(&mut w, 2, &key, None);
+        record(&mut w, 3, key, Some(A));
+        record(&mut w, 3, key, Some(A));
+        record(&mut w, 1, key, Some(B));
+        record(&mut w, 2, key, None);
         assert_eq!(w.log().count(), 3);
 
         assert_eq!(scan(&mut w, None), Some(1));
@@ -1151,22 +1151,22 @@ mod tests {
     fn log_record_rejects_a_reused_id() {
         let key = key();
         let mut w = World::new();
-        record(&mut w, 1, &key, Some(A));
-        record(&mut w, 1, &key, Some(B));
+        record(&mut w, 1, key, Some(A));
+        record(&mut w, 1, key, Some(B));
     }
 
     #[test]
     fn log_scan_answer_borrows_an_owned_key() {
         let key = key();
         let mut w = World::new();
-        record(&mut w, 1, &key, Some(A));
+        record(&mut w, 1, key, Some(A));
         let answer = w.apply(&Request::LogScan { after: None }, OpContext::read());
         let Completion::Entry(Some(entry)) = answer.completion() else {
             panic!("expected an entry, got {answer}")
         };
         assert_eq!(
             (entry.id, entry.change.key, entry.change.new),
-            (ChangeId(1), &*key, Some(A))
+            (ChangeId(1), key, Some(A))
         );
     }
 
@@ -1185,9 +1185,9 @@ mod tests {
                 problem,
             })
         };
-        let blob = *w.blob(&key, A).unwrap();
+        let blob = *w.blob(key, A).unwrap();
         w.set_blob(
-            key.clone(),
+            key,
             A,
             Blob {
                 complete: false,
@@ -1199,7 +1199,7 @@ mod tests {
             dangling(BlobProblem::Incomplete)
         );
         w.set_blob(
-            key.clone(),
+            key,
             A,
             Blob {
                 expires: Some(NOW),
@@ -1211,13 +1211,13 @@ mod tests {
             check_no_dangling_tombstone(&w),
             dangling(BlobProblem::Expired)
         );
-        w.remove_blob(&key, A);
+        w.remove_blob(key, A);
         assert_eq!(
             check_no_dangling_tombstone(&w),
             dangling(BlobProblem::Missing)
         );
 
-        w.expire(&key, NOW);
+        w.expire(key, NOW);
         assert_eq!(
             check_no_dangling_tombstone(&w),
             Ok(()),
@@ -1230,7 +1230,7 @@ mod tests {
         let key = key();
         let mut w = World::new();
         w.insert_large(key, A, 10, None, 1);
-        let blob = *w.blob(&key, A).unwrap();
+        let blob = *w.blob(key, A).unwrap();
         w.set_blob(key, B, blob);
         let orphan = Err(Violation::OrphanBlob {
             key: key.to_key_buf(),
@@ -1252,13 +1252,13 @@ mod tests {
                 change
             })
         );
-        w.remove_blob(&key, B);
+        w.remove_blob(key, B);
         let remove = Request::LogRemove { id: ChangeId(1) };
         w.apply(&remove, OpContext::read());
         assert_eq!(check_quiescent(&w), Ok(()));
 
         w.set_blob(
-            key.clone(),
+            key,
             B,
             Blob {
                 expires: Some(NOW),
@@ -1267,7 +1267,7 @@ mod tests {
         );
         w.advance_to(NOW);
         assert_eq!(check_quiescent(&w), Ok(()), "expired blobs are not orphans");
-        w.expire(&key, NOW);
+        w.expire(key, NOW);
         assert_eq!(
             check_quiescent(&w),
             Ok(()),
@@ -1280,7 +1280,7 @@ mod tests {
         let key = key();
         let mut w = World::new();
         w.set_blob(
-            key.clone(),
+            key,
             A,
             Blob {
                 size: 1,
