@@ -867,7 +867,7 @@ mod tests {
     fn cas(w: &mut World, expected: Option<Revision>, write: HvWrite, value: u64) -> bool {
         let key = key();
         let request = Request::HvCompareAndWrite {
-            key: key,
+            key,
             expected,
             write,
             now: NOW,
@@ -974,7 +974,7 @@ mod tests {
     fn put_non_tombstone_is_blocked_only_by_a_live_tombstone() {
         let key = key();
         let put = Request::HvPutNonTombstone {
-            key: key,
+            key,
             meta: meta(5),
             now: NOW,
         };
@@ -997,7 +997,7 @@ mod tests {
     fn delete_non_tombstone_is_blocked_only_by_a_live_tombstone() {
         let key = key();
         let delete = Request::HvDeleteNonTombstone {
-            key: key,
+            key,
             now: NOW,
         };
         let mut w = world_with(CasMode::Reapply, Start::Tomb(A));
@@ -1024,7 +1024,7 @@ mod tests {
             4,
         );
         let read = |now| Request::HvRead {
-            key: key,
+            key,
             payload: true,
             now,
         };
@@ -1044,7 +1044,7 @@ mod tests {
     fn blobs_are_stored_read_and_deleted_by_revision() {
         let key = key();
         let blob = BlobId {
-            key: key,
+            key,
             revision: A,
         };
         let mut w = World::new();
