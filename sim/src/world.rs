@@ -1092,7 +1092,7 @@ mod tests {
         let key = key();
         let put = Request::LtPut {
             blob: BlobId {
-                key: key,
+                key,
                 revision: A,
             },
             expires: None,

@@ -486,7 +486,7 @@ mod scenarios {
         let Some(Location::LongTerm(rev)) = location(api, "k").await else {
             panic!("long-term")
         };
-        assert!(t.lt.remove_behind_back(&Key::new(b"k").unwrap(), rev));
+        assert!(t.lt.remove_behind_back(Key::new(b"k").unwrap(), rev));
         assert_eq!(read(api, "k").await, None);
         assert_eq!(api.head("k").await.unwrap(), None);
         // A new put over the dangling tombstone repairs the key.
@@ -837,7 +837,7 @@ fn convergence_checker_catches_orphans_and_dangling_tombstones() {
 
     let key = Key::new(b"k").unwrap();
     let orphan = cairn_core::BlobId {
-        key: &key,
+        key: key,
         revision: cairn_core::Revision(1),
     };
     t.lt.put(orphan, &Metadata::default(), bytes(3, 0)).unwrap();
@@ -848,7 +848,7 @@ fn convergence_checker_catches_orphans_and_dangling_tombstones() {
     let Some(Location::LongTerm(rev)) = store.head("k").unwrap().map(|i| i.location) else {
         panic!()
     };
-    t.lt.remove_behind_back(&key, rev);
+    t.lt.remove_behind_back(key, rev);
     let caught = std::panic::catch_unwind(AssertUnwindSafe(|| t.assert_converged()));
     assert!(caught.is_err(), "a dangling tombstone must fail the check");
 }
