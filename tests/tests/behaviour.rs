@@ -837,7 +837,7 @@ fn convergence_checker_catches_orphans_and_dangling_tombstones() {
 
     let key = Key::new(b"k").unwrap();
     let orphan = cairn_core::BlobId {
-        key: key,
+        key,
         revision: cairn_core::Revision(1),
     };
     t.lt.put(orphan, &Metadata::default(), bytes(3, 0)).unwrap();
