@@ -996,10 +996,7 @@ mod tests {
     #[test]
     fn delete_non_tombstone_is_blocked_only_by_a_live_tombstone() {
         let key = key();
-        let delete = Request::HvDeleteNonTombstone {
-            key,
-            now: NOW,
-        };
+        let delete = Request::HvDeleteNonTombstone { key, now: NOW };
         let mut w = world_with(CasMode::Reapply, Start::Tomb(A));
         assert_eq!(guarded(&mut w, delete, 0), Guarded::Blocked(tomb(A)));
         assert!(w.row(key).is_some());
@@ -1043,10 +1040,7 @@ mod tests {
     #[test]
     fn blobs_are_stored_read_and_deleted_by_revision() {
         let key = key();
-        let blob = BlobId {
-            key,
-            revision: A,
-        };
+        let blob = BlobId { key, revision: A };
         let mut w = World::new();
         let get = Request::LtGet {
             blob,
@@ -1091,10 +1085,7 @@ mod tests {
     fn lt_put_needs_a_body_size() {
         let key = key();
         let put = Request::LtPut {
-            blob: BlobId {
-                key,
-                revision: A,
-            },
+            blob: BlobId { key, revision: A },
             expires: None,
         };
         World::new().apply(&put, OpContext::put(1));
