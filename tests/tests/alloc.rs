@@ -730,6 +730,21 @@ fn cleanup_paths_do_not_allocate() {
         assert_eq!(report.outcome, CleanupOutcome::Finished, "{phase:?}");
     }
 
+    // A spawned cleanup owns its key, inline.
+    let owned = core!("Key::to_key_buf", key().to_key_buf());
+    let pending = PendingCleanup {
+        id: ChangeId(2),
+        new: Some(B),
+        old: Some(A),
+        phase: Phase::Unknown,
+    };
+    let machine = core!(
+        "Cleanup::new",
+        Cleanup::new(owned, pending, Config::DEFAULT)
+    );
+    let report = harness(Given::Tombstone).drive(machine, OpContext::read());
+    assert_eq!(report.outcome, CleanupOutcome::Finished, "with a KeyBuf");
+
     // A failure backs off (a wait), then the retry succeeds.
     let mut h = harness(Given::Tombstone).plan(Plan::At {
         n: 0,
