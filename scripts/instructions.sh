@@ -10,7 +10,8 @@ count() { # op n
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --count "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
+per_op() { local a b; a=$(count "$1" 10000); b=$(count "$1" 30000); echo $(( (b - a) / 20000 )); }
 for op in put get; do
-  a=$(count "$op" 10000); b=$(count "$op" 30000)
-  echo "$op: $(( (b - a) / 20000 )) instructions per operation"
+  ours=$(per_op "$op"); raw=$(per_op "raw-$op")
+  echo "small $op (1 KiB): $ours instructions per operation; raw hashbrown $op: $raw ($(( ours * 100 / raw ))% of it)"
 done

@@ -179,7 +179,17 @@ fn count(what: &str, n: usize) {
     for k in &keys {
         s.put(k, payload.clone(), &opts).expect("put");
     }
+    let mut raw: hashbrown::HashMap<Vec<u8>, Bytes> = hashbrown::HashMap::new();
+    for k in &keys {
+        raw.insert(k.as_bytes().to_vec(), payload.clone());
+    }
     match what {
+        "raw-put" => (0..n).for_each(|i| {
+            raw.insert(keys[i % KEYS].as_bytes().to_vec(), payload.clone());
+        }),
+        "raw-get" => (0..n).for_each(|i| {
+            black_box(raw.get(keys[i % KEYS].as_bytes()).cloned());
+        }),
         "put" => (0..n).for_each(|i| {
             s.put(&keys[i % KEYS], payload.clone(), &opts).expect("put");
         }),
