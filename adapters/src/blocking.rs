@@ -1,12 +1,12 @@
 //! [`BlockingStore`]: the same store for callers without an async runtime.
 
 use crate::backend::{ChangeLog, HvBackend, LtBackend};
-use crate::runtime::InlineRuntime;
+use crate::runtime::{block_on, InlineRuntime};
 use crate::store::{ListPage, Object, ObjectInfo, StoreBuilder};
 use crate::{Body, Error, PutOptions, TieredStore};
 use bytes::Bytes;
 use cairn_core::{ByteRange, Key, RecoveryReport, WriteOutcome};
-use futures_lite::future::block_on;
+use std::pin::pin;
 
 /// A [`TieredStore`] driven on the calling thread. Background cleanup runs inline before the call
 /// that started it returns, so every call leaves storage converged.
@@ -52,7 +52,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         bytes: impl Into<Bytes>,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        block_on(self.store.put(key, bytes, options))
+        block_on(pin!(self.store.put(key, bytes, options)))
     }
 
     /// See [`TieredStore::put_stream`].
@@ -62,23 +62,23 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         body: Body,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        block_on(self.store.put_stream(key, body, options))
+        block_on(pin!(self.store.put_stream(key, body, options)))
     }
 
     /// See [`TieredStore::get`]. The body is still a stream; read it with
     /// [`BlockingStore::read_body`] or use [`BlockingStore::get_bytes`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Object>, Error> {
-        block_on(self.store.get(key))
+        block_on(pin!(self.store.get(key)))
     }
 
     /// The whole object's bytes.
     pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
-        block_on(async {
+        block_on(pin!(async {
             match self.store.get(key).await? {
                 Some(object) => object.bytes().await.map(Some).map_err(Error::Body),
                 None => Ok(None),
             }
-        })
+        }))
     }
 
     /// See [`TieredStore::get_range`].
@@ -87,22 +87,22 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         key: impl AsRef<[u8]>,
         range: ByteRange,
     ) -> Result<Option<Object>, Error> {
-        block_on(self.store.get_range(key, range))
+        block_on(pin!(self.store.get_range(key, range)))
     }
 
     /// Reads a body to the end on this thread.
     pub fn read_body(body: Body) -> std::io::Result<Bytes> {
-        block_on(body.bytes())
+        block_on(pin!(body.bytes()))
     }
 
     /// See [`TieredStore::head`].
     pub fn head(&self, key: impl AsRef<[u8]>) -> Result<Option<ObjectInfo>, Error> {
-        block_on(self.store.head(key))
+        block_on(pin!(self.store.head(key)))
     }
 
     /// See [`TieredStore::delete`].
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
-        block_on(self.store.delete(key))
+        block_on(pin!(self.store.delete(key)))
     }
 
     /// See [`TieredStore::list`].
@@ -112,11 +112,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         after: Option<&Key>,
         limit: usize,
     ) -> Result<ListPage, Error> {
-        block_on(self.store.list(prefix, after, limit))
+        block_on(pin!(self.store.list(prefix, after, limit)))
     }
 
     /// See [`TieredStore::recover`].
     pub fn recover(&self) -> Result<RecoveryReport, Error> {
-        block_on(self.store.recover())
+        block_on(pin!(self.store.recover()))
     }
 }

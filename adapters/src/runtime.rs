@@ -75,11 +75,26 @@ impl Runtime for SmolRuntime {
 pub struct InlineRuntime;
 
 impl Runtime for InlineRuntime {
-    fn spawn(&self, task: Task) {
-        futures_lite::future::block_on(task);
+    fn spawn(&self, mut task: Task) {
+        block_on(task.as_mut());
     }
     fn sleep(&self, duration: Duration) -> Task {
         std::thread::sleep(duration);
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// Runs `future` to completion on the calling thread. A future that is ready on its first poll
+/// (every call served by synchronous backends) is polled once with a no-op waker: no parker, no
+/// thread-local. One that suspends is handed on to `futures_lite`'s `block_on`, which polls it
+/// again with a real waker and parks the thread between wake-ups.
+///
+/// Takes the future pinned where the caller built it (`block_on(pin!(store.get(key)))`): a
+/// store future is large, and moving it here would copy all of it on every call.
+pub(crate) fn block_on<F: Future + ?Sized>(mut future: Pin<&mut F>) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => futures_lite::future::block_on(future),
     }
 }
