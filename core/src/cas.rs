@@ -6,13 +6,14 @@ use crate::{HvRow, HvWrite, Revision};
 /// What a compare-and-write does to a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CasVerdict {
-    /// The row matches `expected`: apply the write, answer true.
+    /// Apply the write, answer true.
     Apply,
-    /// The row is already in the state the write produces (a retry after a lost response, or an
-    /// inline/delete write on a row some other writer already freed of its tombstone). Answer
-    /// true; re-applying the write and skipping it are both legal.
+    /// The row already holds a live tombstone pointing at the write's own target (the write was
+    /// applied before). Answer true; re-applying the write and skipping it are both legal, since
+    /// both leave the row as it is.
     AlreadyApplied,
-    /// A real conflict: write nothing, answer false.
+    /// A live tombstone points at a blob that is neither the expected one nor the write's own:
+    /// another writer committed in between. Write nothing, answer false.
     Conflict,
 }
 
@@ -24,31 +25,40 @@ impl CasVerdict {
 }
 
 /// Decides a compare-and-write on a row as it is *live* at the request's `now` (pass
-/// `row.at(now)`: an expired tombstone is absent and neither blocks nor satisfies anything).
+/// `row.at(now)`: an expired tombstone is absent, so it neither blocks nor satisfies anything).
 ///
-/// | expected → write        | no live tombstone | tombstone→expected | tombstone→write's target | other tombstone |
-/// |-------------------------|-------------------|--------------------|--------------------------|-----------------|
-/// | none → tombstone(new)   | apply             | —                  | already applied          | conflict        |
-/// | old → tombstone(new)    | conflict          | apply              | already applied          | conflict        |
-/// | old → inline / delete   | already applied   | apply              | —                        | conflict        |
-/// | none → inline / delete  | apply             | —                  | —                        | conflict        |
+/// A compare-and-write exists to protect blob references: a row may be rewritten unless it holds
+/// a live tombstone to a blob the writer did not expect, whose owner is entitled to it.
+///
+/// | live row →                  | no tombstone | tombstone → expected | tombstone → write's target | other tombstone |
+/// |-----------------------------|--------------|----------------------|----------------------------|-----------------|
+/// | expected none               | apply        | —                    | already applied            | conflict        |
+/// | expected tombstone(old)     | apply        | apply                | already applied            | conflict        |
+///
+/// Where the expected tombstone is gone (deleted, replaced by an inline object, or expired) the
+/// write applies: the writer is the last one, and answering "conflict" or "already applied"
+/// without writing would report a write that never happened. This departs from the reference
+/// system's table, which answered those cases inconsistently and so lost writes under expiry.
+///
+/// Because "no tombstone" admits a write, a compare-and-write must never be retried blindly
+/// after an ambiguous failure (by the core or inside a backend): a retry could bring back a
+/// value, or a tombstone whose blob was cleaned up in between. The core resolves such failures by
+/// reading instead.
 ///
 /// ```
 /// use cairn_core::{cas_verdict, CasVerdict, HvRow, HvWrite, Revision, Tombstone};
 /// let t = |r| Tombstone { revision: Revision(r), size: 1, expires: None };
-/// let row = HvRow::Tombstone(t(2));
-/// // A retry of an applied swap 1→2 succeeds without looking like a lost race:
-/// assert_eq!(cas_verdict(row, Some(Revision(1)), &HvWrite::Tombstone(t(2))), CasVerdict::AlreadyApplied);
-/// assert_eq!(cas_verdict(row, Some(Revision(1)), &HvWrite::Delete), CasVerdict::Conflict);
+/// let swap = HvWrite::Tombstone(t(2));
+/// assert_eq!(cas_verdict(HvRow::Tombstone(t(1)), Some(Revision(1)), &swap), CasVerdict::Apply);
+/// assert_eq!(cas_verdict(HvRow::Tombstone(t(2)), Some(Revision(1)), &swap), CasVerdict::AlreadyApplied);
+/// assert_eq!(cas_verdict(HvRow::Tombstone(t(3)), Some(Revision(1)), &swap), CasVerdict::Conflict);
+/// assert_eq!(cas_verdict(HvRow::Absent, Some(Revision(1)), &HvWrite::Delete), CasVerdict::Apply);
 /// ```
 pub fn cas_verdict(live: HvRow, expected: Option<Revision>, write: &HvWrite) -> CasVerdict {
-    let current = live.target();
-    let target = write.target();
-    match (expected, current) {
-        (None, None) => CasVerdict::Apply,
-        (Some(e), Some(c)) if e == c => CasVerdict::Apply,
-        (_, Some(c)) if target == Some(c) => CasVerdict::AlreadyApplied,
-        (Some(_), None) if target.is_none() => CasVerdict::AlreadyApplied,
-        _ => CasVerdict::Conflict,
+    match live.target() {
+        None => CasVerdict::Apply,
+        Some(current) if Some(current) == expected => CasVerdict::Apply,
+        Some(current) if Some(current) == write.target() => CasVerdict::AlreadyApplied,
+        Some(_) => CasVerdict::Conflict,
     }
 }

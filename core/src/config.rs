@@ -28,6 +28,10 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// Longest backoff between cleanup attempts.
     pub backoff_max: Duration,
+    /// A deliberate protocol bug for the simulator's mutation testing; `None` in every real use.
+    /// Exists only with the `planted-bugs` feature.
+    #[cfg(feature = "planted-bugs")]
+    pub bug: Option<crate::PlantedBug>,
 }
 
 impl Config {
@@ -39,6 +43,8 @@ impl Config {
         cleanup_attempts: 8,
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(MAX_BACKOFF_MILLIS),
+        #[cfg(feature = "planted-bugs")]
+        bug: None,
     };
 
     /// Whether an object of `size` bytes is stored inline.

@@ -50,6 +50,9 @@ hex_id!(ChangeId);
 #[derive(Clone, Debug)]
 pub struct IdGen {
     rng: Rng,
+    /// PLANTED BUG (`RevisionsReused`): revisions from a counter instead of the generator.
+    #[cfg(feature = "planted-bugs")]
+    reused: Option<u64>,
 }
 
 impl IdGen {
@@ -57,6 +60,19 @@ impl IdGen {
     pub fn new(seed: u64) -> IdGen {
         IdGen {
             rng: Rng::new(seed),
+            #[cfg(feature = "planted-bugs")]
+            reused: None,
+        }
+    }
+
+    /// A generator with a planted bug (feature `planted-bugs`); only
+    /// [`PlantedBug::RevisionsReused`](crate::PlantedBug::RevisionsReused) affects it.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted(seed: u64, bug: Option<crate::PlantedBug>) -> IdGen {
+        let reused = (bug == Some(crate::PlantedBug::RevisionsReused)).then_some(0);
+        IdGen {
+            reused,
+            ..IdGen::new(seed)
         }
     }
 
@@ -68,6 +84,12 @@ impl IdGen {
 
     /// A fresh long-term revision.
     pub fn revision(&mut self, now: Instant) -> Revision {
+        // PLANTED BUG: a counter that every generator (every client, every restart) starts at 1.
+        #[cfg(feature = "planted-bugs")]
+        if let Some(counter) = &mut self.reused {
+            *counter += 1;
+            return Revision(u128::from(*counter));
+        }
         Revision(self.mint(now))
     }
 

@@ -70,6 +70,9 @@
 //!
 //! - `alloc` (default): reserved for conveniences; no machine needs it. The crate builds and
 //!   runs with `--no-default-features`.
+//! - `planted-bugs` (off): compiles the deliberate protocol bugs that the simulator's mutation
+//!   testing must catch (`PlantedBug`, selected through `Config::bug`). Never enable it in a
+//!   build that stores data; without it, none of the deviations is compiled.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -87,6 +90,8 @@ mod key;
 pub mod limits;
 mod machine;
 mod meta;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod range;
 mod rng;
 mod tiered;
@@ -100,6 +105,8 @@ pub use io::{BlobId, Change, Completion, Guarded, HvWrite, LogEntry, Request, Ti
 pub use key::{Key, KeyBuf, KeyError};
 pub use machine::{Machine, Poll};
 pub use meta::{HvRow, ObjectMeta, Tombstone};
+#[cfg(feature = "planted-bugs")]
+pub use planted::{cas_verdict_planted, PlantedBug};
 pub use range::{ByteRange, RangeNotSatisfiable, Span};
 pub use rng::Rng;
 pub use tiered::*;

@@ -497,11 +497,9 @@ mod small_put {
     }
 
     #[test]
-    fn failed_opening_is_retried_up_to_io_attempts_then_unknown_without_cleanup() {
+    fn failed_opening_is_not_retried_and_is_unknown_without_cleanup() {
         let mut put = put();
-        for _ in 0..CONFIG.io_attempts {
-            expect(&mut put, Io::PutNonTombstone(meta(5)), Completion::Failed);
-        }
+        expect(&mut put, Io::PutNonTombstone(meta(5)), Completion::Failed);
         let done = done(&mut put);
         assert_eq!(
             done.result,
@@ -563,19 +561,9 @@ mod small_put {
     }
 
     #[test]
-    fn cas_failure_with_expected_revision_is_retried() {
+    fn inline_cas_failure_is_not_retried_and_is_unknown_with_a_rereading_cleanup() {
         let mut put = at_cas();
         expect(&mut put, cas(), Completion::Failed);
-        expect(&mut put, cas(), Completion::Cas(true));
-        assert_eq!(done(&mut put).result, Ok(WriteOutcome::Committed));
-    }
-
-    #[test]
-    fn cas_failures_exhausted_are_unknown_and_cleanup_rereads_without_resolving() {
-        let mut put = at_cas();
-        for _ in 0..CONFIG.io_attempts {
-            expect(&mut put, cas(), Completion::Failed);
-        }
         let done = done(&mut put);
         assert_eq!(done.result, unknown(Tier::Hv));
         assert_eq!(phase(&done), Some(Phase::Unknown));
@@ -728,20 +716,12 @@ mod large_put {
     }
 
     #[test]
-    fn cas_failure_with_expected_revision_is_retried() {
+    fn cas_failure_with_expected_revision_is_resolved_by_a_read_not_retried() {
         let mut put = at_cas(row(A), Some(A));
         expect(&mut put, cas(Some(A)), Completion::Failed);
-        expect(&mut put, cas(Some(A)), Completion::Cas(true));
+        assert_eq!(io(&mut put), Io::HvRead { payload: false }, "no second CAS");
+        expect(&mut put, Io::HvRead { payload: false }, row(B));
         assert_eq!(done(&mut put).result, Ok(WriteOutcome::Committed));
-    }
-
-    #[test]
-    fn cas_failures_with_expected_revision_exhausted_are_resolved_by_a_read() {
-        let mut put = at_cas(row(A), Some(A));
-        for _ in 0..CONFIG.io_attempts {
-            expect(&mut put, cas(Some(A)), Completion::Failed);
-        }
-        assert_eq!(io(&mut put), Io::HvRead { payload: false });
     }
 
     #[test]
@@ -887,22 +867,18 @@ mod delete {
     }
 
     #[test]
-    fn failed_opening_exhausted_is_unknown_without_cleanup() {
+    fn failed_opening_is_not_retried_and_is_unknown_without_cleanup() {
         let mut delete = delete();
-        for _ in 0..CONFIG.io_attempts {
-            expect(&mut delete, Io::DeleteNonTombstone, Completion::Failed);
-        }
+        expect(&mut delete, Io::DeleteNonTombstone, Completion::Failed);
         let done = done(&mut delete);
         assert_eq!(done.result, unknown(Tier::Hv));
         assert!(done.cleanup.is_none());
     }
 
     #[test]
-    fn cas_failure_is_retried_then_unknown() {
+    fn cas_failure_is_not_retried_and_is_unknown() {
         let mut delete = at_cas();
-        for _ in 0..CONFIG.io_attempts {
-            expect(&mut delete, CAS, Completion::Failed);
-        }
+        expect(&mut delete, CAS, Completion::Failed);
         let done = done(&mut delete);
         assert_eq!(done.result, unknown(Tier::Hv));
         assert_eq!(phase(&done), Some(Phase::Unknown));
@@ -1385,8 +1361,9 @@ mod recovery {
 
 // --- Known bugs in the core ------------------------------------------------------------------
 //
-// Each test below states a property DESIGN.md promises and fails today. They are ignored so that
-// the suite stays green; `cargo test -p cairn-core --test machines -- --ignored` shows them.
+// Each test below pins a property DESIGN.md promises that an earlier version of the core broke
+// (a retried guarded write or inline compare-and-write taking effect twice, a put lost over an
+// expired tombstone, a get giving up one hop early).
 
 mod known_core_bugs {
     use super::*;
@@ -1441,7 +1418,6 @@ mod known_core_bugs {
     /// `put_non_tombstone` is retried after `Completion::Failed`, although a failed request may
     /// have been applied and the row may have changed since.
     #[test]
-    #[ignore = "core bug: Mutation retries put_non_tombstone after a failure (mutation.rs, AwaitOpening)"]
     fn a_retried_put_non_tombstone_does_not_resurrect_a_replaced_value() {
         let mut world = World::new();
         let (mut first, op1) = small_put(1, 1);
@@ -1454,13 +1430,12 @@ mod known_core_bugs {
         );
         assert_eq!(visible(&world), Some(2), "a reader sees 2");
         let done = run(&mut world, first, NOW, op1);
-        assert_eq!(done.result, Ok(WriteOutcome::Committed));
+        assert_eq!(done.result.map_err(|e| e.applied), Err(Applied::Unknown));
         assert_not_resurrected(&world, "value 1");
     }
 
     /// The same for `delete_non_tombstone`: the retry deletes a later, completed write.
     #[test]
-    #[ignore = "core bug: Mutation retries delete_non_tombstone after a failure (mutation.rs, AwaitOpening)"]
     fn a_retried_delete_non_tombstone_does_not_erase_a_later_write() {
         let mut world = World::new();
         world.insert_inline(key(), meta(5), 0);
@@ -1473,7 +1448,7 @@ mod known_core_bugs {
             Ok(WriteOutcome::Committed)
         );
         let done = run(&mut world, delete, NOW, OpContext::read());
-        assert_eq!(done.result, Ok(WriteOutcome::Committed));
+        assert_eq!(done.result.map_err(|e| e.applied), Err(Applied::Unknown));
         assert_not_resurrected(&world, "the key deleted");
     }
 
@@ -1483,7 +1458,6 @@ mod known_core_bugs {
     /// The comment in commit.rs ("retrying is safe only when `expected` names a revision") holds
     /// for tombstone writes only.
     #[test]
-    #[ignore = "core bug: Commit retries an inline/delete compare-and-write (commit.rs, AwaitCas)"]
     fn a_retried_inline_cas_does_not_resurrect_a_replaced_value_under_reapply() {
         let mut world = World::with_mode(CasMode::Reapply);
         world.insert_large(key(), A, SIZE, None, 0);
@@ -1499,7 +1473,7 @@ mod known_core_bugs {
         );
         assert_eq!(visible(&world), Some(2), "a reader sees 2");
         let done = run(&mut world, first, NOW, op1);
-        assert_eq!(done.result, Ok(WriteOutcome::Committed));
+        assert_eq!(done.result.map_err(|e| e.applied), Err(Applied::Unknown));
         assert_not_resurrected(&world, "value 1");
     }
 
@@ -1507,7 +1481,6 @@ mod known_core_bugs {
     /// true ("already applied": no live tombstone), and a backend that skips on an idempotent
     /// match (legal, DESIGN.md) writes nothing: the put reports committed, the key reads absent.
     #[test]
-    #[ignore = "core bug: cas_verdict calls (Some, inline) on an expired tombstone already applied (cas.rs)"]
     fn a_small_put_over_a_tombstone_expiring_before_its_cas_is_not_lost_under_skip() {
         let later = Instant::from_millis(NOW.as_millis() + 10);
         let mut world = World::with_mode(CasMode::Skip);
@@ -1534,7 +1507,6 @@ mod known_core_bugs {
     /// to that many times, and `ReadError::Unstable` says the key changed *more than* that many
     /// times; the get gives up one hop earlier (`hops + 1 >= MAX_REDIRECT_HOPS` in get.rs).
     #[test]
-    #[ignore = "core bug: get gives up one redirect hop before its documented limit (get.rs)"]
     fn get_follows_max_redirect_hops_fresh_tombstones_as_documented() {
         let reads = super::get::blob_reads_until_unstable();
         assert_eq!(

@@ -389,7 +389,11 @@ fn small_put_paths_do_not_allocate() {
     let run = harness(Given::Absent)
         .plan(plan)
         .mutate(small_put(), OpContext::put(2));
-    assert_eq!(run.result, Ok(WriteOutcome::Committed), "opening retried");
+    assert_eq!(
+        run.result,
+        err(Tier::Hv, Applied::Unknown),
+        "a guarded write is not retried"
+    );
 
     let plan = Plan::From {
         n: 0,
@@ -438,11 +442,12 @@ fn small_put_paths_do_not_allocate() {
         .mutate(small_put(), OpContext::put(2));
     assert_eq!(
         run.result,
-        Ok(WriteOutcome::Committed),
-        "CAS response lost, retried"
+        err(Tier::Hv, Applied::Unknown),
+        "CAS response lost: an inline write is not retried, so its outcome stays unknown"
     );
+    assert_cleanup(&run, Phase::Unknown, CleanupOutcome::Finished, 1);
 
-    // Three CAS attempts fail, then the unknown-outcome cleanup reads, deletes and removes.
+    // The CAS keeps failing; the unknown-outcome cleanup reads, deletes and removes.
     let plan = Plan::From {
         n: 2,
         applied: false,
@@ -543,7 +548,7 @@ fn large_put_paths_do_not_allocate() {
     );
     assert_cleanup(&run, Phase::Unknown, CleanupOutcome::Finished, 1);
 
-    // expected = Some: retried, then resolved once the retries are spent.
+    // expected = Some: not retried either; resolved by a read.
     let plan = Plan::At {
         n: 3,
         applied: false,
@@ -551,7 +556,11 @@ fn large_put_paths_do_not_allocate() {
     let run = harness(Given::Tombstone)
         .plan(plan)
         .mutate(large_put(B), op);
-    assert_eq!(run.result, Ok(WriteOutcome::Committed), "CAS retried");
+    assert_eq!(
+        run.result,
+        err(Tier::Hv, Applied::Unknown),
+        "not retried; the read finds the old tombstone"
+    );
     let plan = Plan::From {
         n: 3,
         applied: false,

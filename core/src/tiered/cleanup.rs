@@ -3,6 +3,8 @@
 //! it, or schedule it in a simulation.
 
 use crate::machine::unexpected;
+#[cfg(feature = "planted-bugs")]
+use crate::planted::{planted, PlantedBug};
 use crate::{
     BlobId, ChangeId, Completion, Config, Instant, Key, KeyBuf, Machine, Poll, Request, Revision,
     Tier,
@@ -189,6 +191,10 @@ pub struct Cleanup<K = KeyBuf> {
     config: Config,
     blobs_deleted: u8,
     state: State,
+    /// PLANTED BUG (`LogEntryRemovedBeforeCleanup`): the blob deletes put off until the
+    /// change-log entry is gone.
+    #[cfg(feature = "planted-bugs")]
+    postponed: Option<Step>,
 }
 
 impl<K: Borrow<Key>> Cleanup<K> {
@@ -205,7 +211,8 @@ impl<K: Borrow<Key>> Cleanup<K> {
         } else {
             Step::after_plan(phase.plan(old, new, None))
         };
-        Cleanup {
+        #[allow(unused_mut)] // only the planted bugs change it
+        let mut cleanup = Cleanup {
             key,
             id,
             new,
@@ -214,6 +221,30 @@ impl<K: Borrow<Key>> Cleanup<K> {
             config,
             blobs_deleted: 0,
             state: State::Await { step, attempt: 0 },
+            #[cfg(feature = "planted-bugs")]
+            postponed: None,
+        };
+        #[cfg(feature = "planted-bugs")]
+        cleanup.postpone_deletes();
+        cleanup
+    }
+
+    /// PLANTED BUG (`LogEntryRemovedBeforeCleanup`): remove the change-log entry first, and
+    /// only then delete the blobs it covered.
+    #[cfg(feature = "planted-bugs")]
+    fn postpone_deletes(&mut self) {
+        if let State::Await {
+            step: step @ Step::BlobDelete { .. },
+            attempt: 0,
+        } = self.state
+        {
+            if planted(&self.config, PlantedBug::LogEntryRemovedBeforeCleanup) {
+                self.postponed = Some(step);
+                self.state = State::Await {
+                    step: Step::LogRemove,
+                    attempt: 0,
+                };
+            }
         }
     }
 
@@ -316,11 +347,19 @@ impl<K: Borrow<Key>> Machine for Cleanup<K> {
         self.state = match (step, completion) {
             (Step::HvRead, Completion::Row(row)) => {
                 let plan = self.phase.plan(self.old, self.new, row.target());
-                State::Await {
+                self.state = State::Await {
                     step: Step::after_plan(plan),
                     attempt: 0,
-                }
+                };
+                #[cfg(feature = "planted-bugs")]
+                self.postpone_deletes();
+                return;
             }
+            #[cfg(feature = "planted-bugs")]
+            (Step::LogRemove, Completion::Done) if self.postponed.is_some() => State::Await {
+                step: self.postponed.take().expect("checked by the guard"),
+                attempt: 0,
+            },
             (Step::BlobDelete { then, .. }, Completion::Done) => {
                 self.blobs_deleted += 1;
                 let step = match then {

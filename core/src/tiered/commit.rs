@@ -21,11 +21,8 @@ enum State {
         attempt: u8,
     },
     AwaitBlobWrite,
-    AwaitCas {
-        attempt: u8,
-    },
-    /// A compare-and-write that cannot be retried safely failed; re-read to learn whether it
-    /// took effect.
+    AwaitCas,
+    /// A tombstone compare-and-write failed ambiguously; read to learn whether it took effect.
     AwaitResolve {
         attempt: u8,
     },
@@ -94,7 +91,7 @@ impl Commit {
                     expires: t.expires,
                 }
             }
-            State::AwaitCas { .. } => Request::HvCompareAndWrite {
+            State::AwaitCas => Request::HvCompareAndWrite {
                 key,
                 expected: self.old,
                 write: self.write,
@@ -116,7 +113,7 @@ impl Commit {
         self.state = match (self.state, completion) {
             (State::AwaitRecord { .. }, Completion::Done) => match self.write {
                 HvWrite::Tombstone(_) => State::AwaitBlobWrite,
-                HvWrite::Inline(_) | HvWrite::Delete => State::AwaitCas { attempt: 0 },
+                HvWrite::Inline(_) | HvWrite::Delete => State::AwaitCas,
             },
             (State::AwaitRecord { attempt }, Completion::Failed) if retry(attempt) => {
                 State::AwaitRecord {
@@ -132,35 +129,28 @@ impl Commit {
                     unreachable!("only a tombstone write awaits a blob write")
                 };
                 t.size = size;
-                State::AwaitCas { attempt: 0 }
+                State::AwaitCas
             }
             // A body stream cannot be replayed, so a blob write is never retried here. The blob
             // may be partly written; cleanup in phase Recorded deletes it.
             (State::AwaitBlobWrite, Completion::Failed) => {
                 finish(failed(Tier::Lt, Applied::No), Phase::Recorded)
             }
-            (State::AwaitCas { .. }, Completion::Cas(true)) => {
+            (State::AwaitCas, Completion::Cas(true)) => {
                 finish(Ok(WriteOutcome::Committed), Phase::Committed)
             }
             // Last writer wins: losing is success for the caller, and we own only `new`.
-            (State::AwaitCas { .. }, Completion::Cas(false)) => {
+            (State::AwaitCas, Completion::Cas(false)) => {
                 finish(Ok(WriteOutcome::Superseded), Phase::Lost)
             }
-            // Retrying is safe only when `expected` names a revision: nobody ever points a row
-            // back at a revision it did not mint, so a retry cannot resurrect our write after
-            // someone replaced it. `expected = None` also matches rows written *after* ours, so
-            // a retry there could bring back a tombstone whose blob was already cleaned up.
-            (State::AwaitCas { attempt }, Completion::Failed)
-                if self.old.is_some() && retry(attempt) =>
-            {
-                State::AwaitCas {
-                    attempt: attempt + 1,
-                }
-            }
-            (State::AwaitCas { .. }, Completion::Failed) if self.new.is_some() => {
+            // Never retried: with "no live tombstone" admitting the write, a retry could bring
+            // back our value after another writer replaced it, or our tombstone after its blob
+            // was cleaned up. A tombstone write is resolved by reading; an inline write or a
+            // delete cannot be told apart from a later identical one, so it stays unknown.
+            (State::AwaitCas, Completion::Failed) if self.new.is_some() => {
                 State::AwaitResolve { attempt: 0 }
             }
-            (State::AwaitCas { .. }, Completion::Failed) => {
+            (State::AwaitCas, Completion::Failed) => {
                 finish(failed(Tier::Hv, Applied::Unknown), Phase::Unknown)
             }
             (State::AwaitResolve { .. }, Completion::Row(row)) if row.target() == self.new => {
@@ -187,7 +177,7 @@ impl State {
         match self {
             State::AwaitRecord { .. } => "AwaitRecord",
             State::AwaitBlobWrite => "AwaitBlobWrite",
-            State::AwaitCas { .. } => "AwaitCas",
+            State::AwaitCas => "AwaitCas",
             State::AwaitResolve { .. } => "AwaitResolve",
             State::Finished(_) => "Finished",
         }

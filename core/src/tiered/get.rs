@@ -200,7 +200,7 @@ impl Machine for Get<'_> {
                 },
                 Completion::Blob { found: false },
             ) => {
-                if hops + 1 >= MAX_REDIRECT_HOPS {
+                if hops >= MAX_REDIRECT_HOPS {
                     State::Finished(Err(ReadError::Unstable))
                 } else {
                     State::AwaitHvRead {

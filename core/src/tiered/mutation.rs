@@ -140,7 +140,12 @@ impl<'k> Mutation<'k> {
                 commit.handle(completion, &self.config);
                 State::Committing(commit)
             }
-            (State::AwaitOpening { attempt }, Completion::Failed) if retry(attempt) => {
+            // Only the large put's read is retried. A guarded write that failed may have been
+            // applied, seen, and overwritten since; applying it again would make one operation
+            // take effect twice.
+            (State::AwaitOpening { attempt }, Completion::Failed)
+                if matches!(self.opening, Opening::ReadCurrent { .. }) && retry(attempt) =>
+            {
                 State::AwaitOpening {
                     attempt: attempt + 1,
                 }

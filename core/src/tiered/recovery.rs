@@ -133,7 +133,18 @@ impl Machine for Recovery {
                     State::Finished
                 }
             }
-            (_, completion) => unexpected("recovery", "AwaitScan", &completion),
+            (state, completion) => unexpected("recovery", state.name(), &completion),
         };
+    }
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitScan { .. } => "AwaitScan",
+            State::Cleaning(_) => "Cleaning",
+            State::Finished => "Finished",
+            State::Taken => "Taken",
+        }
     }
 }
