@@ -955,7 +955,10 @@ mod tests {
     #[test]
     fn reapply_rewrites_an_idempotent_match_and_skip_leaves_it() {
         // The row already points at the write's target; only a field the write carries differs.
-        let again = Tombstone { size: 20, ..tomb(B) };
+        let again = Tombstone {
+            size: 20,
+            ..tomb(B)
+        };
         for (mode, size) in [(CasMode::Reapply, 20), (CasMode::Skip, 10)] {
             let mut w = world_with(mode, Start::Tomb(B));
             assert!(cas(&mut w, Some(A), HvWrite::Tombstone(again), 2));

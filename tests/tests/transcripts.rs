@@ -282,7 +282,7 @@ fn cas_lost_response_large_fresh() -> String {
 
 fn cas_lost_response_small_over_tombstone() -> String {
     let mut t = Transcript::new(
-        "Small put over tombstone A whose compare-and-write (expected=A) is applied but its response lost: retried; the retry finds the tombstone gone and answers ok (world re-applies on an idempotent match).",
+        "Small put over tombstone A whose compare-and-write (expected=A) is applied but its response lost: an inline write is never retried (a retry could resurrect it after a later write), so the put reports an unknown outcome and its cleanup re-reads, finds its own value, and deletes A.",
     );
     t.world.insert_large(key(), A, LARGE, None, 1);
     t.given();
