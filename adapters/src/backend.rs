@@ -152,9 +152,11 @@ pub trait HvBackend: Send + Sync + 'static {
         key: &Key,
         now: Instant,
     ) -> impl Future<Output = BackendResult<Guarded>> + Send;
-    /// `expected = None`: proceed only if no live tombstone; `Some(r)`: only if a live tombstone
-    /// points at `r`. Idempotent: a row already in the target state answers `true` (re-applying or
-    /// not). `false` means a real conflict; nothing was written.
+    /// Rewrites the row unless a live tombstone points at a blob other than `expected` (and
+    /// other than the write's own target): decide exactly as [`cairn_core::cas_verdict`] on the
+    /// row as live at `now`. Answers `true` if the row now holds the write (re-applying a write
+    /// that is already there is optional), `false` on a conflict, having written nothing. Never
+    /// retry this call internally after an ambiguous failure: report the failure instead.
     fn compare_and_write(
         &self,
         key: &Key,
