@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+#[cfg(feature = "blobdir")]
+pub mod blobdir;
 mod blocking;
 mod body;
 mod clock;

@@ -1,0 +1,121 @@
+//! Listing every stored blob with its key read back from its header, for `fsck`.
+
+use super::layout::{context, corrupt, key_hash, Entry, Layout, FANOUT_DIRS};
+use super::read::open_file;
+use crate::Metadata;
+use cairn_core::{KeyBuf, Revision};
+use std::fs::ReadDir;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One stored blob, as [`BlobDir::blobs`](super::BlobDir::blobs) finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The key, read from the file's header (file names never hold keys).
+    pub key: KeyBuf,
+    /// The revision.
+    pub revision: Revision,
+    /// The metadata, `size` included. Expired blobs are listed too; see `meta.expires`.
+    pub meta: Metadata,
+    /// The blob's file.
+    pub path: PathBuf,
+}
+
+/// Walks the fan-out directories one listing at a time (memory stays bounded by one directory
+/// handle), opening each blob file to read its header.
+pub(crate) struct Blobs {
+    layout: Arc<super::Inner>,
+    next_dir: usize,
+    current: Option<ReadDir>,
+}
+
+impl Blobs {
+    pub(crate) fn new(layout: Arc<super::Inner>) -> Blobs {
+        Blobs {
+            layout,
+            next_dir: 0,
+            current: None,
+        }
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout.layout
+    }
+
+    /// The next name in the fan-out directories, opening the next directory as each runs out.
+    fn next_path(&mut self) -> Option<io::Result<PathBuf>> {
+        loop {
+            if let Some(dir) = &mut self.current {
+                match dir.next() {
+                    Some(entry) => {
+                        return Some(entry.map(|e| e.path()).map_err(|e| {
+                            let dir = self.layout().fanout_dir(self.next_dir - 1);
+                            context("listing", &dir)(e)
+                        }))
+                    }
+                    None => self.current = None,
+                }
+            }
+            if self.next_dir == FANOUT_DIRS {
+                return None;
+            }
+            let dir = self.layout().fanout_dir(self.next_dir);
+            self.next_dir += 1;
+            match std::fs::read_dir(&dir) {
+                Ok(listing) => self.current = Some(listing),
+                Err(e) => return Some(Err(context("listing", &dir)(e))),
+            }
+        }
+    }
+}
+
+/// Reads one file's header and checks that the file sits where its key and revision say; `None`
+/// if it was deleted since it was listed.
+fn info(path: PathBuf, hash_in_name: u128, revision: Revision) -> io::Result<Option<BlobInfo>> {
+    let Some((_, header)) = open_file(&path)? else {
+        return Ok(None);
+    };
+    if key_hash(&header.key) != hash_in_name || header.revision != revision {
+        return Err(corrupt(
+            &path,
+            format_args!(
+                "holds blob {}@{}, which belongs elsewhere",
+                header.key, header.revision
+            ),
+        ));
+    }
+    Ok(Some(BlobInfo {
+        key: header.key,
+        revision: header.revision,
+        meta: header.meta,
+        path,
+    }))
+}
+
+impl Iterator for Blobs {
+    type Item = io::Result<BlobInfo>;
+
+    fn next(&mut self) -> Option<io::Result<BlobInfo>> {
+        loop {
+            let path = match self.next_path()? {
+                Ok(path) => path,
+                Err(e) => return Some(Err(e)),
+            };
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(Entry::parse);
+            match name {
+                Some(Entry::Blob { key_hash, revision }) => {
+                    match info(path, key_hash, revision).transpose() {
+                        Some(found) => return Some(found),
+                        None => continue,
+                    }
+                }
+                Some(Entry::Marker { .. }) => continue,
+                None => return Some(Err(corrupt(&path, "unexpected file in blob directory"))),
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The blob-directory long-term tier: one file per blob revision under a local directory,
+//! written durably (temp file, `fdatasync`, rename, directory `fsync`) and read as a lazy stream.
+//! It is the embedded default's long-term tier, beside SQLite's high-volume tier.
+//!
+//! # Layout
+//!
+//! Keys never become paths: a blob's path is built only from a 128-bit hash of its key and its
+//! revision, both as fixed-width hex, and the key itself lives inside the file's header (so
+//! `fsck` can map every file back to its key):
+//!
+//! ```text
+//! {root}/LAYOUT                                          "cairn blobdir layout 1"
+//! {root}/tmp/{revision}-{pid}-{seq}.partial              writes in progress, crash leftovers
+//! {root}/blobs/{hh}/{keyhash}-{revision}.blob            finished blobs (256 fan-out dirs)
+//! {root}/blobs/{hh}/{keyhash}-{revision}-{expires}.expires   empty markers of expiring blobs
+//! ```
+//!
+//! # File format
+//!
+//! A versioned header (magic `CAIRNBLB`, version, header length, payload size, header checksum,
+//! revision, created, expires, key, content type, user pairs), then the payload. Corrupt,
+//! truncated or unknown-version headers are `InvalidData` errors naming the file.
+//!
+//! # Cost and guarantees
+//!
+//! - **put** streams the body through a 256 KiB buffer into a temp file: memory is one body
+//!   chunk plus that buffer. Then one `fdatasync` of the file, one rename, one `fsync` of the
+//!   fan-out directory. After `put` returns the blob survives a process kill and power loss.
+//! - **get** opens the file, checks its header (key, revision, length, expiry) and returns a body
+//!   that reads 64 KiB per pull, lazily. A range read seeks to `header length + start`.
+//! - **delete** reads the header, unlinks the file and its marker, syncs the directory. Deleting
+//!   a missing blob succeeds.
+//! - **expiry**: a blob whose `expires` has passed (by the [`Clock`] in [`BlobDirOptions`]) is
+//!   absent to `get` and `head`; [`BlobDir::sweep_expired`] deletes such files by listing
+//!   directory names only, never opening a blob.
+//!
+//! All I/O is blocking `std::fs`, one small step (one chunk, one rename) per call, which suits
+//! the embedded default; every error is an `io::Error` naming the path, surfaced to the store as
+//! a [`BackendError`]. Nothing here panics on bad data or failed I/O.
+//!
+//! ```
+//! # futures_lite::future::block_on(async {
+//! use cairn_adapters::backend::LtBackend;
+//! use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
+//! use cairn_adapters::{Body, Metadata};
+//! use cairn_core::{BlobId, Key, Revision};
+//!
+//! let root = std::env::temp_dir().join(format!("cairn-doc-blobdir-{}", std::process::id()));
+//! let dir = BlobDir::open(&root, BlobDirOptions::default())?;
+//! let blob = BlobId { key: Key::new(b"../../etc/passwd").unwrap(), revision: Revision(7) };
+//! dir.put(blob, &Metadata::default(), Body::from_bytes("stays inside the root")).await?;
+//! let (meta, body) = dir.get(blob, None).await?.expect("stored");
+//! assert_eq!(meta.size, 21);
+//! assert_eq!(body.bytes().await?, "stays inside the root");
+//! dir.delete(blob).await?;
+//! assert!(dir.head(blob).await?.is_none());
+//! # std::fs::remove_dir_all(&root)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod format;
+mod layout;
+mod list;
+mod read;
+mod sweep;
+mod write;
+
+pub use list::BlobInfo;
+pub use sweep::SweepReport;
+
+use crate::backend::{BackendError, BackendResult, LtBackend};
+use crate::{Body, Clock, Metadata, SystemClock};
+use cairn_core::{BlobId, Span};
+use layout::{context, sync_dir, Layout, FANOUT_DIRS, LAYOUT_TAG};
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to open a [`BlobDir`].
+///
+/// ```
+/// use cairn_adapters::blobdir::BlobDirOptions;
+/// use cairn_adapters::ManualClock;
+/// use std::sync::Arc;
+/// let clock = Arc::new(ManualClock::new(1_000));
+/// let options = BlobDirOptions::default().clock(clock.clone());
+/// ```
+#[derive(Clone)]
+pub struct BlobDirOptions {
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for BlobDirOptions {
+    /// Expiry against the system clock.
+    fn default() -> Self {
+        BlobDirOptions {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl BlobDirOptions {
+    /// The clock that decides whether a blob has expired (the long-term requests carry no
+    /// `now`). Use the store's clock, so both tiers agree.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl fmt::Debug for BlobDirOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobDirOptions").finish_non_exhaustive()
+    }
+}
+
+/// The long-term tier as a directory of blob files. Cheap to clone: clones share the directory.
+///
+/// Several `BlobDir`s, in one process or several, may open the same root: every write goes to
+/// its own temp file and revision-named file, and renames are atomic.
+#[derive(Clone)]
+pub struct BlobDir {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    layout: Layout,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for BlobDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobDir")
+            .field("root", &self.root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobDir {
+    /// Opens the blob directory at `root`, creating it (and its fan-out directories, durably) if
+    /// needed. A directory with another layout version is refused.
+    pub fn open(root: &Path, options: BlobDirOptions) -> io::Result<BlobDir> {
+        std::fs::create_dir_all(root).map_err(context("creating", root))?;
+        let root = std::fs::canonicalize(root).map_err(context("resolving", root))?;
+        let layout = Layout::new(root);
+        let tag = layout.tag_path();
+        match std::fs::read(&tag) {
+            Ok(found) if found == LAYOUT_TAG.as_bytes() => {}
+            Ok(found) => {
+                return Err(layout::corrupt(
+                    &tag,
+                    format_args!(
+                        "unknown blob directory layout {:?} (this build reads {LAYOUT_TAG:?})",
+                        String::from_utf8_lossy(&found)
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(context("reading", &tag)(e)),
+        }
+        // Every directory a put needs exists, durably, before the first put: puts never create
+        // directories. Cheap when they exist already.
+        let mut created = create_dir(layout.tmp())?;
+        let blobs_created = create_dir(layout.blobs())?;
+        let mut fanout_created = false;
+        for index in 0..FANOUT_DIRS {
+            fanout_created |= create_dir(&layout.fanout_dir(index))?;
+        }
+        if fanout_created {
+            sync_dir(layout.blobs())?;
+        }
+        created |= blobs_created;
+        if !tag.exists() {
+            write_tag(&layout)?;
+            created = true;
+        }
+        if created {
+            sync_dir(layout.root())?;
+        }
+        Ok(BlobDir {
+            inner: Arc::new(Inner {
+                layout,
+                clock: options.clock,
+            }),
+        })
+    }
+
+    /// The root directory (absolute, symlinks resolved).
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// Every stored blob with its key and metadata read back from its file, expired ones
+    /// included, in no particular order; for `fsck`. A file that cannot be read or sits at the
+    /// wrong name is an `Err` item naming it, and the walk goes on.
+    pub fn blobs(&self) -> impl Iterator<Item = io::Result<BlobInfo>> + Send + 'static {
+        list::Blobs::new(self.inner.clone())
+    }
+}
+
+/// Creates `dir` unless it exists, returning whether it did.
+fn create_dir(dir: &Path) -> io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(context("creating", dir)(e)),
+    }
+}
+
+/// Writes `LAYOUT` as every file here is written: temp file, sync, rename.
+fn write_tag(layout: &Layout) -> io::Result<()> {
+    let tag = layout.tag_path();
+    let temp = layout
+        .tmp()
+        .join(format!("LAYOUT-{}.partial", std::process::id()));
+    std::fs::File::create(&temp)
+        .and_then(|mut f| {
+            f.write_all(LAYOUT_TAG.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(context("writing", &temp))?;
+    std::fs::rename(&temp, &tag).map_err(context("renaming into place", &tag))
+}
+
+impl LtBackend for BlobDir {
+    async fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> BackendResult<u64> {
+        self.write(blob, meta, body)
+            .await
+            .map_err(BackendError::from)
+    }
+
+    async fn get(
+        &self,
+        blob: BlobId<'_>,
+        span: Option<Span>,
+    ) -> BackendResult<Option<(Metadata, Body)>> {
+        Ok(self.read(blob, span)?)
+    }
+
+    async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
+        Ok(self.open_live(blob)?.map(|o| o.header.meta))
+    }
+
+    async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
+        Ok(self.remove(blob)?)
+    }
+}

@@ -1,0 +1,131 @@
+//! Removing files: one blob on request, expired blobs in bulk, and crash leftovers.
+
+use super::layout::{context, key_hash, sync_dir, Entry, FANOUT_DIRS, TEMP_SUFFIX};
+use super::read::open_file;
+use super::BlobDir;
+use cairn_core::{is_expired, BlobId, Instant};
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// What [`BlobDir::sweep_expired`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Expired blobs whose files were deleted.
+    pub blobs_deleted: u64,
+    /// Expiry markers removed whose blob was already gone (deleted earlier, or a write that
+    /// crashed before its rename).
+    pub stale_markers: u64,
+}
+
+impl BlobDir {
+    /// Deletes `blob`'s file (and its expiry marker), then syncs the directory.
+    ///
+    /// The header is read first, for two reasons: it names the marker to remove, and a file that
+    /// holds another key is left alone (the blob asked for does not exist, so the delete has
+    /// succeeded; the stray file is for `fsck` to judge). A file at this name whose header cannot
+    /// be read is removed: its name says it is this revision's, and nobody can read it anyway.
+    pub(crate) fn remove(&self, blob: BlobId<'_>) -> io::Result<()> {
+        let layout = &self.inner.layout;
+        let hash = key_hash(blob.key);
+        let path = layout.blob_path(hash, blob.revision);
+        let expires = match open_file(&path) {
+            Ok(None) => return Ok(()),
+            Ok(Some((_, h))) if *h.key != *blob.key || h.revision != blob.revision => return Ok(()),
+            Ok(Some((_, h))) => h.meta.expires,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
+            Err(e) => return Err(e),
+        };
+        remove_if_present(&path)?;
+        if let Some(at) = expires {
+            remove_if_present(&layout.marker_path(hash, blob.revision, at))?;
+        }
+        sync_dir(&layout.dir_of(hash))
+    }
+
+    /// Deletes every blob that has expired at `now`, without opening any blob file: expiring
+    /// blobs have an empty marker whose name carries the expiry.
+    ///
+    /// Safe while the store runs: a blob expires at the same instant as the tombstone pointing
+    /// at it, and an expired tombstone is already absent to every operation, so no reader can
+    /// still be sent to the blob. (A reader that opened the file before keeps reading it; the
+    /// file system frees it when the reader closes it.)
+    ///
+    /// Cost: one directory listing per fan-out directory (256), reading every entry name once;
+    /// two unlinks per expired blob; one directory sync per directory where something was
+    /// removed.
+    pub fn sweep_expired(&self, now: Instant) -> io::Result<SweepReport> {
+        let layout = &self.inner.layout;
+        let mut report = SweepReport::default();
+        for index in 0..FANOUT_DIRS {
+            let dir = layout.fanout_dir(index);
+            let mut removed = false;
+            for entry in std::fs::read_dir(&dir).map_err(context("listing", &dir))? {
+                let entry = entry.map_err(context("listing", &dir))?;
+                let name = entry.file_name();
+                let Some(Entry::Marker {
+                    key_hash,
+                    revision,
+                    expires,
+                }) = name.to_str().and_then(Entry::parse)
+                else {
+                    continue;
+                };
+                if !is_expired(Some(expires), now) {
+                    continue;
+                }
+                if remove_if_present(&layout.blob_path(key_hash, revision))? {
+                    report.blobs_deleted += 1;
+                } else {
+                    report.stale_markers += 1;
+                }
+                remove_if_present(&entry.path())?;
+                removed = true;
+            }
+            if removed {
+                sync_dir(&dir)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes temp files of writes that crashed or were abandoned, returning how many.
+    ///
+    /// Only files untouched for at least `older_than` go: another process sharing the directory
+    /// may be writing one right now, and a write in progress touches its file with every chunk.
+    /// Pass a grace period longer than the slowest stall of a put's body (the `cairn recover`
+    /// command, for instance); `Duration::ZERO` removes every temp file, which is right only
+    /// when no other writer can be running.
+    pub fn remove_temp_files(&self, older_than: std::time::Duration) -> io::Result<usize> {
+        let tmp = self.inner.layout.tmp();
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(tmp).map_err(context("listing", tmp))? {
+            let entry = entry.map_err(context("listing", tmp))?;
+            let path = entry.path();
+            if !entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+                continue;
+            }
+            let modified = match entry.metadata().and_then(|m| m.modified()) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(context("reading age of", &path)(e)),
+            };
+            // A file from the future (clock steps) counts as new.
+            let age = now.duration_since(modified).unwrap_or_default();
+            if age >= older_than && remove_if_present(&path)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes a file, returning whether it was there.
+fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(context("removing", path)(e)),
+    }
+}

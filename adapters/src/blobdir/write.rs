@@ -1,0 +1,144 @@
+//! Writing a blob: stream the body into a temporary file, then publish it atomically.
+//!
+//! The sequence, and what a crash at each point leaves behind:
+//!
+//! 1. create `tmp/{revision}-{pid}-{seq}.partial` (exclusively) and write the header with size
+//!    zero — a crash leaves a temp file, invisible to reads, removed by
+//!    [`BlobDir::remove_temp_files`](super::BlobDir::remove_temp_files);
+//! 2. write the body chunk by chunk through a [`WRITE_BUFFER_LEN`] buffer — same;
+//! 3. rewrite the header with the size and checksum, `fdatasync` the file — same;
+//! 4. if the blob expires, create its empty expiry marker in the fan-out directory — a crash
+//!    leaves a marker whose blob does not exist, which sweeping removes once it has expired;
+//! 5. `rename` the temp file to its final name in the fan-out directory — atomic: the final
+//!    path holds either nothing or the whole, synced file;
+//! 6. `fsync` the fan-out directory, which makes the rename and the marker durable together.
+//!
+//! Only after step 6 does `put` return `Ok`; from then on the blob survives a process kill and
+//! a power loss (given a file system and disk that honour `fsync`). Power loss cannot be
+//! simulated in a unit test; the tests check the observable half: no file ever appears at a
+//! final path before it is complete, and a failed or interrupted write leaves only a temp file.
+//!
+//! The fan-out directories are made (and synced) when the directory is opened, never here, so
+//! a put never creates a directory and never has to sync a grandparent.
+
+use super::format::Draft;
+use super::layout::{context, key_hash, sync_dir};
+use super::BlobDir;
+use crate::{Body, Metadata};
+use cairn_core::BlobId;
+use futures_lite::StreamExt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes gathered before each write to the temp file. Body chunks smaller than this are
+/// coalesced into fewer, larger writes; a chunk at least this large goes straight through.
+/// With the one chunk the body holds, this bounds a put's memory.
+pub(crate) const WRITE_BUFFER_LEN: usize = 256 * 1024;
+
+/// How many temp names a put tries before giving up: a name is only taken if a crashed process
+/// with a recycled pid left it behind, so a second try all but never happens.
+const MAX_TEMP_ATTEMPTS: usize = 4;
+
+/// A temp file that is removed when dropped, unless it was published. Dropping the put's future
+/// mid-stream (a cancelled task) therefore cleans up too.
+struct TempFile {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.published {
+            // Best effort: a leftover is harmless and `remove_temp_files` takes it later.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobDir {
+    pub(crate) async fn write(
+        &self,
+        blob: BlobId<'_>,
+        meta: &Metadata,
+        mut body: Body,
+    ) -> io::Result<u64> {
+        let layout = &self.inner.layout;
+        let hash = key_hash(blob.key);
+        let final_path = layout.blob_path(hash, blob.revision);
+        let mut header = Draft::new(blob.key, blob.revision, meta)?;
+        let (mut temp, file) = self.create_temp(blob)?;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER_LEN, file);
+        let write_err = context("writing", &temp.path);
+        out.write_all(header.bytes()).map_err(write_err)?;
+
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            // The caller's stream failing is not a disk error; keep its kind and say so.
+            let chunk = chunk.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("body of blob {blob} failed mid-stream: {e}"),
+                )
+            })?;
+            out.write_all(&chunk)
+                .map_err(context("writing", &temp.path))?;
+            size += chunk.len() as u64;
+        }
+
+        header.set_size(size);
+        let mut file = out
+            .into_inner()
+            .map_err(|e| context("writing", &temp.path)(e.into_error()))?;
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(header.bytes()))
+            .map_err(context("writing header of", &temp.path))?;
+        file.sync_data().map_err(context("syncing", &temp.path))?;
+        drop(file);
+
+        let marker = meta
+            .expires
+            .map(|at| layout.marker_path(hash, blob.revision, at));
+        if let Some(marker) = &marker {
+            File::create(marker).map_err(context("creating expiry marker", marker))?;
+        }
+        if let Err(e) = std::fs::rename(&temp.path, &final_path) {
+            if let Some(marker) = &marker {
+                let _ = std::fs::remove_file(marker);
+            }
+            return Err(context("renaming into place", &final_path)(e));
+        }
+        temp.published = true;
+        sync_dir(parent(&final_path))?;
+        Ok(size)
+    }
+
+    /// Creates a fresh temp file for `blob`, exclusively (never another writer's file).
+    fn create_temp(&self, blob: BlobId<'_>) -> io::Result<(TempFile, File)> {
+        let mut attempt = 0;
+        loop {
+            let path = self.inner.layout.temp_path(blob.revision);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    let temp = TempFile {
+                        path,
+                        published: false,
+                    };
+                    return Ok((temp, file));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempt += 1;
+                    if attempt == MAX_TEMP_ATTEMPTS {
+                        return Err(context("creating temp file", &path)(e));
+                    }
+                }
+                Err(e) => return Err(context("creating temp file", &path)(e)),
+            }
+        }
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .unwrap_or_else(|| unreachable!("blob paths are built under a fan-out directory"))
+}

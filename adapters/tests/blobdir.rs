@@ -1,0 +1,663 @@
+//! The blob-directory long-term tier through its public API: round trips, ranges, hostile keys,
+//! failed and interrupted writes, corrupt files, expiry and sweeping.
+//!
+//! Power loss cannot be simulated here; what is checked is the half a test can see: a final
+//! path never holds an incomplete file, and a failed or interrupted write leaves only a temp
+//! file. The fsync sequence itself is documented in `adapters/src/blobdir/write.rs`.
+
+#![cfg(feature = "blobdir")]
+
+use bytes::Bytes;
+use cairn_adapters::backend::LtBackend;
+use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
+use cairn_adapters::{Body, ManualClock, Metadata};
+use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span};
+use futures_lite::future::block_on;
+use futures_lite::{FutureExt, Stream};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+const MIB: usize = 1 << 20;
+const T0: u64 = 1_700_000_000_000;
+
+struct Fixture {
+    /// Holds `root` and anything a test plants beside it.
+    parent: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    dir: BlobDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let parent = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let dir = open(&parent.path().join("root"), &clock);
+        Fixture { parent, clock, dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.parent.path().join("root")
+    }
+
+    /// A second handle on the same root, as a restarted process would open it.
+    fn reopen(&self) -> BlobDir {
+        open(&self.root(), &self.clock)
+    }
+
+    fn now(&self) -> Instant {
+        cairn_adapters::Clock::now(&*self.clock)
+    }
+
+    fn put(&self, key: &[u8], rev: u128, meta: &Metadata, body: Body) -> io::Result<u64> {
+        block_on(self.dir.put(blob(key, rev), meta, body)).map_err(into_io)
+    }
+
+    fn get(
+        &self,
+        key: &[u8],
+        rev: u128,
+        span: Option<Span>,
+    ) -> io::Result<Option<(Metadata, Bytes)>> {
+        block_on(async {
+            match self.dir.get(blob(key, rev), span).await.map_err(into_io)? {
+                None => Ok(None),
+                Some((meta, body)) => Ok(Some((meta, body.bytes().await?))),
+            }
+        })
+    }
+
+    fn head(&self, key: &[u8], rev: u128) -> io::Result<Option<Metadata>> {
+        block_on(self.dir.head(blob(key, rev))).map_err(into_io)
+    }
+
+    fn delete(&self, key: &[u8], rev: u128) -> io::Result<()> {
+        block_on(self.dir.delete(blob(key, rev))).map_err(into_io)
+    }
+
+    fn blobs(&self) -> Vec<BlobInfo> {
+        self.dir.blobs().collect::<io::Result<_>>().unwrap()
+    }
+
+    /// The one stored blob's file.
+    fn only_path(&self) -> PathBuf {
+        let blobs = self.blobs();
+        assert_eq!(blobs.len(), 1);
+        blobs[0].path.clone()
+    }
+
+    fn temp_files(&self) -> Vec<PathBuf> {
+        files_under(&self.root().join("tmp"))
+    }
+}
+
+fn open(root: &Path, clock: &Arc<ManualClock>) -> BlobDir {
+    BlobDir::open(root, BlobDirOptions::default().clock(clock.clone())).unwrap()
+}
+
+fn blob(key: &[u8], rev: u128) -> BlobId<'_> {
+    BlobId {
+        key: Key::new(key).unwrap(),
+        revision: Revision(rev),
+    }
+}
+
+/// The backend's error, back as the `io::Error` it wraps (kind and message).
+fn into_io(e: cairn_adapters::backend::BackendError) -> io::Error {
+    let kind = e
+        .source_ref()
+        .downcast_ref::<io::Error>()
+        .map_or(io::ErrorKind::Other, io::Error::kind);
+    io::Error::new(kind, e.to_string())
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 16) as u8)
+        .collect()
+}
+
+/// `bytes` as a body of chunks with the given sizes, cycling through them.
+fn chunked(bytes: &[u8], sizes: &[usize]) -> Body {
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    for size in sizes.iter().cycle() {
+        if at == bytes.len() {
+            break;
+        }
+        let end = (at + size).min(bytes.len());
+        chunks.push(Bytes::copy_from_slice(&bytes[at..end]));
+        at = end;
+    }
+    Body::from_chunks(chunks)
+}
+
+/// Every file (not directory) under `dir`, recursively, without following symlinks.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn meta() -> Metadata {
+    Metadata {
+        size: 0,
+        content_type: Some("application/octet-stream".into()),
+        created: Instant::from_millis(T0),
+        expires: None,
+        user: vec![("owner".into(), "ada".into())],
+    }
+}
+
+#[test]
+fn small_and_multi_mib_blobs_round_trip_with_their_metadata() {
+    let f = Fixture::new();
+    let cases: [(usize, &[usize]); 5] = [
+        (1, &[1]),
+        (1000, &[7, 300]),
+        (3 * MIB + 17, &[64 * 1024]),
+        // Chunks far smaller and far larger than the write buffer.
+        (5 * MIB + 1, &[1, 13, 4096, 2 * MIB]),
+        (0, &[1]),
+    ];
+    for (i, (len, sizes)) in cases.into_iter().enumerate() {
+        let bytes = data(len, i as u8);
+        let m = Metadata {
+            expires: Some(Instant::from_millis(T0 + 60_000)),
+            ..meta()
+        };
+        let written = f.put(b"k", i as u128, &m, chunked(&bytes, sizes)).unwrap();
+        assert_eq!(written, len as u64);
+        let want = Metadata {
+            size: len as u64,
+            ..m
+        };
+        let (got_meta, got) = f.get(b"k", i as u128, None).unwrap().unwrap();
+        assert_eq!(got_meta, want);
+        assert!(got == bytes, "{len} bytes read back");
+        assert_eq!(f.head(b"k", i as u128).unwrap(), Some(want));
+    }
+    assert_eq!(f.blobs().len(), 5);
+    assert!(f.temp_files().is_empty(), "no temp file outlives a put");
+}
+
+#[test]
+fn a_body_is_read_lazily_in_bounded_chunks() {
+    let f = Fixture::new();
+    let bytes = data(MIB + 5, 1);
+    f.put(b"k", 1, &meta(), Body::from_bytes(bytes.clone()))
+        .unwrap();
+    let (_, mut body) = block_on(f.dir.get(blob(b"k", 1), None)).unwrap().unwrap();
+    let mut got = Vec::new();
+    let mut largest = 0;
+    while let Some(chunk) = block_on(futures_lite::StreamExt::next(&mut body)) {
+        let chunk = chunk.unwrap();
+        largest = largest.max(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, bytes);
+    assert_eq!(largest, 64 * 1024, "one 64 KiB read per pull");
+}
+
+#[test]
+fn ranges_read_exactly_their_bytes() {
+    let f = Fixture::new();
+    let len = 300_000u64; // several read chunks
+    let bytes = data(len as usize, 9);
+    f.put(b"k", 1, &meta(), Body::from_bytes(bytes.clone()))
+        .unwrap();
+    let resolved = |r: ByteRange| r.resolve(len).unwrap();
+    let spans = [
+        Span { start: 0, end: 1 },
+        Span {
+            start: 0,
+            end: 65_536,
+        },
+        Span {
+            start: 65_535,
+            end: 65_537,
+        },
+        Span {
+            start: 100_000,
+            end: 250_001,
+        },
+        Span {
+            start: len - 1,
+            end: len,
+        },
+        resolved(ByteRange::Suffix(70_000)),
+        resolved(ByteRange::Suffix(len * 2)),
+        resolved(ByteRange::From(123_456)),
+        resolved(ByteRange::Inclusive {
+            start: 5,
+            end: u64::MAX - 1,
+        }),
+    ];
+    for span in spans {
+        let (m, got) = f.get(b"k", 1, Some(span)).unwrap().unwrap();
+        assert_eq!(m.size, len, "a range read reports the whole size");
+        assert!(
+            got[..] == bytes[span.start as usize..span.end as usize],
+            "{span}"
+        );
+    }
+}
+
+#[test]
+fn hostile_keys_stay_inside_the_root() {
+    let f = Fixture::new();
+    // Something a path-joining bug would overwrite or read.
+    let outside = f.parent.path().join("etc");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("passwd"), "sentinel").unwrap();
+    let long = vec![b'.'; 1024];
+    let slashes = b"/".repeat(1024);
+    let hostile: Vec<&[u8]> = vec![
+        b"../../etc/passwd",
+        b"../etc/passwd",
+        b"/absolute",
+        b"/",
+        b"..",
+        b".",
+        b"tmp/../../x",
+        b"blobs/00/x.blob",
+        b"\x01",
+        b"line\nbreak",
+        b"\r\t\x7f",
+        b"\xff\xfe\x80 not utf-8",
+        b"C:\\Windows\\System32",
+        b"~/.ssh/id_rsa",
+        &long,
+        &slashes,
+    ];
+    for (i, key) in hostile.iter().enumerate() {
+        let bytes = data(100 + i, i as u8);
+        f.put(key, i as u128, &meta(), Body::from_bytes(bytes.clone()))
+            .unwrap();
+        let (_, got) = f.get(key, i as u128, None).unwrap().unwrap();
+        assert_eq!(got, bytes, "{:?}", String::from_utf8_lossy(key));
+    }
+    // Every key reads back from its file's header, not from any name.
+    let mut keys: Vec<Vec<u8>> = f
+        .blobs()
+        .iter()
+        .map(|b| b.key.as_bytes().to_vec())
+        .collect();
+    keys.sort();
+    let mut want: Vec<Vec<u8>> = hostile.iter().map(|k| k.to_vec()).collect();
+    want.sort();
+    assert_eq!(keys, want);
+
+    let root = std::fs::canonicalize(f.root()).unwrap();
+    for file in files_under(f.parent.path()) {
+        let file = std::fs::canonicalize(&file).unwrap();
+        assert!(
+            file.starts_with(&root)
+                || file == std::fs::canonicalize(outside.join("passwd")).unwrap(),
+            "{} is outside the root",
+            file.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(outside.join("passwd")).unwrap(),
+        "sentinel"
+    );
+    for (i, key) in hostile.iter().enumerate() {
+        f.delete(key, i as u128).unwrap();
+    }
+    assert!(f.blobs().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("passwd")).unwrap(),
+        "sentinel"
+    );
+    assert_eq!(
+        files_under(f.parent.path()).len(),
+        2,
+        "LAYOUT and the sentinel"
+    );
+}
+
+/// A body that yields some chunks, then an error.
+fn failing_body(good: usize) -> Body {
+    let mut chunks: Vec<io::Result<Bytes>> = (0..good)
+        .map(|i| Ok(Bytes::from(data(100_000, i as u8))))
+        .collect();
+    chunks.push(Err(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "client went away",
+    )));
+    Body::from_stream(futures_lite::stream::iter(chunks))
+}
+
+#[test]
+fn a_body_failing_midway_fails_the_put_and_leaves_no_file() {
+    let f = Fixture::new();
+    let err = f.put(b"k", 1, &meta(), failing_body(5)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    assert!(err.to_string().contains("client went away"), "{err}");
+    assert_eq!(f.head(b"k", 1).unwrap(), None);
+    assert!(f.blobs().is_empty(), "no file at a final path");
+    assert!(
+        f.temp_files().is_empty(),
+        "the failed put removed its temp file"
+    );
+    assert_eq!(
+        f.dir.remove_temp_files(std::time::Duration::ZERO).unwrap(),
+        0
+    );
+    f.delete(b"k", 1).unwrap();
+}
+
+/// A body that yields `chunks` chunks, then never another: a client that stalls forever.
+struct Stalling(usize);
+
+impl Stream for Stalling {
+    type Item = io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.0 == 0 {
+            return Poll::Pending;
+        }
+        self.0 -= 1;
+        Poll::Ready(Some(Ok(Bytes::from(data(300_000, 1)))))
+    }
+}
+
+#[test]
+fn a_put_killed_midway_leaves_only_a_temp_file_which_is_removed_later() {
+    let f = Fixture::new();
+    let m = meta();
+    let mut put = Box::pin(f.dir.put(blob(b"k", 1), &m, Body::from_stream(Stalling(4))));
+    let waker = std::task::Waker::noop();
+    assert!(put.poll(&mut Context::from_waker(waker)).is_pending());
+    // The process dies here: no destructor runs.
+    std::mem::forget(put);
+    let temps = f.temp_files();
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    assert!(
+        std::fs::metadata(&temps[0]).unwrap().len() >= 1_200_000,
+        "the body was being written"
+    );
+
+    let restarted = f.reopen();
+    assert!(block_on(restarted.head(blob(b"k", 1))).unwrap().is_none());
+    assert_eq!(restarted.blobs().count(), 0);
+    block_on(restarted.delete(blob(b"k", 1))).expect("deleting the unfinished blob succeeds");
+    // A temp file as fresh as this may belong to another live writer: left alone.
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(restarted.remove_temp_files(hour).unwrap(), 0);
+    assert_eq!(
+        restarted
+            .remove_temp_files(std::time::Duration::ZERO)
+            .unwrap(),
+        1
+    );
+    assert!(f.temp_files().is_empty());
+}
+
+#[test]
+fn a_temp_file_left_by_hand_is_invisible_after_reopening() {
+    let f = Fixture::new();
+    f.put(b"k", 1, &meta(), Body::from_bytes("kept")).unwrap();
+    // A crash after writing a temp file that looks like a real blob of revision 2.
+    let stale = f.root().join("tmp").join(format!("{:032x}-1-0.partial", 2));
+    std::fs::copy(f.only_path(), &stale).unwrap();
+    std::fs::write(f.root().join("tmp/not-ours.txt"), "left alone").unwrap();
+    let restarted = f.reopen();
+    assert!(block_on(restarted.get(blob(b"k", 2), None))
+        .unwrap()
+        .is_none());
+    assert_eq!(restarted.blobs().count(), 1);
+    assert_eq!(
+        restarted
+            .remove_temp_files(std::time::Duration::ZERO)
+            .unwrap(),
+        1
+    );
+    assert!(!stale.exists());
+    assert!(
+        f.root().join("tmp/not-ours.txt").exists(),
+        "only .partial files are removed"
+    );
+    assert_eq!(f.get(b"k", 1, None).unwrap().unwrap().1, "kept");
+}
+
+#[test]
+fn a_corrupt_or_truncated_file_is_an_error_never_data() {
+    let f = Fixture::new();
+    f.put(b"k", 1, &meta(), Body::from_bytes(data(5000, 1)))
+        .unwrap();
+    let path = f.only_path();
+    let good = std::fs::read(&path).unwrap();
+    let header_len = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+    let mut flipped = good.clone();
+    flipped[50] ^= 0x10; // inside the header: the checksum catches it
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("cut in the fixed header", good[..20].to_vec()),
+        ("cut in the key", good[..header_len - 1].to_vec()),
+        ("cut in the payload", good[..good.len() - 1].to_vec()),
+        ("grown", [&good[..], b"x"].concat()),
+        ("flipped header byte", flipped),
+        (
+            "another format",
+            b"PK\x03\x04 a zip file, not a blob".repeat(10),
+        ),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        for err in [
+            f.head(b"k", 1).unwrap_err(),
+            f.get(b"k", 1, None).unwrap_err(),
+            f.dir.blobs().next().unwrap().unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            assert!(
+                err.to_string().contains(&*path.to_string_lossy()),
+                "{what}: {err}"
+            );
+        }
+    }
+    // The name says it is this revision's: deleting it still works.
+    f.delete(b"k", 1).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_file_holding_another_key_is_never_served() {
+    let f = Fixture::new();
+    f.put(b"a", 1, &meta(), Body::from_bytes("a's bytes"))
+        .unwrap();
+    // Plant a's file where b's revision 1 would live, as a misplaced copy or a hash collision.
+    f.put(b"b", 1, &meta(), Body::from_bytes("b's bytes"))
+        .unwrap();
+    let paths: Vec<_> = f
+        .blobs()
+        .into_iter()
+        .map(|b| (b.key.as_bytes().to_vec(), b.path))
+        .collect();
+    let a_path = &paths.iter().find(|(k, _)| k == b"a").unwrap().1;
+    let b_path = &paths.iter().find(|(k, _)| k == b"b").unwrap().1;
+    std::fs::copy(a_path, b_path).unwrap();
+    let err = f.get(b"b", 1, None).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("not the requested"), "{err}");
+    assert!(f.head(b"b", 1).is_err());
+    assert!(
+        f.dir.blobs().any(|b| b.is_err()),
+        "fsck sees the misplaced file"
+    );
+    // b's blob does not exist, so deleting it succeeds, without touching a's bytes.
+    f.delete(b"b", 1).unwrap();
+    assert!(b_path.exists(), "a stray file is left for fsck");
+    assert_eq!(f.get(b"a", 1, None).unwrap().unwrap().1, "a's bytes");
+}
+
+#[test]
+fn expired_blobs_are_absent_and_swept_without_touching_live_ones() {
+    let f = Fixture::new();
+    let ttl = |ms| Metadata {
+        expires: Some(Instant::from_millis(T0 + ms)),
+        ..meta()
+    };
+    f.put(b"short", 1, &ttl(1_000), Body::from_bytes("s"))
+        .unwrap();
+    f.put(b"long", 2, &ttl(60_000), Body::from_bytes("l"))
+        .unwrap();
+    f.put(b"forever", 3, &meta(), Body::from_bytes("f"))
+        .unwrap();
+    f.put(b"deleted", 4, &ttl(1_000), Body::from_bytes("d"))
+        .unwrap();
+    f.delete(b"deleted", 4).unwrap();
+
+    assert_eq!(
+        f.dir.sweep_expired(f.now()).unwrap(),
+        SweepReport::default()
+    );
+    f.clock.advance(Duration::from_millis(999));
+    assert!(f.get(b"short", 1, None).unwrap().is_some());
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        f.get(b"short", 1, None).unwrap(),
+        None,
+        "expired at its expiry instant"
+    );
+    assert_eq!(f.head(b"short", 1).unwrap(), None);
+    assert_eq!(f.blobs().len(), 3, "expired but not yet swept");
+
+    let report = f.dir.sweep_expired(f.now()).unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            blobs_deleted: 1,
+            stale_markers: 0
+        },
+        "delete removed its marker"
+    );
+    assert_eq!(f.blobs().len(), 2);
+    assert_eq!(
+        f.dir.sweep_expired(f.now()).unwrap(),
+        SweepReport::default()
+    );
+
+    f.clock.advance(Duration::from_secs(3600));
+    assert_eq!(f.dir.sweep_expired(f.now()).unwrap().blobs_deleted, 1);
+    let left: Vec<_> = f
+        .blobs()
+        .into_iter()
+        .map(|b| b.key.as_bytes().to_vec())
+        .collect();
+    assert_eq!(left, [b"forever".to_vec()]);
+    assert_eq!(
+        files_under(&f.root().join("blobs")).len(),
+        1,
+        "no marker left behind"
+    );
+}
+
+#[test]
+fn a_marker_left_by_a_crashed_write_is_swept() {
+    let f = Fixture::new();
+    let m = Metadata {
+        expires: Some(Instant::from_millis(T0 + 10)),
+        ..meta()
+    };
+    f.put(b"k", 1, &m, Body::from_bytes("x")).unwrap();
+    // A crash between marker and rename: the marker stays, the blob never appears.
+    std::fs::remove_file(f.only_path()).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    let report = f.dir.sweep_expired(f.now()).unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            blobs_deleted: 0,
+            stale_markers: 1
+        }
+    );
+    assert!(files_under(&f.root().join("blobs")).is_empty());
+}
+
+#[test]
+fn deleting_a_missing_blob_succeeds() {
+    let f = Fixture::new();
+    f.delete(b"never", 1).unwrap();
+    f.put(b"k", 1, &meta(), Body::from_bytes("x")).unwrap();
+    f.delete(b"k", 1).unwrap();
+    f.delete(b"k", 1).unwrap();
+    assert_eq!(f.get(b"k", 1, None).unwrap(), None);
+}
+
+#[test]
+fn io_failures_are_errors_naming_the_path() {
+    let f = Fixture::new();
+    f.put(b"k", 1, &meta(), Body::from_bytes("x")).unwrap();
+    let path = f.only_path();
+    let fanout = path.parent().unwrap().to_path_buf();
+    // Replace the key's fan-out directory with a plain file: every call on it fails.
+    std::fs::remove_dir_all(&fanout).unwrap();
+    std::fs::write(&fanout, "not a directory").unwrap();
+    let errors = [
+        f.put(b"k", 2, &meta(), Body::from_bytes("y")).unwrap_err(),
+        f.get(b"k", 1, None).unwrap_err(),
+        f.delete(b"k", 1).unwrap_err(),
+    ];
+    for err in errors {
+        assert!(
+            err.to_string().contains(&*fanout.to_string_lossy()),
+            "{err}"
+        );
+    }
+    assert!(
+        f.temp_files().is_empty(),
+        "the failed put cleaned its temp file"
+    );
+    assert!(f.dir.sweep_expired(f.now()).is_err());
+}
+
+#[test]
+fn another_layout_version_is_refused() {
+    let f = Fixture::new();
+    std::fs::write(f.root().join("LAYOUT"), "cairn blobdir layout 2\n").unwrap();
+    let err = BlobDir::open(&f.root(), BlobDirOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("layout"), "{err}");
+}
+
+#[test]
+fn concurrent_writers_on_two_handles_all_land() {
+    let f = Fixture::new();
+    let handles = [f.dir.clone(), f.reopen()];
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let dir = handles[t as usize % 2].clone();
+            s.spawn(move || {
+                for i in 0..25u128 {
+                    let rev = u128::from(t) << 64 | i;
+                    let body = Body::from_bytes(data(10_000, t));
+                    block_on(dir.put(blob(b"shared key", rev), &meta(), body)).unwrap();
+                }
+            });
+        }
+    });
+    let blobs = f.blobs();
+    assert_eq!(blobs.len(), 100);
+    for b in blobs {
+        let t = (b.revision.0 >> 64) as u8;
+        assert_eq!(
+            f.get(b"shared key", b.revision.0, None).unwrap().unwrap().1,
+            data(10_000, t)
+        );
+    }
+}
