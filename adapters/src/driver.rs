@@ -7,8 +7,11 @@ use crate::{Body, Clock, Metadata};
 use bytes::Bytes;
 use cairn_core::{
     Change, ChangeId, Completion, Duration, HvWrite, Instant, LogEntry, Machine, Poll, Request,
+    Tier,
 };
 use std::collections::HashSet;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Mutex;
 
 /// What one operation hands the backends and gets back from them, beside the core's view.
@@ -62,13 +65,33 @@ pub(crate) struct Driver<H, L, C, R> {
 }
 
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
-    /// Runs `machine` to completion.
-    pub async fn drive<M: Machine + Send>(&self, machine: &mut M, io: &mut OpIo) -> M::Output {
-        // After waiting until `t`, it is at least `t`, even under a clock that only moves when a
-        // test moves it.
+    /// Runs `machine` to completion. `now` is the clock reading the operation started with (a
+    /// put stamps its metadata with the same instant).
+    ///
+    /// # When the clock is read
+    ///
+    /// Reading the clock costs more than an in-memory request, so the loop does not read it
+    /// before every poll. It reads it again only when time may have moved on noticeably since
+    /// the last reading:
+    /// - after a [`Poll::Wait`]; and then `now` is never earlier than the instant waited for,
+    ///   even under a clock that only moves when a test moves it;
+    /// - after a request that suspended: its backend waited for I/O, a lock or a timer;
+    /// - after every long-term or change-log request, suspended or not: those move payloads or
+    ///   persist durably, which takes time even in a backend that never suspends.
+    ///
+    /// So the only requests that leave `now` as it was are high-volume requests served on the
+    /// spot (an in-memory or embedded tier): the machine's next step sees the instant its
+    /// previous step saw, older by the time those calls took and no more.
+    pub async fn drive<M: Machine>(
+        &self,
+        machine: &mut M,
+        io: &mut OpIo,
+        now: Instant,
+    ) -> M::Output {
+        let mut now = now;
+        // After waiting until `t`, it is at least `t`.
         let mut floor = Instant::ZERO;
         loop {
-            let now = self.clock.now().max(floor);
             let answer = match machine.poll(now) {
                 Poll::Done(output) => return output,
                 Poll::Wait(until) => {
@@ -77,9 +100,23 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                         .sleep(std::time::Duration::from_millis(millis))
                         .await;
                     floor = until;
+                    now = self.clock.now().max(floor);
                     continue;
                 }
-                Poll::Io(request) => self.perform(request, io).await,
+                Poll::Io(request) => {
+                    let mut slow = request.tier() != Tier::Hv;
+                    let mut perform = pin!(self.perform(request, io));
+                    let answer = poll_fn(|cx| {
+                        let poll = perform.as_mut().poll(cx);
+                        slow |= poll.is_pending();
+                        poll
+                    })
+                    .await;
+                    if slow {
+                        now = self.clock.now().max(floor);
+                    }
+                    answer
+                }
             };
             machine.handle(answer.completion());
         }
@@ -222,4 +259,111 @@ fn inline(io: &OpIo) -> (&Metadata, &Bytes) {
         .as_ref()
         .expect("a small put carries its payload");
     (meta, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::{Fault, Faults, Faulty, Gate, Op};
+    use crate::memory::{MemoryHv, MemoryLog, MemoryLt};
+    use crate::runtime::{block_on, InlineRuntime};
+    use crate::ManualClock;
+    use cairn_core::{BlobId, Key, Revision};
+    use std::sync::Arc;
+
+    enum Step {
+        Hv,
+        Lt,
+        Log,
+        /// Wait this many milliseconds past `now`.
+        Wait(u64),
+    }
+
+    /// Asks for `steps` in turn and notes the `now` of every poll.
+    struct Script {
+        steps: Vec<Step>,
+        next: usize,
+        seen: Vec<u64>,
+    }
+
+    impl Machine for Script {
+        type Output = Vec<u64>;
+        fn poll(&mut self, now: Instant) -> Poll<'_, Vec<u64>> {
+            self.seen.push(now.as_millis());
+            let key = Key::new(b"k").expect("valid");
+            let blob = BlobId {
+                key,
+                revision: Revision(1),
+            };
+            match self.steps.get(self.next) {
+                None => Poll::Done(std::mem::take(&mut self.seen)),
+                Some(Step::Hv) => Poll::Io(Request::HvDeleteNonTombstone { key, now }),
+                Some(Step::Lt) => Poll::Io(Request::LtDelete { blob }),
+                Some(Step::Log) => Poll::Io(Request::LogRemove { id: ChangeId(1) }),
+                Some(Step::Wait(ms)) => {
+                    self.next += 1;
+                    Poll::Wait(now + Duration::from_millis(*ms))
+                }
+            }
+        }
+        fn handle(&mut self, _: Completion<'_>) {
+            self.next += 1;
+        }
+    }
+
+    #[test]
+    fn the_clock_is_read_again_only_after_waits_suspensions_and_slow_tiers() {
+        let clock = Arc::new(ManualClock::new(0));
+        let faults = Faults::new();
+        let tick = |c: &Arc<ManualClock>| {
+            let c = c.clone();
+            Fault::Run(Arc::new(move || c.advance(Duration::from_secs(1))))
+        };
+        // The first high-volume call is served on the spot; the second suspends.
+        faults.inject(Op::HvDelete, tick(&clock));
+        let gate = Gate::new();
+        faults.inject(Op::HvDelete, Fault::Pause(gate.clone()));
+        faults.inject(Op::LtDelete, tick(&clock));
+        faults.inject(Op::LogRemove, tick(&clock));
+        let opener = {
+            let (gate, clock) = (gate.clone(), clock.clone());
+            std::thread::spawn(move || {
+                while !gate.is_reached() {
+                    std::thread::yield_now();
+                }
+                clock.advance(Duration::from_secs(1));
+                gate.release();
+            })
+        };
+        let driver = Driver {
+            hv: Faulty::new(MemoryHv::new(), faults.clone()),
+            lt: Faulty::new(MemoryLt::new(), faults.clone()),
+            log: Faulty::new(MemoryLog::new(), faults),
+            runtime: InlineRuntime,
+            clock: Box::new(clock.clone()),
+            held: Mutex::default(),
+        };
+        let mut script = Script {
+            steps: vec![Step::Hv, Step::Hv, Step::Lt, Step::Log, Step::Wait(10)],
+            next: 0,
+            seen: Vec::new(),
+        };
+        let seen = block_on(pin!(driver.drive(
+            &mut script,
+            &mut OpIo::default(),
+            Instant::ZERO
+        )));
+        opener.join().expect("the opener thread");
+        assert_eq!(
+            seen,
+            [
+                0,     // the start
+                0,     // after a high-volume call served on the spot: not read again
+                2_000, // after one that suspended
+                3_000, // after a long-term call
+                4_000, // after a change-log call
+                4_010, // after a wait: at least the instant waited for
+            ]
+        );
+    }
 }

@@ -270,14 +270,15 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         meta: Metadata,
         payload: Bytes,
     ) -> Result<WriteOutcome, Error> {
-        let id = crate::memory_lock(&self.inner.ids).change_id(meta.created);
+        let now = meta.created;
+        let id = crate::memory_lock(&self.inner.ids).change_id(now);
         let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
         let mut io = OpIo {
             meta: Some(meta),
             payload: Some(payload),
             ..OpIo::default()
         };
-        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
         self.finish(key, done, io, None)
     }
 
@@ -287,9 +288,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         meta: Metadata,
         body: Body,
     ) -> Result<WriteOutcome, Error> {
+        let now = meta.created;
         let (revision, id) = {
             let mut ids = crate::memory_lock(&self.inner.ids);
-            (ids.revision(meta.created), ids.change_id(meta.created))
+            (ids.revision(now), ids.change_id(now))
         };
         let mut machine = LargePut::new(key, revision, meta.expires, id, self.inner.config);
         // The caller's stream failing is the caller's fault, not the blob tier's: remember it.
@@ -305,7 +307,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             body: Some(body),
             ..OpIo::default()
         };
-        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
         let body_error = crate::memory_lock(&body_error).take();
         self.finish(key, done, io, body_error)
     }
@@ -313,10 +315,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     /// Deletes `key`; deleting a missing key succeeds.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
         let key = Key::new(key.as_ref())?;
-        let id = crate::memory_lock(&self.inner.ids).change_id(self.inner.driver.now());
+        let now = self.inner.driver.now();
+        let id = crate::memory_lock(&self.inner.ids).change_id(now);
         let mut machine = Delete::new(key, id, self.inner.config);
         let mut io = OpIo::default();
-        let done = self.inner.driver.drive(&mut machine, &mut io).await;
+        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
         self.finish(key, done, io, None)
     }
 
@@ -349,7 +352,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         };
         let inner = self.inner.clone();
         self.inner.driver.runtime.spawn(Box::pin(async move {
-            let report = inner.driver.drive(&mut cleanup, &mut OpIo::default()).await;
+            let now = inner.driver.now();
+            let report = inner
+                .driver
+                .drive(&mut cleanup, &mut OpIo::default(), now)
+                .await;
             debug_assert!(matches!(
                 report.outcome,
                 CleanupOutcome::Finished | CleanupOutcome::Deferred(_)
@@ -376,7 +383,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     async fn read(&self, key: &[u8], range: Option<ByteRange>) -> Result<Option<Object>, Error> {
         let mut machine = Get::new(Key::new(key)?, range, self.inner.config);
         let mut io = OpIo::default();
-        let found = self.inner.driver.drive(&mut machine, &mut io).await;
+        let now = self.inner.driver.now();
+        let found = self.inner.driver.drive(&mut machine, &mut io, now).await;
         Ok(match read_result(found, &mut io)? {
             None => None,
             Some(Found::Inline { span, .. }) => {
@@ -416,7 +424,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     pub async fn head(&self, key: impl AsRef<[u8]>) -> Result<Option<ObjectInfo>, Error> {
         let mut machine = Get::head(Key::new(key.as_ref())?, self.inner.config);
         let mut io = OpIo::default();
-        let found = self.inner.driver.drive(&mut machine, &mut io).await;
+        let now = self.inner.driver.now();
+        let found = self.inner.driver.drive(&mut machine, &mut io, now).await;
         Ok(match read_result(found, &mut io)? {
             None => None,
             Some(Found::Inline { .. }) => {
@@ -468,7 +477,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let mut machine = Recovery::new(self.inner.config);
         let mut io = OpIo::default();
-        let report = self.inner.driver.drive(&mut machine, &mut io).await;
+        let now = self.inner.driver.now();
+        let report = self.inner.driver.drive(&mut machine, &mut io, now).await;
         match (report.complete, io.error) {
             (false, Some(source)) => Err(Error::Read {
                 tier: Tier::Log,
