@@ -3,7 +3,7 @@
 //!
 //! Each test file includes this module with `mod common;` and uses a different part of it, so
 //! items unused by one file are expected.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 pub mod api;
 pub mod scenarios;

@@ -590,4 +590,5 @@ macro_rules! behaviour_suite {
     };
 }
 
+#[allow(unused_imports)] // Used by the test files that run the suite, not by every one.
 pub(crate) use {behaviour_suite, suite};
