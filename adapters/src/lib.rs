@@ -36,6 +36,8 @@ pub mod fault;
 pub mod memory;
 mod metadata;
 mod runtime;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod store;
 
 pub use blocking::BlockingStore;

@@ -1,0 +1,125 @@
+//! What went wrong in the SQLite tiers: which database, what cairn was doing, and whether waiting
+//! or reopening could help. Every failure reaches the driver as a
+//! [`BackendError`](crate::backend::BackendError) wrapping a [`SqliteError`]; callers who care
+//! downcast it and look at [`SqliteError::kind`].
+
+use rusqlite::ErrorCode;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The kind of a [`SqliteError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SqliteErrorKind {
+    /// Another connection (another process, or another handle in this one) held the database's
+    /// write lock for longer than the busy timeout. Nothing was written; retrying later may
+    /// succeed.
+    Busy,
+    /// This handle's instance lease expired, or another instance claimed its change-log entries:
+    /// it may no longer record changes or compare-and-write. Reopen the database to get a fresh
+    /// instance.
+    Fenced,
+    /// The file holds a row cairn cannot decode (damaged metadata, a malformed revision, a key that
+    /// breaks the key rules). The row is reported, never trusted.
+    Corrupt,
+    /// The writer thread has stopped (the database is closing, or the thread died).
+    Closed,
+    /// Any other SQLite failure: I/O, a full disk, a damaged file.
+    Sqlite,
+}
+
+/// A failure of the SQLite high-volume tier or change log.
+///
+/// ```
+/// use cairn_adapters::sqlite::{SqliteError, SqliteErrorKind};
+/// fn should_retry(e: &cairn_adapters::backend::BackendError) -> bool {
+///     e.source_ref()
+///         .downcast_ref::<SqliteError>()
+///         .is_some_and(|e| e.kind() == SqliteErrorKind::Busy)
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteError {
+    kind: SqliteErrorKind,
+    path: Arc<Path>,
+    /// What cairn was doing, or what is wrong.
+    what: String,
+    source: Option<Arc<rusqlite::Error>>,
+}
+
+impl SqliteError {
+    /// Classifies a SQLite failure that happened while doing `what`.
+    pub(crate) fn sqlite(path: &Arc<Path>, what: impl Into<String>, e: rusqlite::Error) -> Self {
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteErrorKind::Busy,
+            _ => SqliteErrorKind::Sqlite,
+        };
+        SqliteError {
+            kind,
+            path: path.clone(),
+            what: what.into(),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// A failure cairn itself detected.
+    pub(crate) fn new(path: &Arc<Path>, kind: SqliteErrorKind, what: impl Into<String>) -> Self {
+        SqliteError {
+            kind,
+            path: path.clone(),
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> SqliteErrorKind {
+        self.kind
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        let what = &self.what;
+        match self.kind {
+            SqliteErrorKind::Busy => write!(
+                f,
+                "SQLite database {path} is busy: {what} waited longer than the busy timeout for \
+                 another connection's lock"
+            ),
+            SqliteErrorKind::Fenced => write!(f, "SQLite database {path}: {what}"),
+            SqliteErrorKind::Corrupt => write!(f, "SQLite database {path} is damaged: {what}"),
+            SqliteErrorKind::Closed => {
+                write!(
+                    f,
+                    "SQLite database {path}: {what}: the writer thread has stopped"
+                )
+            }
+            SqliteErrorKind::Sqlite => match &self.source {
+                Some(source) => write!(f, "SQLite database {path}: {what} failed: {source}"),
+                None => write!(f, "SQLite database {path}: {what}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for SqliteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<SqliteError> for crate::backend::BackendError {
+    fn from(e: SqliteError) -> Self {
+        crate::backend::BackendError::new(e)
+    }
+}

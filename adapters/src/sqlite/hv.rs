@@ -1,0 +1,575 @@
+//! The high-volume tier on SQLite: one row per key in `rows`, read on the caller's thread,
+//! written through group commit. Every conditional operation is one job, so it runs atomically
+//! inside the batch transaction, and judges the row as live at the request's `now` exactly like
+//! the in-memory tier (`cairn_core::cas_verdict` on `HvRow::at(now)`).
+
+use super::codec::{
+    decode_meta, encode_meta, id_from_blob, id_to_blob, instant_from_sql, instant_to_sql,
+    size_from_sql, size_to_sql, Corrupt,
+};
+use super::schema::{KIND_INLINE, KIND_TOMBSTONE};
+use super::writer::WriteCx;
+use super::{lease, CasMode, Shared, SqliteDb, SqliteError, SqliteErrorKind};
+use crate::backend::{BackendResult, HvBackend, ListEntry, Row, Write};
+use crate::Metadata;
+use bytes::Bytes;
+use cairn_core::{
+    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, ObjectMeta, Revision,
+    Tombstone,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::Arc;
+
+/// A metadata read: every column but `payload`, so SQLite never touches the payload's pages.
+pub(crate) const READ_META_SQL: &str =
+    "SELECT kind, meta, revision, size, expires FROM rows WHERE key = ?1";
+/// A full read.
+pub(crate) const READ_FULL_SQL: &str =
+    "SELECT kind, meta, revision, size, expires, payload FROM rows WHERE key = ?1";
+/// What a conditional write needs to decide: the kind, the target and the expiry.
+const PROBE_SQL: &str = "SELECT kind, revision, size, expires FROM rows WHERE key = ?1";
+const UPSERT_SQL: &str = "
+    INSERT INTO rows (key, kind, meta, revision, size, expires, payload)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, meta = excluded.meta,
+        revision = excluded.revision, size = excluded.size, expires = excluded.expires,
+        payload = excluded.payload";
+const DELETE_SQL: &str = "DELETE FROM rows WHERE key = ?1";
+/// Live rows in `[lower, upper)`, bytewise (BLOB comparison is `memcmp`), never `LIKE`.
+const LIST_RANGE_SQL: &str = "
+    SELECT key, kind, meta, revision, size, expires FROM rows
+    WHERE key >= ?1 AND key < ?2 AND (expires IS NULL OR expires > ?3)
+    ORDER BY key LIMIT ?4";
+/// Live rows from `lower` on, for a prefix without a successor (empty, or all `0xFF`).
+const LIST_FROM_SQL: &str = "
+    SELECT key, kind, meta, revision, size, expires FROM rows
+    WHERE key >= ?1 AND (expires IS NULL OR expires > ?2)
+    ORDER BY key LIMIT ?3";
+/// Every stored row after a key, expired ones included, for `fsck`.
+const ROWS_SQL: &str = "
+    SELECT key, kind, meta, revision, size, expires FROM rows
+    WHERE key > ?1 ORDER BY key LIMIT ?2";
+/// At most `?2` rows whose expiry has passed at `?1`.
+const SWEEP_SQL: &str = "
+    DELETE FROM rows WHERE rowid IN
+        (SELECT rowid FROM rows WHERE expires <= ?1 ORDER BY expires LIMIT ?2)";
+
+/// The high-volume tier over a [`SqliteDb`]. Cheap to clone.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use cairn_adapters::sqlite::{SqliteDb, SqliteOptions};
+/// use cairn_adapters::{BlockingStore, PutOptions, memory::MemoryLt};
+/// let dir = std::env::temp_dir().join(format!("cairn-doc-hv-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let db = SqliteDb::open(&dir.join("hv.sqlite"), SqliteOptions::default())?;
+/// let store = BlockingStore::new(db.hv(), MemoryLt::new(), db.log());
+/// store.put("greeting", "hello", &PutOptions::default())?;
+/// assert_eq!(store.get_bytes("greeting")?.unwrap(), "hello");
+/// # drop(store); drop(db); std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteHv(pub Arc<SqliteDb>);
+
+/// A stored row, decoded.
+enum Stored {
+    Inline {
+        meta: Metadata,
+        payload: Option<Bytes>,
+    },
+    Tombstone(Tombstone),
+}
+
+impl Stored {
+    fn core(&self) -> HvRow {
+        match self {
+            Stored::Inline { meta, .. } => HvRow::Inline(meta.core()),
+            Stored::Tombstone(t) => HvRow::Tombstone(*t),
+        }
+    }
+}
+
+/// What a conditional write stores, owned so that it can travel to the writer thread.
+enum OwnedWrite {
+    Tombstone(Tombstone),
+    Inline { meta: Metadata, payload: Bytes },
+    Delete,
+}
+
+fn bad(column: &'static str) -> impl Fn(rusqlite::types::FromSqlError) -> Corrupt {
+    move |e| Corrupt(format!("column {column}: {e}"))
+}
+
+/// Decodes the columns `kind, meta, revision, size, expires[, payload]` starting at `first`.
+fn decode(row: &rusqlite::Row<'_>, first: usize, payload: bool) -> Result<Stored, Corrupt> {
+    let col = |i: usize| {
+        row.get_ref(first + i)
+            .map_err(|e| Corrupt(format!("column {}: {e}", first + i)))
+    };
+    let kind = col(0)?.as_i64().map_err(bad("kind"))?;
+    let size = size_from_sql(col(3)?.as_i64().map_err(bad("size"))?)?;
+    let expires = col(4)?
+        .as_i64_or_null()
+        .map_err(bad("expires"))?
+        .map(instant_from_sql)
+        .transpose()?;
+    match kind {
+        KIND_INLINE => {
+            let meta = decode_meta(col(1)?.as_blob().map_err(bad("meta"))?, size, expires)?;
+            let payload = match payload {
+                true => Some(Bytes::copy_from_slice(
+                    col(5)?.as_blob().map_err(bad("payload"))?,
+                )),
+                false => None,
+            };
+            Ok(Stored::Inline { meta, payload })
+        }
+        KIND_TOMBSTONE => {
+            let revision = Revision(id_from_blob(col(2)?.as_blob().map_err(bad("revision"))?)?);
+            Ok(Stored::Tombstone(Tombstone {
+                revision,
+                size,
+                expires,
+            }))
+        }
+        other => Err(Corrupt(format!("unknown row kind {other}"))),
+    }
+}
+
+/// Decodes a key column: stored keys were validated on the way in.
+fn decode_key(row: &rusqlite::Row<'_>) -> Result<KeyBuf, Corrupt> {
+    let bytes = row.get_ref(0).map_err(|e| Corrupt(e.to_string()))?;
+    let bytes = bytes.as_blob().map_err(bad("key"))?;
+    KeyBuf::new(bytes).map_err(|e| Corrupt(format!("stored key {}: {e}", bytes.escape_ascii())))
+}
+
+impl Shared {
+    fn corrupt(&self, key: &[u8], c: Corrupt) -> SqliteError {
+        SqliteError::new(
+            &self.path,
+            SqliteErrorKind::Corrupt,
+            format!("row {}: {}", key.escape_ascii(), c.0),
+        )
+    }
+}
+
+/// Reads one row as stored (expired or not).
+fn load(
+    conn: &Connection,
+    shared: &Shared,
+    key: &Key,
+    payload: bool,
+) -> Result<Option<Stored>, SqliteError> {
+    let sql = if payload {
+        READ_FULL_SQL
+    } else {
+        READ_META_SQL
+    };
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(shared.sqlite_err("reading a row"))?;
+    let found = stmt
+        .query_row([key.as_bytes()], |row| Ok(decode(row, 0, payload)))
+        .optional()
+        .map_err(shared.sqlite_err("reading a row"))?;
+    found
+        .transpose()
+        .map_err(|c| shared.corrupt(key.as_bytes(), c))
+}
+
+/// The row's state as a conditional write judges it, live at `now`. Reads neither metadata nor
+/// payload: the verdict depends only on the kind, the tombstone target and the expiry, so a row
+/// whose metadata is damaged can still be overwritten or deleted. (`created` is therefore not
+/// known here; no caller of this function looks at it.)
+fn probe(cx: &WriteCx<'_>, key: &Key, now: Instant) -> Result<HvRow, SqliteError> {
+    let shared = cx.shared;
+    let err = shared.sqlite_err("reading a row to write it");
+    let mut stmt = cx.conn.prepare_cached(PROBE_SQL).map_err(&err)?;
+    let found = stmt
+        .query_row([key.as_bytes()], |row| {
+            let columns = || -> Result<HvRow, Corrupt> {
+                let kind = row.get_ref(0).map_err(|e| Corrupt(e.to_string()))?;
+                let size = row.get_ref(2).map_err(|e| Corrupt(e.to_string()))?;
+                let size = size_from_sql(size.as_i64().map_err(bad("size"))?)?;
+                let expires = row.get_ref(3).map_err(|e| Corrupt(e.to_string()))?;
+                let expires = expires
+                    .as_i64_or_null()
+                    .map_err(bad("expires"))?
+                    .map(instant_from_sql)
+                    .transpose()?;
+                match kind.as_i64().map_err(bad("kind"))? {
+                    KIND_INLINE => Ok(HvRow::Inline(ObjectMeta {
+                        size,
+                        created: Instant::ZERO,
+                        expires,
+                    })),
+                    KIND_TOMBSTONE => {
+                        let revision = row.get_ref(1).map_err(|e| Corrupt(e.to_string()))?;
+                        let revision = revision.as_blob().map_err(bad("revision"))?;
+                        Ok(HvRow::Tombstone(Tombstone {
+                            revision: Revision(id_from_blob(revision)?),
+                            size,
+                            expires,
+                        }))
+                    }
+                    other => Err(Corrupt(format!("unknown row kind {other}"))),
+                }
+            };
+            Ok(columns())
+        })
+        .optional()
+        .map_err(&err)?;
+    match found {
+        None => Ok(HvRow::Absent),
+        Some(row) => Ok(row.map_err(|c| shared.corrupt(key.as_bytes(), c))?.at(now)),
+    }
+}
+
+fn store(cx: &WriteCx<'_>, key: &Key, write: &OwnedWrite) -> Result<(), SqliteError> {
+    let shared = cx.shared;
+    let err = shared.sqlite_err("writing a row");
+    let too_large = |c: Corrupt| SqliteError::new(&shared.path, SqliteErrorKind::Sqlite, c.0);
+    let empty: &[u8] = &[];
+    match write {
+        OwnedWrite::Inline { meta, payload } => {
+            let size = size_to_sql(meta.size).map_err(too_large)?;
+            cx.conn
+                .prepare_cached(UPSERT_SQL)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        key.as_bytes(),
+                        KIND_INLINE,
+                        encode_meta(meta),
+                        None::<&[u8]>,
+                        size,
+                        meta.expires.map(instant_to_sql),
+                        &payload[..],
+                    ])
+                })
+                .map_err(err)?;
+        }
+        OwnedWrite::Tombstone(t) => {
+            let size = size_to_sql(t.size).map_err(too_large)?;
+            cx.conn
+                .prepare_cached(UPSERT_SQL)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        key.as_bytes(),
+                        KIND_TOMBSTONE,
+                        empty,
+                        &id_to_blob(t.revision.0)[..],
+                        size,
+                        t.expires.map(instant_to_sql),
+                        None::<&[u8]>,
+                    ])
+                })
+                .map_err(err)?;
+        }
+        OwnedWrite::Delete => {
+            cx.conn
+                .prepare_cached(DELETE_SQL)
+                .and_then(|mut s| s.execute([key.as_bytes()]))
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, if any: the
+/// prefix without its trailing `0xFF` bytes, last byte plus one. An empty or all-`0xFF` prefix
+/// has none (every longer key still starts with it).
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let keep = prefix.iter().rposition(|&b| b != 0xFF)?;
+    let mut next = prefix[..=keep].to_vec();
+    next[keep] += 1;
+    Some(next)
+}
+
+/// The inclusive lower bound of a listing: the prefix, or just past `after` if that is later. The
+/// byte string right after `a` in byte order is `a` followed by `0x00`.
+fn list_lower_bound(prefix: &[u8], after: Option<&Key>) -> Vec<u8> {
+    match after {
+        Some(a) if a.as_bytes() >= prefix => {
+            let mut lower = a.as_bytes().to_vec();
+            lower.push(0);
+            lower
+        }
+        _ => prefix.to_vec(),
+    }
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl SqliteHv {
+    fn db(&self) -> &SqliteDb {
+        &self.0
+    }
+}
+
+impl HvBackend for SqliteHv {
+    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        let db = self.db();
+        let stored = db
+            .readers
+            .with(|conn| load(conn, &db.shared, key, payload))?;
+        Ok(match stored {
+            Some(row) if row.core().at(now) != HvRow::Absent => match row {
+                Stored::Inline { meta, payload } => Row::Inline { meta, payload },
+                Stored::Tombstone(t) => Row::Tombstone(t),
+            },
+            _ => Row::Absent,
+        })
+    }
+
+    async fn put_non_tombstone(
+        &self,
+        key: &Key,
+        meta: &Metadata,
+        payload: &Bytes,
+        now: Instant,
+    ) -> BackendResult<Guarded> {
+        let key = key.to_key_buf();
+        let write = OwnedWrite::Inline {
+            meta: meta.clone(),
+            payload: payload.clone(),
+        };
+        let guarded = self
+            .db()
+            .writer
+            .submit("put_non_tombstone", move |cx| {
+                if let HvRow::Tombstone(t) = probe(cx, &key, now)? {
+                    return Ok(Guarded::Blocked(t));
+                }
+                store(cx, &key, &write)?;
+                Ok(Guarded::Applied)
+            })
+            .await?;
+        Ok(guarded)
+    }
+
+    async fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
+        let key = key.to_key_buf();
+        let guarded = self
+            .db()
+            .writer
+            .submit("delete_non_tombstone", move |cx| {
+                if let HvRow::Tombstone(t) = probe(cx, &key, now)? {
+                    return Ok(Guarded::Blocked(t));
+                }
+                store(cx, &key, &OwnedWrite::Delete)?;
+                Ok(Guarded::Applied)
+            })
+            .await?;
+        Ok(guarded)
+    }
+
+    async fn compare_and_write(
+        &self,
+        key: &Key,
+        expected: Option<Revision>,
+        write: Write<'_>,
+        now: Instant,
+    ) -> BackendResult<bool> {
+        let key = key.to_key_buf();
+        let (core_write, write) = match write {
+            Write::Tombstone(t) => (HvWrite::Tombstone(t), OwnedWrite::Tombstone(t)),
+            Write::Inline { meta, payload } => (
+                HvWrite::Inline(meta.core()),
+                OwnedWrite::Inline {
+                    meta: meta.clone(),
+                    payload: payload.clone(),
+                },
+            ),
+            Write::Delete => (HvWrite::Delete, OwnedWrite::Delete),
+        };
+        let mode = self.db().shared.cas_mode;
+        let ok = self
+            .db()
+            .writer
+            .submit("compare_and_write", move |cx| {
+                lease::ensure_live(cx, "compare_and_write")?;
+                let verdict = cas_verdict(probe(cx, &key, now)?, expected, &core_write);
+                let apply = match verdict {
+                    CasVerdict::Apply => true,
+                    CasVerdict::AlreadyApplied => mode == CasMode::Reapply,
+                    CasVerdict::Conflict => false,
+                };
+                if apply {
+                    store(cx, &key, &write)?;
+                }
+                Ok(verdict.succeeded())
+            })
+            .await?;
+        Ok(ok)
+    }
+
+    async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&Key>,
+        limit: usize,
+        now: Instant,
+    ) -> BackendResult<Vec<ListEntry>> {
+        let db = self.db();
+        let shared = &db.shared;
+        let lower = list_lower_bound(prefix, after);
+        let upper = prefix_successor(prefix);
+        let (now, limit) = (instant_to_sql(now), sql_limit(limit));
+        let entries = db.readers.with(|conn| {
+            let err = shared.sqlite_err("listing rows");
+            let sql = if upper.is_some() {
+                LIST_RANGE_SQL
+            } else {
+                LIST_FROM_SQL
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(&err)?;
+            let map = |row: &rusqlite::Row<'_>| Ok((decode_key(row), decode(row, 1, false)));
+            let rows = match &upper {
+                Some(upper) => stmt.query_map(params![lower, upper, now, limit], map),
+                None => stmt.query_map(params![lower, now, limit], map),
+            }
+            .map_err(&err)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (key, stored) = row.map_err(&err)?;
+                let key = key.map_err(|c| shared.corrupt(&[], c))?;
+                let stored = stored.map_err(|c| shared.corrupt(key.as_bytes(), c))?;
+                entries.push(ListEntry {
+                    key,
+                    row: stored.core(),
+                });
+            }
+            Ok(entries)
+        })?;
+        Ok(entries)
+    }
+}
+
+impl SqliteDb {
+    /// Up to `limit` stored rows with keys after `after`, in key order, **expired ones
+    /// included** (their core view is returned as stored, not as live at some `now`): what `fsck`
+    /// walks. Pass the last key of a page as `after` to get the next.
+    pub fn rows(&self, after: Option<&Key>, limit: usize) -> BackendResult<Vec<(KeyBuf, HvRow)>> {
+        let shared = &self.shared;
+        let after: &[u8] = after.map_or(&[], |k| k.as_bytes());
+        let rows = self.readers.with(|conn| {
+            let err = shared.sqlite_err("walking rows");
+            let mut stmt = conn.prepare_cached(ROWS_SQL).map_err(&err)?;
+            let rows = stmt
+                .query_map(params![after, sql_limit(limit)], |row| {
+                    Ok((decode_key(row), decode(row, 1, false)))
+                })
+                .map_err(&err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, stored) = row.map_err(&err)?;
+                let key = key.map_err(|c| shared.corrupt(&[], c))?;
+                let stored = stored.map_err(|c| shared.corrupt(key.as_bytes(), c))?;
+                out.push((key, stored.core()));
+            }
+            Ok(out)
+        })?;
+        Ok(rows)
+    }
+
+    /// Deletes up to `limit` rows whose expiry has passed at `now`; returns how many went.
+    ///
+    /// SQLite has no native expiry, so cairn sweeps. This is safe at any moment: an expired row
+    /// is already absent to every read and every conditional operation, so removing it changes
+    /// nothing anyone can observe. The blob behind an expired tombstone carries the same expiry
+    /// and is swept by the long-term tier's own sweeper.
+    pub async fn sweep_expired_rows(&self, now: Instant, limit: usize) -> BackendResult<usize> {
+        let deleted = self
+            .writer
+            .submit("sweeping expired rows", move |cx| {
+                cx.conn
+                    .prepare_cached(SWEEP_SQL)
+                    .and_then(|mut s| s.execute(params![instant_to_sql(now), sql_limit(limit)]))
+                    .map_err(cx.shared.sqlite_err("sweeping expired rows"))
+            })
+            .await?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_handles_high_bytes_and_runs_of_ff() {
+        assert_eq!(prefix_successor(b""), None);
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_successor(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(prefix_successor(&[0x61, 0xFF]), Some(vec![0x62]));
+        assert_eq!(prefix_successor(&[0x7F]), Some(vec![0x80]));
+        assert_eq!(
+            prefix_successor(&[0x80, 0xFE, 0xFF]),
+            Some(vec![0x80, 0xFF])
+        );
+    }
+
+    #[test]
+    fn the_lower_bound_is_the_later_of_prefix_and_just_after_after() {
+        let k = |b: &'static [u8]| Key::new(b).unwrap();
+        assert_eq!(list_lower_bound(b"b", None), b"b");
+        assert_eq!(list_lower_bound(b"b", Some(k(b"a"))), b"b");
+        assert_eq!(list_lower_bound(b"b", Some(k(b"b"))), b"b\0");
+        assert_eq!(list_lower_bound(b"b", Some(k(b"bz"))), b"bz\0");
+    }
+
+    /// The columns a statement's program reads from `rows` (by column number), from `EXPLAIN`.
+    fn columns_read(conn: &Connection, sql: &str) -> Vec<i64> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+        let ops = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| {
+                Ok((r.get::<_, String>("opcode")?, r.get::<_, i64>("p2")?))
+            })
+            .unwrap();
+        ops.map(Result::unwrap)
+            .filter(|(op, _)| op == "Column")
+            .map(|(_, p2)| p2)
+            .collect()
+    }
+
+    #[test]
+    fn a_metadata_read_never_reads_the_payload_column() {
+        let conn = Connection::open_in_memory().unwrap();
+        let create = super::super::schema::CREATE;
+        conn.execute_batch(create).unwrap();
+        let payload_column: i64 = conn
+            .query_row(
+                "SELECT cid FROM pragma_table_info('rows') WHERE name = 'payload'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last: i64 = conn
+            .query_row("SELECT max(cid) FROM pragma_table_info('rows')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(payload_column, last, "the payload is stored last");
+        assert!(
+            columns_read(&conn, READ_FULL_SQL).contains(&payload_column),
+            "the check sees a payload read when there is one"
+        );
+        for sql in [
+            READ_META_SQL,
+            PROBE_SQL,
+            LIST_RANGE_SQL,
+            LIST_FROM_SQL,
+            ROWS_SQL,
+        ] {
+            assert!(!sql.contains("payload"), "{sql}");
+            assert!(
+                !columns_read(&conn, sql).contains(&payload_column),
+                "{sql} reads the payload"
+            );
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded default for the high-volume tier and the change log: one SQLite database (bundled
+//! SQLite, WAL mode) holding both (feature `sqlite`, on by default).
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use cairn_adapters::sqlite::{SqliteDb, SqliteOptions};
+//! use cairn_adapters::{memory::MemoryLt, BlockingStore, PutOptions};
+//! let dir = std::env::temp_dir().join(format!("cairn-doc-sqlite-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let db = SqliteDb::open(&dir.join("cairn.sqlite"), SqliteOptions::default())?;
+//! let store = BlockingStore::new(db.hv(), MemoryLt::new(), db.log());
+//! store.put("k", "v", &PutOptions::default())?; // committed and fsynced when this returns
+//! assert_eq!(store.get_bytes("k")?.unwrap(), "v");
+//! # drop(store); drop(db); std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! See [`schema`](self#layout) — `rows` (one high-volume row per key: an inline object or a
+//! tombstone, never both, enforced by a `CHECK`), `changes` (the change log) and `instances`
+//! (leases). Keys are BLOBs compared bytewise; listings and prefix scans are byte ranges
+//! (`key >= prefix AND key < successor(prefix)`), never `LIKE`. Metadata is a small versioned
+//! binary blob; a metadata read selects every column but the payload, which is stored last so
+//! that its overflow pages are never touched. Statements are prepared once per connection and
+//! cached.
+//!
+//! # Durability
+//!
+//! Every write — high-volume rows and change-log entries alike — goes to one writer thread that
+//! owns the write connection and answers only after `COMMIT` returned.
+//!
+//! - [`Synchronous::Full`] (the default): SQLite fsyncs the WAL at every commit. **A write that
+//!   has been acknowledged survives a process kill and a power loss** (given a disk that honours
+//!   fsync).
+//! - [`Synchronous::Normal`]: no fsync at commit, only at checkpoints. An acknowledged write
+//!   survives a process kill (it is in the operating system's cache), but a power loss or kernel
+//!   crash may lose the last commits. The database itself stays consistent either way.
+//!
+//! # Group commit
+//!
+//! The writer thread takes the first queued request, drains every other request already queued
+//! (up to 256), runs them all in one `BEGIN IMMEDIATE … COMMIT` — each in its own `SAVEPOINT`, so
+//! one failing request fails alone — and then answers every caller. N concurrent writers thus
+//! share one fsync; [`SqliteDb::writer_stats`] counts commits and writes. Reads do not queue: they
+//! run synchronously on the calling thread, on a small pool of read connections (WAL lets readers
+//! run beside the writer), and see every write acknowledged before they started.
+//!
+//! # Change-log ownership, leases and fencing
+//!
+//! Each [`SqliteDb::open`] registers a fresh *instance* with a lease (30 s by default,
+//! [`SqliteOptions::lease`]), which the writer thread renews inside a batch whenever less than
+//! half of it remains (also while idle). `record` stores the entry as owned by this instance.
+//! `scan` returns entries this instance owns, skips those of other live instances (another
+//! process may be in the middle of that operation), and takes over the entries of instances
+//! whose lease has run out: in one write transaction it marks them `claimed` and re-owns their
+//! entries, so recovery in one process never deletes blobs that a live process is still writing,
+//! and a crashed process's entries are recovered once its lease has expired. A clean close ends
+//! the lease at once.
+//!
+//! The other half is the **fence**: every `compare_and_write` and every `record` checks, inside
+//! the transaction that writes it, that its own instance is still live (`claimed = 0 AND
+//! lease_until > now`, by the configured [`Clock`]). A process that stalled past its lease — and
+//! whose blobs another process may already be cleaning up — therefore can never commit a
+//! tombstone afterwards: its writes fail with [`SqliteErrorKind::Fenced`], and the handle stays
+//! fenced; open the database again for a fresh instance.
+//!
+//! # Expiry
+//!
+//! SQLite has no native expiry. Expired rows are absent to every read and conditional operation
+//! (judged at the request's `now`, exactly like the in-memory tier);
+//! [`SqliteDb::sweep_expired_rows`] deletes them in bounded batches.
+//!
+//! # Several handles, several processes
+//!
+//! Any number of handles (in one process or in several) may open the same file. A writer that
+//! finds another connection holding the write lock waits up to [`SqliteOptions::busy_timeout`]
+//! (5 s by default), then fails with [`SqliteErrorKind::Busy`], naming the database; nothing is
+//! ever half written.
+
+mod codec;
+mod error;
+mod hv;
+mod lease;
+mod log;
+mod reader;
+mod schema;
+mod writer;
+
+pub use crate::memory::CasMode;
+pub use error::{SqliteError, SqliteErrorKind};
+pub use hv::SqliteHv;
+pub use log::{LoggedChange, SqliteLog};
+pub use writer::WriterStats;
+
+use crate::backend::BackendResult;
+use crate::{Clock, SystemClock};
+use cairn_core::{Duration, Instant};
+use lease::Lease;
+use reader::Readers;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use writer::{Stats, Writer};
+
+/// How hard SQLite works to make a commit durable. See [the module docs](self#durability).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync at every commit: acknowledged writes survive a process kill and a power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: acknowledged writes survive a process kill, but a power loss
+    /// may lose the last commits.
+    Normal,
+}
+
+/// How to open a [`SqliteDb`].
+///
+/// ```
+/// use cairn_adapters::sqlite::{CasMode, SqliteOptions, Synchronous};
+/// use cairn_core::Duration;
+/// let options = SqliteOptions::default()
+///     .synchronous(Synchronous::Normal)
+///     .busy_timeout(std::time::Duration::from_secs(1))
+///     .lease(Duration::from_secs(10))
+///     .cas_mode(CasMode::Skip);
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct SqliteOptions {
+    synchronous: Synchronous,
+    busy_timeout: std::time::Duration,
+    lease: Duration,
+    cas_mode: CasMode,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: std::time::Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            cas_mode: CasMode::Reapply,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteOptions")
+            .field("synchronous", &self.synchronous)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("lease", &self.lease)
+            .field("cas_mode", &self.cas_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteOptions {
+    /// Durability of each commit (default [`Synchronous::Full`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a write waits for another connection's lock before failing as busy (default
+    /// 5 s).
+    pub fn busy_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long an instance's lease lasts without renewal (default 30 s). A process that stalls
+    /// longer than this is fenced; a crashed process's change-log entries are recovered this
+    /// long after its last renewal.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// What a compare-and-write does when the row is already in its target state (default
+    /// [`CasMode::Reapply`]).
+    pub fn cas_mode(mut self, mode: CasMode) -> Self {
+        self.cas_mode = mode;
+        self
+    }
+
+    /// The wall clock leases are judged by (default [`SystemClock`]). Row expiry is never judged
+    /// by it: every request carries its own `now`.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+/// Why [`SqliteDb::open`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// SQLite failed (the file cannot be created or read, is locked past the busy timeout, …).
+    #[error(transparent)]
+    Sqlite(#[from] SqliteError),
+    /// The file is an SQLite database, but not cairn's.
+    #[error("{} is an SQLite database that cairn did not create", .path.display())]
+    NotCairn {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a cairn with a different schema.
+    #[error(
+        "{} has cairn schema version {found}; this build reads version {}",
+        .path.display(),
+        schema::SCHEMA_VERSION
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i32,
+    },
+    /// The lease option is zero: an instance would be dead on arrival.
+    #[error("the instance lease must be at least 1 ms")]
+    ZeroLease,
+    /// The writer thread could not be started.
+    #[error("cannot start the SQLite writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What the handle, its writer thread and its readers share.
+pub(crate) struct Shared {
+    pub path: Arc<Path>,
+    pub clock: Arc<dyn Clock>,
+    pub cas_mode: CasMode,
+    pub lease: Lease,
+    pub stats: Stats,
+}
+
+impl Shared {
+    /// Maps a SQLite failure while doing `what`.
+    pub fn sqlite_err(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> SqliteError + '_ {
+        move |e| SqliteError::sqlite(&self.path, what, e)
+    }
+}
+
+/// One open cairn SQLite database: the high-volume tier ([`SqliteHv`]) and the change log
+/// ([`SqliteLog`]) over it, one registered instance, one writer thread and a few read
+/// connections. Dropping the last handle (including those inside [`SqliteHv`] / [`SqliteLog`])
+/// finishes queued writes, ends the lease and closes the file.
+///
+/// See [the module docs](self) for durability, group commit, leases and fencing.
+pub struct SqliteDb {
+    // Field order is drop order: the writer thread finishes (and releases the lease) first.
+    writer: Writer,
+    readers: Readers,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteDb")
+            .field("path", &self.shared.path)
+            .field("instance", &self.shared.lease.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) the database at `path`, registers a fresh instance and starts
+    /// the writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Arc<SqliteDb>, OpenError> {
+        if options.lease == Duration::ZERO {
+            return Err(OpenError::ZeroLease);
+        }
+        let path: Arc<Path> = Arc::from(path);
+        let conn = schema::connect(&path, &options, true)?;
+        let now = options.clock.now();
+        let until = now + options.lease;
+        let err = |what: &'static str| {
+            let path = &path;
+            move |e| OpenError::Sqlite(SqliteError::sqlite(path, what, e))
+        };
+        let instance = (|| {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .map_err(err("opening"))?;
+            match schema::setup(&conn, &path) {
+                Ok(()) => {}
+                Err(schema::SetupError::Sqlite(e)) => return Err(e.into()),
+                Err(schema::SetupError::NotCairn) => {
+                    return Err(OpenError::NotCairn {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(schema::SetupError::Version(found)) => {
+                    return Err(OpenError::UnsupportedVersion {
+                        path: path.to_path_buf(),
+                        found,
+                    })
+                }
+            }
+            let instance = lease::register(&conn, until).map_err(err("registering"))?;
+            lease::prune(&conn, instance, now).map_err(err("pruning instances"))?;
+            conn.execute_batch("COMMIT").map_err(err("opening"))?;
+            Ok(instance)
+        })();
+        let instance = match instance {
+            Ok(id) => id,
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+        };
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            clock: options.clock.clone(),
+            cas_mode: options.cas_mode,
+            lease: Lease::new(instance, options.lease, until),
+            stats: Stats::default(),
+        });
+        let writer = Writer::start(conn, shared.clone()).map_err(OpenError::Thread)?;
+        Ok(Arc::new(SqliteDb {
+            writer,
+            readers: Readers::new(path, options),
+            shared,
+        }))
+    }
+
+    /// The high-volume tier over this database.
+    pub fn hv(self: &Arc<Self>) -> SqliteHv {
+        SqliteHv(self.clone())
+    }
+
+    /// The change log over this database.
+    pub fn log(self: &Arc<Self>) -> SqliteLog {
+        SqliteLog(self.clone())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// This handle's instance id: the owner of the change-log entries it records.
+    pub fn instance_id(&self) -> i64 {
+        self.shared.lease.instance
+    }
+
+    /// When this instance's lease runs out unless renewed (as last committed).
+    pub fn lease_until(&self) -> Instant {
+        self.shared.lease.until()
+    }
+
+    /// Whether this handle is known to be fenced: its lease ran out or was claimed, so it may no
+    /// longer record changes or compare-and-write. Open the database again.
+    pub fn is_fenced(&self) -> bool {
+        self.shared.lease.is_fenced()
+    }
+
+    /// Extends this instance's lease to `now + lease`, as the writer thread does on its own; returns
+    /// the new end. Fails with [`SqliteErrorKind::Fenced`] if the instance is no longer live at
+    /// `now`.
+    pub async fn renew_lease(&self, now: Instant) -> BackendResult<Instant> {
+        let until = self
+            .writer
+            .submit("renewing the instance lease", move |cx| {
+                let lease = &cx.shared.lease;
+                match lease::renew(cx.conn, lease.instance, now, lease.duration) {
+                    Ok(Some(until)) => Ok(until),
+                    Ok(None) => {
+                        lease.fence();
+                        Err(SqliteError::new(
+                            &cx.shared.path,
+                            SqliteErrorKind::Fenced,
+                            format!(
+                                "renewing the lease refused: instance {} is no longer live",
+                                lease.instance
+                            ),
+                        ))
+                    }
+                    Err(e) => Err(cx.shared.sqlite_err("renewing the instance lease")(e)),
+                }
+            })
+            .await?;
+        self.shared.lease.renewed(until);
+        Ok(until)
+    }
+
+    /// Counters of the writer thread: commits, the writes they carried, the largest batch.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Runs `PRAGMA integrity_check`; returns SQLite's findings, `["ok"]` for a sound file.
+    pub fn integrity_check(&self) -> BackendResult<Vec<String>> {
+        let shared = &self.shared;
+        let findings = self.readers.with(|conn| {
+            let err = shared.sqlite_err("checking integrity");
+            let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(&err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(&err)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(&err)
+        })?;
+        Ok(findings)
+    }
+}

@@ -1,0 +1,140 @@
+//! The database layout, the pragmas every connection gets, and the one-time setup on open.
+//!
+//! ```sql
+//! rows(key BLOB PRIMARY KEY, kind INTEGER, meta BLOB, revision BLOB, size INTEGER,
+//!      expires INTEGER, payload BLOB)          -- one high-volume row per key
+//! instances(id INTEGER PRIMARY KEY AUTOINCREMENT, lease_until INTEGER, claimed INTEGER)
+//! changes(id BLOB PRIMARY KEY, owner INTEGER, key BLOB, new BLOB, old BLOB)   -- the change log
+//! ```
+//!
+//! A row is an inline object (`kind` 1: encoded metadata and payload) or a tombstone (`kind` 2:
+//! revision, size, expiry; empty metadata, no payload), never both: a `CHECK` constraint makes a
+//! mixed row impossible to store. `payload` is the *last* column on purpose: SQLite stores a
+//! record's columns in order and spills large ones to overflow pages, so every column before the
+//! payload sits in the row's first page, and a metadata read never walks the payload's overflow
+//! chain.
+
+use super::{SqliteError, SqliteOptions, Synchronous};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::sync::Arc;
+
+/// `PRAGMA application_id` of a cairn database ("cair"), so cairn refuses a foreign SQLite file
+/// instead of adding tables to it.
+pub(crate) const APPLICATION_ID: i32 = 0x6361_6972;
+
+/// `PRAGMA user_version` this build creates and reads.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Prepared statements kept per connection. cairn issues about twenty distinct statements; the
+/// headroom keeps every one of them cached without evictions.
+const STATEMENT_CACHE_CAPACITY: usize = 48;
+
+/// `rows.kind` of an inline object.
+pub(crate) const KIND_INLINE: i64 = 1;
+/// `rows.kind` of a tombstone.
+pub(crate) const KIND_TOMBSTONE: i64 = 2;
+
+pub(crate) const CREATE: &str = "
+CREATE TABLE rows (
+    key      BLOB PRIMARY KEY NOT NULL,
+    kind     INTEGER NOT NULL,
+    meta     BLOB NOT NULL,
+    revision BLOB,
+    size     INTEGER NOT NULL,
+    expires  INTEGER,
+    payload  BLOB,
+    CHECK ((kind = 1 AND revision IS NULL AND payload IS NOT NULL)
+        OR (kind = 2 AND revision IS NOT NULL AND payload IS NULL AND length(meta) = 0))
+);
+CREATE INDEX rows_expires ON rows(expires) WHERE expires IS NOT NULL;
+CREATE TABLE instances (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    lease_until INTEGER NOT NULL,
+    claimed     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE changes (
+    id    BLOB PRIMARY KEY NOT NULL,
+    owner INTEGER NOT NULL,
+    key   BLOB NOT NULL,
+    new   BLOB,
+    old   BLOB
+) WITHOUT ROWID;
+CREATE INDEX changes_owner ON changes(owner);
+";
+
+/// Why a file could not be set up as a cairn database.
+pub(crate) enum SetupError {
+    Sqlite(SqliteError),
+    NotCairn,
+    Version(i32),
+}
+
+/// Opens one connection with cairn's pragmas. The writer creates the file and turns on WAL (which
+/// is persistent); readers only read.
+pub(crate) fn connect(
+    path: &Arc<Path>,
+    options: &SqliteOptions,
+    writer: bool,
+) -> Result<Connection, SqliteError> {
+    let err = |e| SqliteError::sqlite(path, "opening a connection", e);
+    // No SQLITE_OPEN_URI: a path is a path, never a `file:` URI with options.
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if writer {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    if writer {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteError::new(
+                path,
+                super::SqliteErrorKind::Sqlite,
+                format!("cannot switch to WAL mode (journal_mode is {mode})"),
+            ));
+        }
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    } else {
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+    }
+    Ok(conn)
+}
+
+/// Creates the tables in a fresh file, or checks that an existing one is a cairn database of a
+/// version this build reads. Runs inside the caller's write transaction.
+pub(crate) fn setup(conn: &Connection, path: &Arc<Path>) -> Result<(), SetupError> {
+    let err = |e| SetupError::Sqlite(SqliteError::sqlite(path, "checking the schema", e));
+    let app: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(err)?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    match (app, version) {
+        (APPLICATION_ID, SCHEMA_VERSION) => Ok(()),
+        (APPLICATION_ID, found) => Err(SetupError::Version(found)),
+        (0, 0) => {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+                .map_err(err)?;
+            if tables != 0 {
+                return Err(SetupError::NotCairn);
+            }
+            conn.execute_batch(CREATE).map_err(err)?;
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(err)?;
+            Ok(())
+        }
+        _ => Err(SetupError::NotCairn),
+    }
+}
