@@ -9,7 +9,11 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
 }
 
-/// The operating system's wall clock.
+/// The operating system's wall clock, exact to the millisecond.
+///
+/// A read costs 25 to 40 ns on a typical Linux machine (more under a hypervisor), about half of a
+/// whole in-memory get; a store reads the clock once per operation, so its default is the cheaper
+/// [`CoarseClock`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -19,6 +23,38 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Instant::from_millis(since_epoch.as_millis() as u64)
+    }
+}
+
+/// The operating system's wall clock as of its last timer tick: the default clock of a store.
+///
+/// On Linux and Android this is `CLOCK_REALTIME_COARSE`, a value the kernel keeps current at
+/// every tick and the vDSO hands out without reading the hardware counter: about 5 ns a read
+/// instead of the 25 to 40 ns of [`SystemClock`]. The price is a lag of up to one tick behind the
+/// exact clock: 1 to 10 ms depending on the kernel's `CONFIG_HZ` (4 ms on most distributions).
+/// Objects are created and expire on that tick, so an object may outlive its TTL by up to a tick
+/// and its `created` stamp may be up to a tick early; both stay ordered like the wall clock. On
+/// other systems it is exactly [`SystemClock`].
+///
+/// Use [`SystemClock`] (see [`StoreBuilder::clock`](crate::StoreBuilder::clock)) where stamps
+/// must be exact to the millisecond.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock;
+
+impl Clock for CoarseClock {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn now(&self) -> Instant {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        let millis = u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1000)
+            .saturating_add(t.tv_nsec as u64 / 1_000_000);
+        Instant::from_millis(millis)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn now(&self) -> Instant {
+        SystemClock.now()
     }
 }
 

@@ -42,7 +42,7 @@ mod store;
 
 pub use blocking::BlockingStore;
 pub use body::Body;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use metadata::{
     Metadata, MetadataError, PutOptions, MAX_CONTENT_TYPE_LEN, MAX_USER_METADATA_LEN,

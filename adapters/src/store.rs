@@ -3,7 +3,7 @@
 use crate::backend::{ChangeLog, HvBackend, ListEntry, LtBackend, Row};
 use crate::driver::{Driver, OpIo};
 use crate::runtime::Runtime;
-use crate::{Body, Clock, Error, Metadata, PutOptions, SystemClock};
+use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
 use bytes::{Bytes, BytesMut};
 use cairn_core::{
     ByteRange, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, KeyBuf, LargePut,
@@ -128,7 +128,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> StoreBuilder<H, L, C> {
         self
     }
 
-    /// Where `now` comes from (default: [`SystemClock`]).
+    /// Where `now` comes from (default: [`CoarseClock`], the wall clock as of its last tick;
+    /// [`SystemClock`](crate::SystemClock) for stamps exact to the millisecond).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Box::new(clock);
         self
@@ -173,14 +174,14 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> TieredStore<H, L, C, ()> {
             lt,
             log,
             config: Config::DEFAULT,
-            clock: Box::new(SystemClock),
+            clock: Box::new(CoarseClock),
             seed: None,
         }
     }
 }
 
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, R> {
-    /// A store with default settings, the system clock and OS-seeded ids.
+    /// A store with default settings, the [`CoarseClock`] and OS-seeded ids.
     pub fn new(hv: H, lt: L, log: C, runtime: R) -> Self {
         TieredStore::builder(hv, lt, log)
             .build(runtime)
