@@ -1,7 +1,7 @@
 //! The blob directory streams: a 64 MiB blob goes in and out while the process heap never grows
-//! by more than one body chunk plus the write buffer (put) or one read chunk (get), measured by
+//! by more than one body chunk plus the write batch (put) or one read chunk (get), measured by
 //! a counting global allocator as in `streaming.rs`. Then the same through the whole store,
-//! where the bound is the inline threshold plus one chunk plus the write buffer.
+//! where the bound is the inline threshold plus one chunk plus the write batch.
 //!
 //! The heap meter is process-wide, so this file holds a single test.
 
@@ -23,8 +23,8 @@ const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
 /// Bytes per body chunk the test makes, and the grid the content pattern changes on.
 const CHUNK: u64 = 64 * 1024;
-/// The blob directory's write buffer (`WRITE_BUFFER_LEN` in `blobdir/write.rs`).
-const WRITE_BUFFER: u64 = 256 * 1024;
+/// The blob directory's write batch (`WRITE_BATCH_LEN` in `blobdir/write.rs`).
+const WRITE_BATCH: u64 = 256 * 1024;
 /// The blob directory's read chunk (`READ_CHUNK_LEN` in `blobdir/read.rs`).
 const READ_CHUNK: u64 = 64 * 1024;
 /// Heap besides payload: the header, paths, boxed streams, metadata, store bookkeeping.
@@ -164,10 +164,10 @@ fn a_64_mib_blob_streams_through_the_blob_directory_in_bounded_memory() {
         revision: Revision(1),
     };
 
-    // The backend alone: put holds one body chunk and the write buffer; get one read chunk.
+    // The backend alone: put holds a batch of body chunks and the one that fills it; get one read chunk.
     let heap = HeapWindow::start();
     let written = block_on(dir.put(blob, &Metadata::default(), generate())).unwrap();
-    bound("put", heap.peak(), CHUNK + WRITE_BUFFER + HEAP_SLACK);
+    bound("put", heap.peak(), CHUNK + WRITE_BATCH + HEAP_SLACK);
     assert_eq!(written, SIZE);
 
     let heap = HeapWindow::start();
@@ -194,7 +194,7 @@ fn a_64_mib_blob_streams_through_the_blob_directory_in_bounded_memory() {
     bound(
         "store put",
         heap.peak(),
-        threshold + CHUNK + WRITE_BUFFER + HEAP_SLACK,
+        threshold + CHUNK + WRITE_BATCH + HEAP_SLACK,
     );
     let heap = HeapWindow::start();
     let object = store.get("big").unwrap().unwrap();

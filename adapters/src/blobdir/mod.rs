@@ -23,9 +23,10 @@
 //!
 //! # Cost and guarantees
 //!
-//! - **put** streams the body through a 256 KiB buffer into a temp file: memory is one body
-//!   chunk plus that buffer. Then one `fdatasync` of the file, one rename, one `fsync` of the
-//!   fan-out directory. After `put` returns the blob survives a process kill and power loss.
+//! - **put** streams the body into a temp file, 256 KiB of chunks per vectored write (memory:
+//!   that batch plus the chunk that fills it), then one `fdatasync` of the file, one rename, one
+//!   `fsync` of the fan-out directory. After `put` returns the blob survives a process kill and
+//!   power loss.
 //! - **get** opens the file, checks its header (key, revision, length, expiry) and returns a body
 //!   that reads 64 KiB per pull, lazily. A range read seeks to `header length + start`.
 //! - **delete** reads the header, unlinks the file and its marker, syncs the directory. Deleting

@@ -5,7 +5,8 @@
 //! 1. create `tmp/{revision}-{pid}-{seq}.partial` (exclusively) and write the header with size
 //!    zero — a crash leaves a temp file, invisible to reads, removed by
 //!    [`BlobDir::remove_temp_files`](super::BlobDir::remove_temp_files);
-//! 2. write the body chunk by chunk through a [`WRITE_BUFFER_LEN`] buffer — same;
+//! 2. write the body as it arrives, [`WRITE_BATCH_LEN`] bytes of chunks per vectored write —
+//!    same;
 //! 3. rewrite the header with the size and checksum, `fdatasync` the file — same;
 //! 4. if the blob expires, create its empty expiry marker in the fan-out directory — a crash
 //!    leaves a marker whose blob does not exist, which sweeping removes once it has expired;
@@ -25,16 +26,23 @@ use super::format::Draft;
 use super::layout::{context, key_hash, sync_dir};
 use super::BlobDir;
 use crate::{Body, Metadata};
+use bytes::Bytes;
 use cairn_core::BlobId;
 use futures_lite::StreamExt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes gathered before each write to the temp file. Body chunks smaller than this are
-/// coalesced into fewer, larger writes; a chunk at least this large goes straight through.
-/// With the one chunk the body holds, this bounds a put's memory.
-pub(crate) const WRITE_BUFFER_LEN: usize = 256 * 1024;
+/// Bytes of body chunks gathered before each write to the temp file. The chunks are held, not
+/// copied, and go out in one vectored write. Measured on ext4 for an 8 MiB blob: 256 KiB per
+/// system call writes as fast as one call for the whole blob, one call per 64 KiB chunk costs
+/// about 15 % more, and copying chunks into a buffer costs more than that. This bounds a put's
+/// memory: the batch plus the chunk that fills it.
+pub(crate) const WRITE_BATCH_LEN: usize = 256 * 1024;
+
+/// Most chunks in one vectored write: far below every platform's `IOV_MAX` (1024 on Linux), and
+/// enough that a body of tiny chunks still shares each system call among many of them.
+const MAX_BATCH_CHUNKS: usize = 64;
 
 /// How many temp names a put tries before giving up: a name is only taken if a crashed process
 /// with a recycled pid left it behind, so a second try all but never happens.
@@ -67,11 +75,11 @@ impl BlobDir {
         let hash = key_hash(blob.key);
         let final_path = layout.blob_path(hash, blob.revision);
         let mut header = Draft::new(blob.key, blob.revision, meta)?;
-        let (mut temp, file) = self.create_temp(blob)?;
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER_LEN, file);
-        let write_err = context("writing", &temp.path);
-        out.write_all(header.bytes()).map_err(write_err)?;
+        let (mut temp, mut file) = self.create_temp(blob)?;
+        file.write_all(header.bytes())
+            .map_err(context("writing", &temp.path))?;
 
+        let mut batch = Batch::default();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             // The caller's stream failing is not a disk error; keep its kind and say so.
@@ -81,15 +89,18 @@ impl BlobDir {
                     format!("body of blob {blob} failed mid-stream: {e}"),
                 )
             })?;
-            out.write_all(&chunk)
-                .map_err(context("writing", &temp.path))?;
             size += chunk.len() as u64;
+            if batch.push(chunk) {
+                batch
+                    .write_to(&mut file)
+                    .map_err(context("writing", &temp.path))?;
+            }
         }
+        batch
+            .write_to(&mut file)
+            .map_err(context("writing", &temp.path))?;
 
         header.set_size(size);
-        let mut file = out
-            .into_inner()
-            .map_err(|e| context("writing", &temp.path)(e.into_error()))?;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(header.bytes()))
             .map_err(context("writing header of", &temp.path))?;
@@ -135,6 +146,42 @@ impl BlobDir {
                 Err(e) => return Err(context("creating temp file", &path)(e)),
             }
         }
+    }
+}
+
+/// Body chunks waiting for one vectored write.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    /// Adds a chunk; true when the batch is full and should be written.
+    fn push(&mut self, chunk: Bytes) -> bool {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push(chunk);
+        }
+        self.len >= WRITE_BATCH_LEN || self.chunks.len() >= MAX_BATCH_CHUNKS
+    }
+
+    /// Writes every chunk, in order, at the file's position, then drops them.
+    fn write_to(&mut self, file: &mut File) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = self.chunks.iter().map(|c| IoSlice::new(c)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match file.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        drop(slices);
+        self.chunks.clear();
+        self.len = 0;
+        Ok(())
     }
 }
 
