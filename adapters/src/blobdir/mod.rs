@@ -143,8 +143,13 @@ impl BlobDir {
     /// Opens the blob directory at `root`, creating it (and its fan-out directories, durably) if
     /// needed. A directory with another layout version is refused.
     pub fn open(root: &Path, options: BlobDirOptions) -> io::Result<BlobDir> {
+        let new_root = !root.is_dir();
         std::fs::create_dir_all(root).map_err(context("creating", root))?;
         let root = std::fs::canonicalize(root).map_err(context("resolving", root))?;
+        if let Some(parent) = root.parent().filter(|_| new_root) {
+            // The root's own entry must be durable too, or a power loss could drop it whole.
+            sync_dir(parent)?;
+        }
         let layout = Layout::new(root);
         let tag = layout.tag_path();
         match std::fs::read(&tag) {
