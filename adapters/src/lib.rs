@@ -31,6 +31,8 @@ mod blocking;
 mod body;
 mod clock;
 mod driver;
+#[cfg(all(feature = "sqlite", feature = "blobdir"))]
+pub mod embedded;
 mod error;
 pub mod fault;
 pub mod memory;

@@ -492,13 +492,27 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     /// Runs [`recover`](TieredStore::recover) every `interval` in the background, until the last
     /// handle to the store is dropped. Failures are retried at the next interval.
     pub fn recover_every(&self, interval: cairn_core::Duration) {
+        self.every(interval, |store| async move {
+            let _ = store.recover().await;
+            true
+        });
+    }
+
+    /// Runs `pass` every `interval` on the store's runtime, until it answers `false` or the last
+    /// handle to the store is dropped.
+    pub(crate) fn every<F, Fut>(&self, interval: cairn_core::Duration, pass: F)
+    where
+        F: Fn(TieredStore<H, L, C, R>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
         let weak: Weak<Inner<Driver<H, L, C, R>>> = Arc::downgrade(&self.inner);
         self.inner.driver.runtime.spawn(Box::pin(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 inner.driver.sleep(interval).await;
-                let store = TieredStore { inner };
-                let _ = store.recover().await;
+                if !pass(TieredStore { inner }).await {
+                    return;
+                }
             }
         }));
     }

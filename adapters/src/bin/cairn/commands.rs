@@ -1,0 +1,426 @@
+//! One function per command. Errors carry their exit code: 1 not found or problems found, 2 bad
+//! input, 3 a storage failure.
+
+use crate::{demo, output, Cli, Command};
+use bytes::Bytes;
+use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError};
+use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
+use cairn_core::{Duration, Key, KeyBuf, WriteOutcome};
+use futures_lite::future::block_on;
+use futures_lite::StreamExt;
+use serde_json::json;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Bytes read from a file or standard input per chunk.
+const CHUNK: usize = 256 * 1024;
+/// Keys listed per page.
+const LIST_PAGE: usize = 1000;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The caller's input is wrong; nothing was written.
+    #[error("{0}")]
+    Input(String),
+    /// The key holds nothing.
+    #[error("no object under key {0}")]
+    NotFound(String),
+    /// A check found problems (already reported).
+    #[error("{0}")]
+    Problems(String),
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(Error),
+    /// A local file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+impl CliError {
+    /// A short machine-readable name for `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::Input(_) => "input",
+            CliError::Store(e) if e.is_caller_error() => "input",
+            CliError::NotFound(_) => "not_found",
+            CliError::Problems(_) => "problems",
+            CliError::Open(_) | CliError::Store(_) | CliError::File { .. } => "storage",
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self.kind() {
+            "not_found" | "problems" => 1,
+            "input" => 2,
+            _ => 3,
+        })
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidKey(_) | Error::InvalidMetadata(_) | Error::InvalidRange { .. } => {
+                CliError::Input(e.to_string())
+            }
+            e => CliError::Store(e),
+        }
+    }
+}
+
+/// A data directory as the commands use it.
+pub type Data = Embedded<InlineRuntime>;
+
+/// The data directory: `--data`, else `$CAIRN_DATA`, else `./cairn-data`.
+fn data_dir(cli: &Cli) -> PathBuf {
+    cli.data
+        .clone()
+        .or_else(|| std::env::var_os("CAIRN_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("cairn-data"))
+}
+
+pub fn open(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
+    let mut options = EmbeddedOptions::default();
+    options.sqlite = options.sqlite.lease(Duration::from_millis(lease_ms.max(1)));
+    Ok(block_on(Embedded::open(dir, options, InlineRuntime))?)
+}
+
+/// Opens without the recovery pass that [`open`] runs, to look at what a crash left.
+pub fn open_without_recovery(dir: &Path) -> Result<Data, CliError> {
+    Ok(block_on(Embedded::open_unrecovered(
+        dir,
+        EmbeddedOptions::default(),
+        InlineRuntime,
+    ))?)
+}
+
+/// Validates a key from the command line before anything is opened.
+fn key(key: &str) -> Result<&Key, CliError> {
+    Key::new(key.as_bytes()).map_err(|e| CliError::Input(format!("invalid key {key:?}: {e}")))
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let dir = data_dir(&cli);
+    let json = cli.json;
+    match &cli.command {
+        Command::Demo { keep } => return demo::run(*keep).map(|()| ExitCode::SUCCESS),
+        Command::CrashPut { key: k, size } => return demo::crash_put(&dir, cli.lease_ms, k, *size),
+        Command::Put {
+            key: k,
+            file,
+            ttl,
+            content_type,
+            meta,
+        } => {
+            key(k)?;
+            let mut options = PutOptions {
+                content_type: content_type.clone(),
+                user: meta.clone(),
+                ..PutOptions::default()
+            };
+            options.ttl =
+                ttl.map(|d| Duration::from_millis(d.as_millis().min(u64::MAX as u128) as u64));
+            options
+                .validate()
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            let (body, total) = source(file.as_deref(), json)?;
+            let data = open(&dir, cli.lease_ms)?;
+            let outcome = block_on(data.store().put_stream(k, body, &options))?;
+            let info = block_on(data.store().head(k))?;
+            report_put(k, outcome, info.as_ref(), total, json);
+        }
+        Command::Get {
+            key: k,
+            output: out,
+            range,
+        } => {
+            key(k)?;
+            if json && out.is_none() {
+                return Err(CliError::Input(
+                    "--json prints metadata; give the bytes a file with -o".into(),
+                ));
+            }
+            let data = open(&dir, cli.lease_ms)?;
+            let object = match range {
+                Some(r) => block_on(data.store().get_range(k, *r))?,
+                None => block_on(data.store().get(k))?,
+            };
+            let object = object.ok_or_else(|| CliError::NotFound(k.clone()))?;
+            let len = object.span.map_or(object.meta.size, |s| s.len());
+            let bar = output::progress("get", Some(len), json || out.is_none());
+            let written = sink(object.body, out.as_deref(), bar)?;
+            if json {
+                let mut doc = output::meta_json(k, &object.meta, &object.location);
+                doc["bytes_written"] = json!(written);
+                doc["range"] = json!(object.span.map(|s| [s.start, s.end - 1]));
+                println!("{doc}");
+            } else if let Some(path) = out {
+                eprintln!("wrote {written} bytes to {}", path.display());
+            }
+        }
+        Command::Head { key: k } => {
+            key(k)?;
+            let data = open(&dir, cli.lease_ms)?;
+            let info =
+                block_on(data.store().head(k))?.ok_or_else(|| CliError::NotFound(k.clone()))?;
+            if json {
+                println!("{}", output::meta_json(k, &info.meta, &info.location));
+            } else {
+                print!("{}", output::meta_text(k, &info.meta, &info.location));
+            }
+        }
+        Command::Rm { key: k } => {
+            key(k)?;
+            let data = open(&dir, cli.lease_ms)?;
+            block_on(data.store().delete(k))?;
+            if json {
+                println!("{}", json!({ "key": k, "deleted": true }));
+            } else {
+                println!("deleted {k}");
+            }
+        }
+        Command::Ls { prefix } => {
+            let data = open(&dir, cli.lease_ms)?;
+            list(&data, prefix.as_deref().unwrap_or(""), json)?;
+        }
+        Command::Recover => {
+            let data = open(&dir, cli.lease_ms)?;
+            // Opening already recovered; a second pass reports what is left.
+            let report = block_on(data.store().recover())?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted })
+                );
+            } else {
+                println!(
+                    "recovery: {} change-log entr(ies) examined, {} cleaned, {} deferred, {} blob delete(s)",
+                    report.entries, report.cleaned, report.deferred, report.blobs_deleted
+                );
+            }
+        }
+        Command::Fsck { repair } => return fsck(&open(&dir, cli.lease_ms)?, *repair, json),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The body to store and its length if known, with a progress bar on large known lengths.
+fn source(file: Option<&Path>, json: bool) -> Result<(Body, Option<u64>), CliError> {
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::File { path, source }
+    };
+    let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
+        None => (Box::new(io::stdin()), None),
+        Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
+        Some(path) => {
+            let f = File::open(path).map_err(file_err(path))?;
+            let len = f.metadata().map_err(file_err(path))?.len();
+            (Box::new(f), Some(len))
+        }
+    };
+    let bar = output::progress("put", total, json);
+    Ok((chunks(reader, bar), total))
+}
+
+/// A body that reads `reader` a chunk at a time as the store pulls it.
+fn chunks(reader: Box<dyn Read + Send>, bar: Option<indicatif::ProgressBar>) -> Body {
+    let stream = futures_lite::stream::unfold(Some((reader, bar)), |state| async move {
+        let (mut reader, bar) = state?;
+        let mut buf = vec![0; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.inc(filled as u64);
+        }
+        if filled == 0 {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return None;
+        }
+        buf.truncate(filled);
+        Some((Ok(Bytes::from(buf)), Some((reader, bar))))
+    });
+    Body::from_stream(stream)
+}
+
+/// Streams `body` to `path` (or standard output), returning the bytes written.
+fn sink(
+    mut body: Body,
+    path: Option<&Path>,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<u64, CliError> {
+    let file_err = |source| CliError::File {
+        path: path.map_or_else(|| PathBuf::from("<stdout>"), Path::to_path_buf),
+        source,
+    };
+    let mut out: Box<dyn Write> = match path {
+        Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(file_err)?)),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut written = 0u64;
+    while let Some(chunk) = block_on(body.next()) {
+        let chunk = chunk.map_err(|e| CliError::Store(Error::Body(e)))?;
+        out.write_all(&chunk).map_err(file_err)?;
+        written += chunk.len() as u64;
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    out.flush().map_err(file_err)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(written)
+}
+
+fn report_put(
+    k: &str,
+    outcome: WriteOutcome,
+    info: Option<&cairn_adapters::ObjectInfo>,
+    total: Option<u64>,
+    json: bool,
+) {
+    let outcome = match outcome {
+        WriteOutcome::Committed => "committed",
+        WriteOutcome::Superseded => "superseded by a concurrent write",
+    };
+    match (json, info) {
+        (true, Some(info)) => {
+            let mut doc = output::meta_json(k, &info.meta, &info.location);
+            doc["outcome"] = json!(outcome);
+            println!("{doc}");
+        }
+        (true, None) => println!("{}", json!({ "key": k, "outcome": outcome, "size": total })),
+        (false, Some(info)) => {
+            println!(
+                "stored {k}: {} bytes, {} ({outcome})",
+                info.meta.size,
+                output::location(&info.location)
+            )
+        }
+        (false, None) => {
+            println!("stored {k} ({outcome}; it has already expired or been replaced)")
+        }
+    }
+}
+
+fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
+    let mut after: Option<KeyBuf> = None;
+    let mut docs = Vec::new();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        let page = block_on(data.store().list(prefix, after.as_deref(), LIST_PAGE))?;
+        for entry in &page.entries {
+            let key = String::from_utf8_lossy(entry.key.as_bytes()).into_owned();
+            let (size, tier) = match entry.row {
+                cairn_core::HvRow::Inline(m) => (m.size, "inline"),
+                cairn_core::HvRow::Tombstone(t) => (t.size, "long-term"),
+                cairn_core::HvRow::Absent => continue,
+            };
+            if json {
+                docs.push(json!({ "key": key, "size": size, "tier": tier }));
+            } else {
+                let _ = writeln!(out, "{size:>12}  {tier:<9}  {key}");
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(docs));
+    }
+    Ok(())
+}
+
+fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
+    let report = block_on(data.fsck(repair))?;
+    let lossy = |k: &KeyBuf| String::from_utf8_lossy(k.as_bytes()).into_owned();
+    // What remains wrong after any repair: orphans are deleted and stale entries recovered; a
+    // dangling tombstone's bytes are gone and cannot be repaired.
+    let left = report.dangling.len()
+        + report.stale_entries.len()
+        + if repair { 0 } else { report.orphans.len() };
+    if json {
+        println!(
+            "{}",
+            json!({
+                "rows": report.rows,
+                "blobs": report.blobs,
+                "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": lossy(k), "revision": r.to_string()})).collect::<Vec<_>>(),
+                "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": lossy(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
+                "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": lossy(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "repaired": repair,
+                "orphans_deleted": report.orphans_deleted,
+                "clean": left == 0,
+            })
+        );
+    } else {
+        println!(
+            "checked {} high-volume row(s) and {} blob file(s)",
+            report.rows, report.blobs
+        );
+        for (k, r) in &report.dangling {
+            println!(
+                "dangling tombstone: {} -> revision {r} (its blob is missing; the object is lost)",
+                lossy(k)
+            );
+        }
+        for (k, r, p) in &report.orphans {
+            let done = if repair { " (deleted)" } else { "" };
+            println!(
+                "orphan blob: {} revision {r} at {}{done}",
+                lossy(k),
+                p.display()
+            );
+        }
+        for e in &report.stale_entries {
+            println!(
+                "stale change-log entry {} for {} (owner {} is gone)",
+                e.record.id,
+                lossy(&e.record.key),
+                e.owner
+            );
+        }
+        if let Some(r) = &report.recovered {
+            println!(
+                "recovery: {} entr(ies) examined, {} cleaned, {} blob delete(s)",
+                r.entries, r.cleaned, r.blobs_deleted
+            );
+        }
+        println!("{}", if left == 0 { "ok" } else { "problems found" });
+    }
+    if left == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Problems(format!("fsck found {left} problem(s)")))
+    }
+}
+
+/// Used by the demo: where an object lives.
+pub fn location_of(data: &Data, k: &str) -> Result<Option<Location>, CliError> {
+    Ok(block_on(data.store().head(k))?.map(|i| i.location))
+}

@@ -1,0 +1,133 @@
+//! `cairn`: store and fetch objects in a local data directory (SQLite for small objects and the
+//! change log, a blob directory for large ones), check it, and tour it.
+//!
+//! ```text
+//! cairn [--data DIR] [--json] put KEY [FILE|-] [--ttl DURATION] [--content-type TYPE] [--meta NAME=VALUE]…
+//! cairn get KEY [-o FILE] [--range START-END]
+//! cairn head KEY | rm KEY | ls [PREFIX] | recover | fsck [--repair] | demo [--keep]
+//! ```
+//!
+//! The data directory is `--data`, else `$CAIRN_DATA`, else `./cairn-data`.
+
+mod commands;
+mod demo;
+mod output;
+mod parse;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Store and fetch objects through cairn's tiered store on this machine.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None)]
+pub struct Cli {
+    /// The data directory [default: $CAIRN_DATA, else ./cairn-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Print results as JSON (one document per command) for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Change-log lease in milliseconds: how long after this process dies another may reclaim
+    /// its unfinished writes.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub lease_ms: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Store an object from FILE, or from standard input when FILE is `-` or absent.
+    Put {
+        /// The key (1 to 1024 bytes, no NUL).
+        key: String,
+        /// The file to store; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+        /// Expire the object after this long (e.g. `90s`, `15m`, `2h`, `7d`).
+        #[arg(long, value_parser = parse::duration)]
+        ttl: Option<std::time::Duration>,
+        /// The content type to record.
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        /// A user metadata pair, `NAME=VALUE`; repeatable.
+        #[arg(long = "meta", value_name = "NAME=VALUE", value_parser = parse::pair)]
+        meta: Vec<(String, String)>,
+    },
+    /// Write an object (or a byte range of it) to standard output or a file.
+    Get {
+        /// The key.
+        key: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Bytes START-END (inclusive), START- (to the end) or -N (the last N).
+        #[arg(long, value_parser = parse::range)]
+        range: Option<cairn_core::ByteRange>,
+    },
+    /// Show an object's metadata without reading its bytes.
+    Head {
+        /// The key.
+        key: String,
+    },
+    /// Delete an object (deleting a missing key succeeds).
+    Rm {
+        /// The key.
+        key: String,
+    },
+    /// List keys, optionally only those starting with PREFIX.
+    Ls {
+        /// Only keys starting with this.
+        prefix: Option<String>,
+    },
+    /// Clean up after writes that a crash or a failure left unfinished.
+    Recover,
+    /// Check for dangling tombstones, orphan blobs and stale change-log entries.
+    Fsck {
+        /// Recover stale entries and delete orphan blobs.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// A guided tour on a fresh data directory: small and large puts, overwrite, range read,
+    /// delete, a simulated crash and recovery, each step explained.
+    Demo {
+        /// Keep the demo's data directory instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// (For the demo and crash tests.) Put SIZE bytes under KEY and abort the process after the
+    /// blob is written, before the commit.
+    #[command(name = "__crash-put", hide = true)]
+    CrashPut {
+        /// The key.
+        key: String,
+        /// Bytes to write.
+        size: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": e.to_string(), "kind": e.kind() })
+                );
+            } else {
+                eprintln!("cairn: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The embedded default in one data directory: SQLite for the high-volume tier and the change
+//! log (`cairn.sqlite`), a blob directory for the long-term tier (`blobs/`). Opening recovers and
+//! sweeps; [`Embedded::maintain_every`] keeps doing both in the background; [`Embedded::fsck`]
+//! checks the cross-tier invariants and can repair orphans.
+//!
+//! ```
+//! use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+//! use cairn_adapters::{InlineRuntime, PutOptions};
+//! # futures_lite::future::block_on(async {
+//! let dir = std::env::temp_dir().join(format!("cairn-doc-embedded-{}", std::process::id()));
+//! let data = Embedded::open(&dir, EmbeddedOptions::default(), InlineRuntime).await?;
+//! data.store().put("hello", "world", &PutOptions::default()).await?;
+//! assert!(data.fsck(false).await?.is_clean());
+//! # drop(data); std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use crate::backend::{BackendError, LtBackend};
+use crate::blobdir::{BlobDir, BlobDirOptions, BlobInfo};
+use crate::runtime::Runtime;
+use crate::sqlite::{
+    LoggedChange, OpenError as SqliteOpenError, SqliteDb, SqliteHv, SqliteLog, SqliteOptions,
+};
+use crate::{Clock, Error, SystemClock, TieredStore};
+use cairn_core::{is_expired, BlobId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+/// The database file inside a data directory.
+pub const DB_FILE: &str = "cairn.sqlite";
+/// The blob directory inside a data directory.
+pub const BLOB_DIR: &str = "blobs";
+/// Rows examined per page when `fsck` walks the high-volume tier.
+const FSCK_PAGE: usize = 1000;
+/// Expired rows deleted per sweep statement; a sweep repeats until none is left.
+const SWEEP_BATCH: usize = 1000;
+/// Temporary blob files older than this are crash leftovers (a live write touches its file far
+/// more often than this).
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The store type of the embedded default.
+pub type EmbeddedStore<R> = TieredStore<SqliteHv, BlobDir, SqliteLog, R>;
+
+/// How to open a data directory.
+pub struct EmbeddedOptions {
+    /// Protocol settings.
+    pub config: Config,
+    /// SQLite settings (durability, busy timeout, lease).
+    pub sqlite: SqliteOptions,
+    /// Where `now` comes from, for the store, the lease and expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            config: Config::DEFAULT,
+            sqlite: SqliteOptions::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why a data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory could not be created or read.
+    #[error("cannot use data directory {}: {source}", .path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Sqlite(#[from] SqliteOpenError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// What `fsck` found (and, with repair, fixed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsckReport {
+    /// High-volume rows examined (expired ones included).
+    pub rows: u64,
+    /// Blob files examined (expired ones included).
+    pub blobs: u64,
+    /// Live tombstones whose blob is missing or expired: the object is lost (reads say not found).
+    pub dangling: Vec<(KeyBuf, Revision)>,
+    /// Live blobs that no live tombstone references and no change-log entry covers.
+    pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
+    /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
+    pub stale_entries: Vec<LoggedChange>,
+    /// With repair: orphan blobs deleted.
+    pub orphans_deleted: u64,
+    /// With repair: what the recovery pass did.
+    pub recovered: Option<RecoveryReport>,
+}
+
+impl FsckReport {
+    /// Whether nothing is wrong (after repair, whether nothing was left to fix is not implied).
+    pub fn is_clean(&self) -> bool {
+        self.dangling.is_empty() && self.orphans.is_empty() && self.stale_entries.is_empty()
+    }
+}
+
+/// A data directory opened as a tiered store on runtime `R`.
+pub struct Embedded<R> {
+    store: EmbeddedStore<R>,
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+}
+
+impl<R: Runtime> Embedded<R> {
+    /// Opens (creating if needed) the data directory at `root`, runs recovery, and sweeps expired
+    /// rows, expired blobs and stale temporary files.
+    pub async fn open(
+        root: &Path,
+        options: EmbeddedOptions,
+        runtime: R,
+    ) -> Result<Self, OpenError> {
+        let embedded = Self::open_unrecovered(root, options, runtime).await?;
+        embedded.maintain().await?;
+        Ok(embedded)
+    }
+
+    /// Opens the data directory without the recovery and sweep passes of [`Embedded::open`]:
+    /// for tools that want to look at what a crash left behind.
+    pub async fn open_unrecovered(
+        root: &Path,
+        options: EmbeddedOptions,
+        runtime: R,
+    ) -> Result<Self, OpenError> {
+        let dir_err = |source| OpenError::Dir {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(dir_err)?;
+        let clock = options.clock;
+        let db = SqliteDb::open(&root.join(DB_FILE), options.sqlite.clock(clock.clone()))?;
+        let blobs = BlobDir::open(
+            &root.join(BLOB_DIR),
+            BlobDirOptions::default().clock(clock.clone()),
+        )
+        .map_err(dir_err)?;
+        let store = TieredStore::builder(db.hv(), blobs, db.log())
+            .config(options.config)
+            .clock(clock.clone())
+            .build(runtime)?;
+        Ok(Embedded {
+            store,
+            root: root.to_path_buf(),
+            clock,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &EmbeddedStore<R> {
+        &self.store
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<SqliteDb> {
+        &self.store.hv().0
+    }
+
+    /// The blob directory.
+    pub fn blobs(&self) -> &BlobDir {
+        self.store.lt()
+    }
+
+    /// One maintenance pass: recovery, then expired rows, expired blobs and stale temporary files.
+    pub async fn maintain(&self) -> Result<RecoveryReport, Error> {
+        let report = self.store.recover().await?;
+        let now = self.clock.now();
+        let backend = |tier, source: BackendError| Error::Read { tier, source };
+        while self
+            .db()
+            .sweep_expired_rows(now, SWEEP_BATCH)
+            .await
+            .map_err(|e| backend(cairn_core::Tier::Hv, e))?
+            == SWEEP_BATCH
+        {}
+        let lt = |e: std::io::Error| backend(cairn_core::Tier::Lt, e.into());
+        self.blobs().sweep_expired(now).map_err(lt)?;
+        self.blobs().remove_temp_files(STALE_TEMP_AGE).map_err(lt)?;
+        Ok(report)
+    }
+
+    /// Runs [`maintain`](Embedded::maintain) every `interval` in the background until the last
+    /// handle to the store is dropped; a failed pass is retried at the next interval.
+    pub fn maintain_every(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        self.store.every(interval, move |_| {
+            let embedded = weak.upgrade();
+            async move {
+                let Some(embedded) = embedded else {
+                    return false;
+                };
+                let _ = embedded.maintain().await;
+                true
+            }
+        });
+    }
+
+    /// Checks the cross-tier invariants: no live tombstone without its blob, no live blob that
+    /// nothing references or covers, no change-log entry whose owner is gone. With `repair`,
+    /// runs recovery and deletes orphan blobs. Meant for a quiescent data directory: writes
+    /// running in another process can show up as passing orphans.
+    pub async fn fsck(&self, repair: bool) -> Result<FsckReport, Error> {
+        let mut report = FsckReport::default();
+        if repair {
+            report.recovered = Some(self.store.recover().await?);
+        }
+        let now = self.clock.now();
+        let hv = |source| Error::Read {
+            tier: cairn_core::Tier::Hv,
+            source,
+        };
+        let lt = |e: std::io::Error| Error::Read {
+            tier: cairn_core::Tier::Lt,
+            source: e.into(),
+        };
+        let log = |source| Error::Read {
+            tier: cairn_core::Tier::Log,
+            source,
+        };
+
+        let mut tombstones: HashSet<(KeyBuf, Revision)> = HashSet::new();
+        let mut after: Option<KeyBuf> = None;
+        loop {
+            let page = self.db().rows(after.as_deref(), FSCK_PAGE).map_err(hv)?;
+            report.rows += page.len() as u64;
+            for (key, row) in &page {
+                if let HvRow::Tombstone(t) = row.at(now) {
+                    tombstones.insert((key.clone(), t.revision));
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == FSCK_PAGE => after = Some(key.clone()),
+                _ => break,
+            }
+        }
+        let entries = self.db().log_entries().map_err(log)?;
+        let covered: HashSet<(KeyBuf, Revision)> = entries
+            .iter()
+            .flat_map(|e| {
+                [e.record.new, e.record.old]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| (e.record.key.clone(), r))
+            })
+            .collect();
+        report.stale_entries = entries.into_iter().filter(|e| !e.owner_live).collect();
+
+        let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
+        for blob in self.blobs().blobs() {
+            let BlobInfo {
+                key,
+                revision,
+                meta,
+                path,
+            } = blob.map_err(lt)?;
+            report.blobs += 1;
+            if is_expired(meta.expires, now) {
+                continue;
+            }
+            let id = (key, revision);
+            if !tombstones.contains(&id) && !covered.contains(&id) {
+                report.orphans.push((id.0.clone(), id.1, path));
+            }
+            live_blobs.insert(id);
+        }
+        report.dangling = tombstones
+            .into_iter()
+            .filter(|id| !live_blobs.contains(id))
+            .collect();
+        report.dangling.sort();
+        report.orphans.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+
+        if repair {
+            for (key, revision, _) in &report.orphans {
+                self.blobs()
+                    .delete(BlobId {
+                        key,
+                        revision: *revision,
+                    })
+                    .await
+                    .map_err(|source| Error::Read {
+                        tier: cairn_core::Tier::Lt,
+                        source,
+                    })?;
+                report.orphans_deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+}
