@@ -32,8 +32,8 @@ pub enum PlantedBug {
     LogEntryRemovedBeforeCleanup,
     /// Revisions come from a counter that every client (and every restart) begins at 1.
     RevisionsReused,
-    /// A failed compare-and-write with `expected = None` is retried blindly.
-    UnconditionalCasRetried,
+    /// A compare-and-write that failed (and may have applied) is retried blindly.
+    CasRetriedBlindly,
     /// A failed blob write is ignored and the tombstone committed anyway.
     CommitAfterFailedBlobWrite,
     /// The blob is written before the change that covers it is recorded.
@@ -60,7 +60,7 @@ impl PlantedBug {
         PlantedBug::GetGivesUpOnVanishedBlob,
         PlantedBug::LogEntryRemovedBeforeCleanup,
         PlantedBug::RevisionsReused,
-        PlantedBug::UnconditionalCasRetried,
+        PlantedBug::CasRetriedBlindly,
         PlantedBug::CommitAfterFailedBlobWrite,
         PlantedBug::BlobWrittenBeforeLogRecord,
         PlantedBug::LoserCleansUpAsWinner,

@@ -2,6 +2,8 @@
 //! change, write the blob (large put only), then compare-and-write, which is the commit point.
 
 use crate::machine::unexpected;
+#[cfg(feature = "planted-bugs")]
+use crate::planted::{planted, PlantedBug};
 use crate::tiered::cleanup::Phase;
 use crate::{
     Applied, BlobId, Change, ChangeId, Completion, Config, HvWrite, Instant, Key, Request,
@@ -27,6 +29,12 @@ enum State {
         attempt: u8,
     },
     Finished(CommitEnd),
+    /// PLANTED BUG (`OldBlobDeletedBeforeCommit`): deleting `old` before the commit point.
+    #[cfg(feature = "planted-bugs")]
+    PlantedDeleteOld,
+    /// PLANTED BUG (`BlobWrittenBeforeLogRecord`): recording the change after the blob write.
+    #[cfg(feature = "planted-bugs")]
+    PlantedRecordAfterBlob,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +46,9 @@ pub(crate) struct Commit {
     pub old: Option<Revision>,
     write: HvWrite,
     state: State,
+    /// PLANTED BUG (`CasRetriedBlindly`): retries of the compare-and-write so far.
+    #[cfg(feature = "planted-bugs")]
+    blind_retries: u8,
 }
 
 impl Commit {
@@ -58,6 +69,22 @@ impl Commit {
             old,
             write,
             state: State::AwaitRecord { attempt: 0 },
+            #[cfg(feature = "planted-bugs")]
+            blind_retries: 0,
+        }
+    }
+
+    /// Applies the planted bugs that change where a commit starts.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, config: &Config, small_put: bool) {
+        // PLANTED BUG: a small put over a tombstone skips the change log (and, in the mutation,
+        // its cleanup).
+        if small_put && planted(config, PlantedBug::SmallPutOverTombstoneUnlogged) {
+            self.state = State::AwaitCas;
+        }
+        // PLANTED BUG: the blob is written before the change that covers it is durable.
+        if self.new.is_some() && planted(config, PlantedBug::BlobWrittenBeforeLogRecord) {
+            self.state = State::AwaitBlobWrite;
         }
     }
 
@@ -71,6 +98,22 @@ impl Commit {
     /// The outstanding request, or `None` once finished.
     pub fn request<'a>(&self, key: &'a Key, now: Instant) -> Option<Request<'a>> {
         Some(match self.state {
+            #[cfg(feature = "planted-bugs")]
+            State::PlantedRecordAfterBlob => Request::LogRecord {
+                id: self.id,
+                change: Change {
+                    key,
+                    new: self.new,
+                    old: self.old,
+                },
+            },
+            #[cfg(feature = "planted-bugs")]
+            State::PlantedDeleteOld => Request::LtDelete {
+                blob: BlobId {
+                    key,
+                    revision: self.old.expect("planted only when there is an old blob"),
+                },
+            },
             State::AwaitRecord { .. } => Request::LogRecord {
                 id: self.id,
                 change: Change {
@@ -111,6 +154,65 @@ impl Commit {
         let finish = |result, phase| State::Finished(CommitEnd { result, phase });
         let failed = |tier, applied| Err(WriteError { tier, applied });
         self.state = match (self.state, completion) {
+            // PLANTED BUG: the blob the row still references is deleted before the commit.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitRecord { .. }, Completion::Done)
+                if self.old.is_some()
+                    && planted(config, PlantedBug::OldBlobDeletedBeforeCommit) =>
+            {
+                State::PlantedDeleteOld
+            }
+            #[cfg(feature = "planted-bugs")]
+            (State::PlantedDeleteOld, Completion::Done | Completion::Failed) => match self.write {
+                HvWrite::Tombstone(_) => State::AwaitBlobWrite,
+                HvWrite::Inline(_) | HvWrite::Delete => State::AwaitCas,
+            },
+            // PLANTED BUG: the change is recorded only now, after the blob exists.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitBlobWrite, Completion::BlobWritten { size })
+                if planted(config, PlantedBug::BlobWrittenBeforeLogRecord) =>
+            {
+                let HvWrite::Tombstone(ref mut t) = self.write else {
+                    unreachable!("only a tombstone write awaits a blob write")
+                };
+                t.size = size;
+                State::PlantedRecordAfterBlob
+            }
+            #[cfg(feature = "planted-bugs")]
+            (State::PlantedRecordAfterBlob, Completion::Done) => State::AwaitCas,
+            #[cfg(feature = "planted-bugs")]
+            (State::PlantedRecordAfterBlob, Completion::Failed) => {
+                finish(failed(Tier::Log, Applied::No), Phase::Recorded)
+            }
+            // PLANTED BUG: a failed (perhaps partial) blob write is committed anyway.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitBlobWrite, Completion::Failed)
+                if planted(config, PlantedBug::CommitAfterFailedBlobWrite) =>
+            {
+                State::AwaitCas
+            }
+            // PLANTED BUG: the loser deletes `old` (the winner's business) and keeps `new`.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitCas, Completion::Cas(false))
+                if planted(config, PlantedBug::LoserCleansUpAsWinner) =>
+            {
+                finish(Ok(WriteOutcome::Superseded), Phase::Committed)
+            }
+            // PLANTED BUG: a compare-and-write that may have applied is sent again.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitCas, Completion::Failed)
+                if planted(config, PlantedBug::CasRetriedBlindly) && retry(self.blind_retries) =>
+            {
+                self.blind_retries += 1;
+                State::AwaitCas
+            }
+            // PLANTED BUG: whatever the re-read shows is taken as our commit.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitResolve { .. }, Completion::Row(_))
+                if planted(config, PlantedBug::ResolveAssumesCommitted) =>
+            {
+                finish(Ok(WriteOutcome::Committed), Phase::Committed)
+            }
             (State::AwaitRecord { .. }, Completion::Done) => match self.write {
                 HvWrite::Tombstone(_) => State::AwaitBlobWrite,
                 HvWrite::Inline(_) | HvWrite::Delete => State::AwaitCas,
@@ -180,6 +282,10 @@ impl State {
             State::AwaitCas => "AwaitCas",
             State::AwaitResolve { .. } => "AwaitResolve",
             State::Finished(_) => "Finished",
+            #[cfg(feature = "planted-bugs")]
+            State::PlantedDeleteOld => "PlantedDeleteOld",
+            #[cfg(feature = "planted-bugs")]
+            State::PlantedRecordAfterBlob => "PlantedRecordAfterBlob",
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use crate::limits::MAX_REDIRECT_HOPS;
 use crate::machine::unexpected;
+#[cfg(feature = "planted-bugs")]
+use crate::PlantedBug;
 use crate::{
     BlobId, ByteRange, Completion, Config, HvRow, Instant, Key, Machine, ObjectMeta, Poll,
     ReadError, Request, Revision, Span, Tier, Tombstone,
@@ -72,6 +74,9 @@ pub struct Get<'k> {
     head: bool,
     io_attempts: u8,
     state: State,
+    /// PLANTED BUG (`GetGivesUpOnVanishedBlob`) switch.
+    #[cfg(feature = "planted-bugs")]
+    bug: Option<PlantedBug>,
 }
 
 impl<'k> Get<'k> {
@@ -97,6 +102,8 @@ impl<'k> Get<'k> {
             head,
             io_attempts: config.io_attempts,
             state,
+            #[cfg(feature = "planted-bugs")]
+            bug: config.bug,
         }
     }
 
@@ -200,6 +207,12 @@ impl Machine for Get<'_> {
                 },
                 Completion::Blob { found: false },
             ) => {
+                // PLANTED BUG: the vanished blob is taken for a missing object.
+                #[cfg(feature = "planted-bugs")]
+                if self.bug == Some(PlantedBug::GetGivesUpOnVanishedBlob) {
+                    self.state = State::Finished(Ok(None));
+                    return;
+                }
                 if hops >= MAX_REDIRECT_HOPS {
                     State::Finished(Err(ReadError::Unstable))
                 } else {

@@ -3,6 +3,8 @@
 //! involved at all, then the shared [`Commit`] step.
 
 use crate::machine::unexpected;
+#[cfg(feature = "planted-bugs")]
+use crate::planted::{planted, PlantedBug};
 use crate::tiered::cleanup::{PendingCleanup, Phase};
 use crate::tiered::commit::{Commit, CommitEnd};
 use crate::{
@@ -97,9 +99,25 @@ impl<'k> Mutation<'k> {
     pub fn poll(&mut self, now: Instant) -> Poll<'_, MutationDone> {
         if let State::Committing(commit) = self.state {
             if let Some(CommitEnd { result, phase }) = commit.end() {
+                #[allow(unused_mut)] // only the planted bugs change them
+                let (mut phase, mut cleanup) = (phase, true);
+                // PLANTED BUG: an unknown outcome is cleaned up as a lost race (deletes `new`).
+                #[cfg(feature = "planted-bugs")]
+                if phase == Phase::Unknown
+                    && planted(&self.config, PlantedBug::UnknownOutcomeTreatedAsLost)
+                {
+                    phase = Phase::Lost;
+                }
+                // PLANTED BUG: the unlogged small put over a tombstone leaves no cleanup.
+                #[cfg(feature = "planted-bugs")]
+                if matches!(self.opening, Opening::PutNonTombstone(_))
+                    && planted(&self.config, PlantedBug::SmallPutOverTombstoneUnlogged)
+                {
+                    cleanup = false;
+                }
                 self.state = State::Finished {
                     result,
-                    cleanup: Some((phase, commit)),
+                    cleanup: cleanup.then_some((phase, commit)),
                 };
             }
         }
@@ -156,7 +174,16 @@ impl<'k> Mutation<'k> {
     }
 
     fn opened(&self, completion: Completion<'_>) -> State {
-        let commit = |new, old, write| State::Committing(Commit::new(self.id, new, old, write));
+        let commit = |new, old, write| {
+            #[allow(unused_mut)] // only the planted bugs change it
+            let mut commit = Commit::new(self.id, new, old, write);
+            #[cfg(feature = "planted-bugs")]
+            commit.plant(
+                &self.config,
+                matches!(self.opening, Opening::PutNonTombstone(_)),
+            );
+            State::Committing(commit)
+        };
         let done = |result| State::Finished {
             result,
             cleanup: None,
@@ -170,6 +197,19 @@ impl<'k> Mutation<'k> {
                     }
                     (Guarded::Blocked(t), _) => commit(None, Some(t.revision), HvWrite::Delete),
                 }
+            }
+            // PLANTED BUG: a guarded write that failed is said not to have taken effect.
+            #[cfg(feature = "planted-bugs")]
+            (Opening::PutNonTombstone(_) | Opening::DeleteNonTombstone, Completion::Failed)
+                if planted(
+                    &self.config,
+                    PlantedBug::FailedGuardedWriteReportedUnapplied,
+                ) =>
+            {
+                done(Err(WriteError {
+                    tier: Tier::Hv,
+                    applied: Applied::No,
+                }))
             }
             // A guarded write that failed may have been applied.
             (Opening::PutNonTombstone(_) | Opening::DeleteNonTombstone, Completion::Failed) => {

@@ -2,6 +2,8 @@
 //! cleanup that gave up). It never replays or finishes a compare-and-write.
 
 use crate::machine::unexpected;
+#[cfg(feature = "planted-bugs")]
+use crate::planted::{planted, PlantedBug};
 use crate::tiered::cleanup::{Cleanup, CleanupOutcome, PendingCleanup, Phase};
 use crate::{ChangeId, Completion, Config, Instant, Machine, Poll, Request};
 
@@ -78,6 +80,11 @@ impl Machine for Recovery {
                 }
                 self.after = Some(done.id);
                 self.state = State::AwaitScan { attempt: 0 };
+                // PLANTED BUG: recovery ends after its first entry.
+                #[cfg(feature = "planted-bugs")]
+                if planted(&self.config, PlantedBug::RecoveryStopsAfterOneEntry) {
+                    self.state = State::Finished;
+                }
             }
         }
         if let State::Finished = self.state {
@@ -112,11 +119,18 @@ impl Machine for Recovery {
                 );
                 self.report.entries += 1;
                 let change = entry.change;
+                #[allow(unused_mut)] // only the planted bugs change it
+                let mut phase = Phase::Unknown;
+                // PLANTED BUG: the old blob is deleted as if the change had committed, unread.
+                #[cfg(feature = "planted-bugs")]
+                if planted(&self.config, PlantedBug::RecoveryDeletesWithoutReread) {
+                    phase = Phase::Committed;
+                }
                 let pending = PendingCleanup {
                     id: entry.id,
                     new: change.new,
                     old: change.old,
-                    phase: Phase::Unknown,
+                    phase,
                 };
                 State::Cleaning(Cleanup::new(change.key.to_key_buf(), pending, self.config))
             }
