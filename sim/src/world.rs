@@ -31,8 +31,9 @@
 //! ```
 
 use cairn_core::{
-    cas_verdict, is_expired, CasVerdict, Change, ChangeId, Completion, Guarded, HvRow, HvWrite,
-    Instant, Key, KeyBuf, LogEntry, Machine, ObjectMeta, Poll, Request, Revision, Tombstone,
+    cas_verdict_planted, is_expired, CasVerdict, Change, ChangeId, Completion, Guarded, HvRow,
+    HvWrite, Instant, Key, KeyBuf, LogEntry, Machine, ObjectMeta, PlantedBug, Poll, Request,
+    Revision, Tombstone,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -169,7 +170,8 @@ impl LoggedChange {
 
     /// Whether this entry names `revision` of `key` as its `new` or `old` blob.
     pub fn covers(&self, key: &Key, revision: Revision) -> bool {
-        *self.key == *key && (self.new == Some(revision) || self.old == Some(revision))
+        // Revisions first: comparing them is cheaper than comparing keys, and rarely equal.
+        (self.new == Some(revision) || self.old == Some(revision)) && *self.key == *key
     }
 }
 
@@ -183,6 +185,18 @@ pub enum CasMode {
     Reapply,
     /// Answer true without writing.
     Skip,
+}
+
+/// A deliberate bug in the simulated tiers, for the simulator's mutation testing: a backend that
+/// breaks its contract in a way cairn cannot be expected to survive, which the checkers must
+/// notice. `None` everywhere except in `cairn-sim mutants`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorldBug {
+    /// Conditional writes (`put_non_tombstone`, `delete_non_tombstone`, `compare_and_write`)
+    /// judge the stored row, so an expired tombstone still blocks or satisfies them.
+    ConditionalOpsIgnoreExpiry,
+    /// `LogScan` hands out entries that live operations still own.
+    LogScanReturnsHeldEntries,
 }
 
 /// What the driver knows about the operation a request belongs to, beyond the request itself.
@@ -290,10 +304,18 @@ impl fmt::Display for Answer {
 pub struct World {
     mode: CasMode,
     now: Instant,
-    hv: BTreeMap<KeyBuf, Row>,
-    lt: BTreeMap<(KeyBuf, Revision), Blob>,
-    log: BTreeMap<ChangeId, LoggedChange>,
+    // Keyed by the key's bytes, not by `KeyBuf`: a `KeyBuf` is a kilobyte inline, and the
+    // simulator moves these maps' entries millions of times a second.
+    hv: BTreeMap<Box<[u8]>, Row>,
+    lt: BTreeMap<Box<[u8]>, BTreeMap<Revision, Blob>>,
+    log: BTreeMap<ChangeId, Box<LoggedChange>>,
     held: BTreeSet<ChangeId>,
+    /// A bug planted in the shared compare-and-write decision (`cas_verdict`).
+    cas_bug: Option<PlantedBug>,
+    /// A bug planted in these tiers themselves.
+    bug: Option<WorldBug>,
+    /// How many times a request met a stored row or blob that had expired.
+    expired_seen: u64,
 }
 
 impl World {
@@ -315,6 +337,17 @@ impl World {
         self.mode
     }
 
+    /// Plants bugs: `cas_bug` in the shared compare-and-write decision, `bug` in the tiers.
+    pub fn plant(&mut self, cas_bug: Option<PlantedBug>, bug: Option<WorldBug>) {
+        self.cas_bug = cas_bug;
+        self.bug = bug;
+    }
+
+    /// How many times a request met a stored row or blob that had expired (a coverage count).
+    pub fn expired_seen(&self) -> u64 {
+        self.expired_seen
+    }
+
     /// The world's clock, which judges blob expiry and the invariants.
     pub fn now(&self) -> Instant {
         self.now
@@ -334,7 +367,7 @@ impl World {
     pub fn apply(&mut self, request: &Request<'_>, op: OpContext) -> Answer {
         match *request {
             Request::HvRead { key, now, .. } => {
-                let row = self.live_row(key, now);
+                let row = self.counted_live_row(key, now);
                 Answer {
                     reply: Reply::Row(row.map_or(HvRow::Absent, |r| r.hv())),
                     // A metadata read does not fetch the payload, but the metadata belongs to
@@ -343,22 +376,21 @@ impl World {
                 }
             }
             Request::HvPutNonTombstone { key, meta, now } => {
-                Answer::new(Reply::Guarded(match self.live_row(key, now) {
+                Answer::new(Reply::Guarded(match self.conditional_row(key, now) {
                     Some(Row::Tombstone(t)) => Guarded::Blocked(t),
                     _ => {
                         let value = op.value;
-                        self.hv
-                            .insert(key.to_key_buf(), Row::Inline { meta, value });
+                        self.set_row(key, Row::Inline { meta, value });
                         Guarded::Applied
                     }
                 }))
             }
             Request::HvDeleteNonTombstone { key, now } => {
-                Answer::new(Reply::Guarded(match self.live_row(key, now) {
+                Answer::new(Reply::Guarded(match self.conditional_row(key, now) {
                     Some(Row::Tombstone(t)) => Guarded::Blocked(t),
                     _ => {
                         // An expired tombstone is removed too: it counts as absent.
-                        self.hv.remove(key);
+                        self.hv.remove(key.as_bytes());
                         Guarded::Applied
                     }
                 }))
@@ -369,8 +401,11 @@ impl World {
                 write,
                 now,
             } => {
-                let live = self.live_row(key, now).map_or(HvRow::Absent, |r| r.hv());
-                let ok = match (cas_verdict(live, expected, &write), self.mode) {
+                let live = self
+                    .conditional_row(key, now)
+                    .map_or(HvRow::Absent, |r| r.hv());
+                let verdict = cas_verdict_planted(live, expected, &write, self.cas_bug);
+                let ok = match (verdict, self.mode) {
                     (CasVerdict::Conflict, _) => false,
                     (CasVerdict::AlreadyApplied, CasMode::Skip) => true,
                     (CasVerdict::Apply, _) | (CasVerdict::AlreadyApplied, CasMode::Reapply) => {
@@ -391,12 +426,14 @@ impl World {
                     value: op.value,
                     complete: true,
                 };
-                self.lt
-                    .insert((blob.key.to_key_buf(), blob.revision), stored);
+                self.set_blob(blob.key, blob.revision, stored);
                 Answer::new(Reply::BlobWritten { size })
             }
             Request::LtGet { blob, .. } | Request::LtHead { blob } => {
                 let found = self.live_blob(blob.key, blob.revision);
+                if found.is_none() && self.blob(blob.key, blob.revision).is_some() {
+                    self.expired_seen += 1;
+                }
                 Answer {
                     reply: Reply::Blob {
                         found: found.is_some(),
@@ -405,14 +442,17 @@ impl World {
                 }
             }
             Request::LtDelete { blob } => {
-                self.lt.remove(&(blob.key.to_key_buf(), blob.revision));
+                self.remove_blob(blob.key, blob.revision);
                 Answer::new(Reply::Done)
             }
             Request::LogRecord { id, change } => {
                 let change = LoggedChange::from_change(&change);
-                let existing = self.log.entry(id).or_insert_with(|| change.clone());
+                let existing = self
+                    .log
+                    .entry(id)
+                    .or_insert_with(|| Box::new(change.clone()));
                 assert_eq!(
-                    *existing, change,
+                    **existing, change,
                     "driver bug: change id {id} recorded twice with different changes"
                 );
                 Answer::new(Reply::Done)
@@ -426,15 +466,62 @@ impl World {
                 let entry = self
                     .log
                     .range((from, Bound::Unbounded))
-                    .find(|(id, _)| !self.held.contains(id))
-                    .map(|(id, change)| (*id, Box::new(change.clone())));
+                    .find(|(id, _)| {
+                        !self.held.contains(id)
+                            || self.bug == Some(WorldBug::LogScanReturnsHeldEntries)
+                    })
+                    .map(|(id, change)| (*id, change.clone()));
                 Answer::new(Reply::Entry(entry))
             }
         }
     }
 
     fn live_row(&self, key: &Key, now: Instant) -> Option<Row> {
-        self.hv.get(key).copied().filter(|row| row.is_live(now))
+        self.hv
+            .get(key.as_bytes())
+            .copied()
+            .filter(|row| row.is_live(now))
+    }
+
+    /// [`World::live_row`], counting a row that expired.
+    fn counted_live_row(&mut self, key: &Key, now: Instant) -> Option<Row> {
+        let stored = self.hv.get(key.as_bytes()).copied();
+        let live = stored.filter(|row| row.is_live(now));
+        if stored.is_some() && live.is_none() {
+            self.expired_seen += 1;
+        }
+        live
+    }
+
+    /// The row a conditional write is judged against: the live row, unless a planted bug makes
+    /// the tiers ignore expiry there.
+    fn conditional_row(&mut self, key: &Key, now: Instant) -> Option<Row> {
+        if self.bug == Some(WorldBug::ConditionalOpsIgnoreExpiry) {
+            return self.hv.get(key.as_bytes()).copied();
+        }
+        self.counted_live_row(key, now)
+    }
+
+    /// Performs an `LtPut` that fails part-way: it leaves an incomplete blob behind (which
+    /// [`check_no_dangling_tombstone`] rejects if a tombstone ever points at it) and has no
+    /// answer, since the driver reports the failure.
+    ///
+    /// # Panics
+    /// If `request` is not an `LtPut` or `op` has no body size.
+    pub fn apply_partial(&mut self, request: &Request<'_>, op: OpContext) {
+        let Request::LtPut { blob, expires } = *request else {
+            panic!("driver bug: only a blob write can be partial, not {request}")
+        };
+        let size = op
+            .body_size
+            .unwrap_or_else(|| panic!("driver bug: lt.put {blob} without a body size"));
+        let partial = Blob {
+            size: size / 2,
+            expires,
+            value: op.value,
+            complete: false,
+        };
+        self.set_blob(blob.key, blob.revision, partial);
     }
 
     fn live_blob(&self, key: &Key, revision: Revision) -> Option<Blob> {
@@ -445,15 +532,10 @@ impl World {
 
     fn write_row(&mut self, key: &Key, write: HvWrite, value: u64) {
         match write {
-            HvWrite::Tombstone(t) => {
-                self.hv.insert(key.to_key_buf(), Row::Tombstone(t));
-            }
-            HvWrite::Inline(meta) => {
-                self.hv
-                    .insert(key.to_key_buf(), Row::Inline { meta, value });
-            }
+            HvWrite::Tombstone(t) => self.set_row(key, Row::Tombstone(t)),
+            HvWrite::Inline(meta) => self.set_row(key, Row::Inline { meta, value }),
             HvWrite::Delete => {
-                self.hv.remove(key);
+                self.hv.remove(key.as_bytes());
             }
         }
     }
@@ -462,29 +544,52 @@ impl World {
 
     /// The stored row for `key`, expired or not.
     pub fn row(&self, key: &Key) -> Option<&Row> {
-        self.hv.get(key)
+        self.hv.get(key.as_bytes())
     }
 
     /// Every stored row, in key order.
     pub fn rows(&self) -> impl Iterator<Item = (&Key, &Row)> {
-        self.hv.iter().map(|(key, row)| (&**key, row))
+        self.hv.iter().map(|(key, row)| (stored_key(key), row))
     }
 
     /// The stored blob `{key}/{revision}`, expired or not.
     pub fn blob(&self, key: &Key, revision: Revision) -> Option<&Blob> {
-        self.lt.get(&(key.to_key_buf(), revision))
+        self.lt.get(key.as_bytes())?.get(&revision)
+    }
+
+    /// The stored blobs under `key`, expired or not, in revision order.
+    pub fn blobs_of(&self, key: &Key) -> impl Iterator<Item = (Revision, &Blob)> {
+        self.lt
+            .get(key.as_bytes())
+            .into_iter()
+            .flat_map(|blobs| blobs.iter().map(|(rev, blob)| (*rev, blob)))
     }
 
     /// Every stored blob, in (key, revision) order.
     pub fn blobs(&self) -> impl Iterator<Item = (&Key, Revision, &Blob)> {
-        self.lt
-            .iter()
-            .map(|((key, rev), blob)| (&**key, *rev, blob))
+        self.lt.iter().flat_map(|(key, blobs)| {
+            let key = stored_key(key);
+            blobs.iter().map(move |(rev, blob)| (key, *rev, blob))
+        })
     }
 
     /// Every change-log entry, in id order (held or not).
     pub fn log(&self) -> impl Iterator<Item = (ChangeId, &LoggedChange)> {
-        self.log.iter().map(|(id, change)| (*id, change))
+        self.log.iter().map(|(id, change)| (*id, &**change))
+    }
+
+    /// The change-log entry `id`, if it is open.
+    pub fn entry(&self, id: ChangeId) -> Option<&LoggedChange> {
+        self.log.get(&id).map(|change| &**change)
+    }
+
+    /// The value tag a read of `key` would return now: the inline row's, or the blob's behind a
+    /// live tombstone (`None` if absent, expired, or the blob cannot be read).
+    pub fn visible(&self, key: &Key) -> Option<u64> {
+        match self.live_row(key, self.now)? {
+            Row::Inline { value, .. } => Some(value),
+            Row::Tombstone(t) => self.live_blob(key, t.revision).map(|blob| blob.value),
+        }
     }
 
     /// Whether `id` is held by a live operation.
@@ -508,27 +613,41 @@ impl World {
 
     /// Stores `row` under `key` directly.
     pub fn set_row(&mut self, key: &Key, row: Row) {
-        self.hv.insert(key.to_key_buf(), row);
+        match self.hv.get_mut(key.as_bytes()) {
+            Some(stored) => *stored = row,
+            None => {
+                self.hv.insert(key.as_bytes().into(), row);
+            }
+        }
     }
 
     /// Removes the row under `key` directly.
     pub fn remove_row(&mut self, key: &Key) -> Option<Row> {
-        self.hv.remove(key)
+        self.hv.remove(key.as_bytes())
     }
 
     /// Stores `blob` as `{key}/{revision}` directly.
     pub fn set_blob(&mut self, key: &Key, revision: Revision, blob: Blob) {
-        self.lt.insert((key.to_key_buf(), revision), blob);
+        match self.lt.get_mut(key.as_bytes()) {
+            Some(blobs) => {
+                blobs.insert(revision, blob);
+            }
+            None => {
+                self.lt
+                    .insert(key.as_bytes().into(), BTreeMap::from([(revision, blob)]));
+            }
+        }
     }
 
     /// Removes the blob `{key}/{revision}` directly.
     pub fn remove_blob(&mut self, key: &Key, revision: Revision) -> Option<Blob> {
-        self.lt.remove(&(key.to_key_buf(), revision))
+        // An emptied key keeps its (empty) map: keys come back, and reallocating costs more.
+        self.lt.get_mut(key.as_bytes())?.remove(&revision)
     }
 
     /// Adds a change-log entry directly (as a crashed operation would have left it).
     pub fn set_entry(&mut self, id: ChangeId, change: LoggedChange) {
-        self.log.insert(id, change);
+        self.log.insert(id, Box::new(change));
     }
 
     /// Stores an inline object directly.
@@ -566,14 +685,18 @@ impl World {
     /// `at`. Combine with [`World::advance_to`] (for blobs and checkers) and a later request
     /// `now` (for rows) to expire them.
     pub fn expire(&mut self, key: &Key, at: Instant) {
-        let Some(row) = self.hv.get_mut(key) else {
+        let Some(row) = self.hv.get_mut(key.as_bytes()) else {
             return;
         };
         match row {
             Row::Inline { meta, .. } => meta.expires = Some(at),
             Row::Tombstone(t) => {
                 t.expires = Some(at);
-                if let Some(blob) = self.lt.get_mut(&(key.to_key_buf(), t.revision)) {
+                let blob = self
+                    .lt
+                    .get_mut(key.as_bytes())
+                    .and_then(|blobs| blobs.get_mut(&t.revision));
+                if let Some(blob) = blob {
                     blob.expires = Some(at);
                 }
             }
@@ -581,14 +704,19 @@ impl World {
     }
 }
 
+/// A stored key's bytes as a key: they were one when they were stored.
+fn stored_key(bytes: &[u8]) -> &Key {
+    Key::new(bytes).expect("only valid keys are stored")
+}
+
 /// One line per row, blob, log entry and held id, in that order: the world's state in a form
 /// that diffs well.
 impl fmt::Display for World {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (key, row) in &self.hv {
+        for (key, row) in self.rows() {
             writeln!(f, "hv {key} {row}")?;
         }
-        for ((key, revision), blob) in &self.lt {
+        for (key, revision, blob) in self.blobs() {
             writeln!(f, "lt {key}@{revision} {blob}")?;
         }
         for (id, change) in &self.log {
@@ -667,6 +795,13 @@ pub enum Violation {
         /// The blob's revision.
         revision: Revision,
     },
+    /// A blob was deleted while a live tombstone pointed at it.
+    DeletedWhileReferenced {
+        /// The blob's key.
+        key: KeyBuf,
+        /// The blob's revision.
+        revision: Revision,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -690,6 +825,12 @@ impl fmt::Display for Violation {
             }
             Violation::UnreferencedBlob { key, revision } => {
                 write!(f, "blob {key}@{revision} unreferenced at quiescence")
+            }
+            Violation::DeletedWhileReferenced { key, revision } => {
+                write!(
+                    f,
+                    "blob {key}@{revision} deleted while a live tombstone points at it"
+                )
             }
         }
     }
@@ -763,6 +904,58 @@ pub fn check_quiescent(world: &World) -> Result<(), Violation> {
     for (key, revision) in live_blobs(world) {
         if !is_referenced(world, key, revision) {
             return Err(Violation::UnreferencedBlob {
+                key: key.to_key_buf(),
+                revision,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// No blob deleted while referenced: call it just before the world performs a request. An
+/// `LtDelete` of the blob a live tombstone points at is a violation, whatever happens next.
+#[allow(clippy::result_large_err)] // see the section comment
+pub fn check_request(world: &World, request: &Request<'_>) -> Result<(), Violation> {
+    match *request {
+        Request::LtDelete { blob } if is_referenced(world, blob.key, blob.revision) => {
+            Err(Violation::DeletedWhileReferenced {
+                key: blob.key.to_key_buf(),
+                revision: blob.revision,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`check_safety`] restricted to one key: its row, and the blobs stored under it. After a step
+/// that touched only `key`, this is all that can have changed (expiry aside, which takes a
+/// tombstone and its blob together).
+#[allow(clippy::result_large_err)] // see the section comment
+pub fn check_safety_of(world: &World, key: &Key) -> Result<(), Violation> {
+    if let Some(row @ Row::Tombstone(t)) = world.row(key) {
+        if row.is_live(world.now) {
+            let problem = match world.blob(key, t.revision) {
+                None => Some(BlobProblem::Missing),
+                Some(blob) if !blob.is_live(world.now) => Some(BlobProblem::Expired),
+                Some(blob) if !blob.complete => Some(BlobProblem::Incomplete),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(Violation::DanglingTombstone {
+                    key: key.to_key_buf(),
+                    revision: t.revision,
+                    problem,
+                });
+            }
+        }
+    }
+    for (revision, blob) in world.blobs_of(key) {
+        if !blob.is_live(world.now) {
+            continue;
+        }
+        let covered = || world.log.values().any(|c| c.covers(key, revision));
+        if !is_referenced(world, key, revision) && !covered() {
+            return Err(Violation::OrphanBlob {
                 key: key.to_key_buf(),
                 revision,
             });

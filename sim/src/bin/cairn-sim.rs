@@ -1,0 +1,400 @@
+//! `cairn-sim`: run, replay, shrink and mutation-test the deterministic simulator.
+//!
+//! ```text
+//! cairn-sim run --seeds 0..10000              many seeds on every core; a summary
+//! cairn-sim replay --seed 1234 --trace        one seed again, step by step
+//! cairn-sim shrink --seed 1234                a failing seed cut down to what matters
+//! cairn-sim mutants                           every planted bug, until caught
+//! cairn-sim bugs                              the catalogue of planted bugs
+//! ```
+
+use cairn_sim::bugs::{Bug, CATALOGUE};
+use cairn_sim::params::{Options, Profile, DEFAULT_CLIENTS, DEFAULT_OPS};
+use cairn_sim::runner::{default_jobs, replay_command, run_seeds, Progress};
+use cairn_sim::sim::{run, TapeSource};
+use cairn_sim::trace::Sink;
+use cairn_sim::{mutants, shrink};
+use clap::{Args, Parser, Subcommand};
+use std::ops::Range;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-sim",
+    version,
+    about = "Deterministic simulation of cairn's tiered protocol: races, faults, crashes, checkers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a range of seeds and summarise; exits non-zero on any violation.
+    Run {
+        /// Seeds to run, as `A..B` (B excluded) or a single seed.
+        #[arg(long, value_parser = parse_seeds)]
+        seeds: Range<u64>,
+        #[command(flatten)]
+        world: WorldArgs,
+        /// Threads (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Also fail if a fault kind or rare branch was never hit.
+        #[arg(long)]
+        require_coverage: bool,
+    },
+    /// Run one seed again, exactly; optionally print every step.
+    Replay {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
+        /// Print a readable line per step.
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Cut a failing seed's decisions (operations, faults) down to a minimal failing run.
+    Shrink {
+        /// The failing seed.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
+        /// Runs to spend at most.
+        #[arg(long, default_value_t = shrink::DEFAULT_BUDGET)]
+        budget: usize,
+    },
+    /// Run every planted bug until a seed catches it; exits non-zero if one survives.
+    Mutants {
+        /// Seeds each bug may survive.
+        #[arg(long, default_value_t = mutants::SEED_BUDGET)]
+        seeds: u64,
+        /// The first seed of every hunt.
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
+        /// Threads (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// List the planted bugs: what each breaks and what catches it.
+    Bugs,
+}
+
+/// The options that shape a run (everything else comes from the seed).
+#[derive(Args, Clone)]
+struct WorldArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = DEFAULT_CLIENTS)]
+    clients: usize,
+    /// Hot keys (default: drawn per seed, 4 to 20).
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Operations per seed, over all clients.
+    #[arg(long, default_value_t = DEFAULT_OPS)]
+    ops: usize,
+    /// Fault profile: swarm (default), calm or chaos.
+    #[arg(long, default_value = "swarm")]
+    profile: Profile,
+    /// Run with a planted bug (see `cairn-sim bugs`).
+    #[arg(long, value_parser = parse_bug)]
+    bug: Option<Bug>,
+    /// Make 1 % of seeds fail on purpose, to check that failures are reported.
+    #[arg(long)]
+    canary: bool,
+}
+
+impl WorldArgs {
+    fn options(&self) -> Result<Options, String> {
+        let options = Options {
+            clients: self.clients,
+            keys: self.keys,
+            ops: self.ops,
+            profile: self.profile,
+            bug: self.bug,
+            canary: self.canary,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+    let number = |n: &str| {
+        n.trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .map_err(|e| format!("{n:?}: {e}"))
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let range = number(a)?..number(b)?;
+            if range.is_empty() {
+                return Err(format!("empty seed range {s}"));
+            }
+            Ok(range)
+        }
+        None => number(s).map(|a| a..a + 1),
+    }
+}
+
+fn parse_bug(s: &str) -> Result<Bug, String> {
+    Bug::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = CATALOGUE.iter().map(|e| e.name).collect();
+        format!("unknown bug {s:?}; one of: {}", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            seeds,
+            world,
+            jobs,
+            require_coverage,
+        } => world
+            .options()
+            .map(|o| run_command(seeds, &o, jobs, require_coverage)),
+        Command::Replay { seed, world, trace } => {
+            world.options().map(|o| replay_command_run(seed, &o, trace))
+        }
+        Command::Shrink {
+            seed,
+            world,
+            budget,
+        } => world.options().map(|o| shrink_command(seed, &o, budget)),
+        Command::Mutants {
+            seeds,
+            first_seed,
+            world,
+            jobs,
+        } => world
+            .options()
+            .map(|o| mutants_command(&o, first_seed, seeds, jobs)),
+        Command::Bugs => Ok(bugs_command()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("cairn-sim: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// CPU time used by this process so far, where the platform tells (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at `) `.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn run_command(
+    seeds: Range<u64>,
+    options: &Options,
+    jobs: Option<usize>,
+    require_coverage: bool,
+) -> ExitCode {
+    let jobs = jobs.unwrap_or_else(default_jobs);
+    let keys = options
+        .keys
+        .map_or_else(|| "4-20 (per seed)".to_owned(), |k| k.to_string());
+    println!(
+        "cairn-sim run: seeds {}..{} | {} clients, keys {keys}, {} ops/seed, profile {}{}{} | {jobs} threads",
+        seeds.start,
+        seeds.end,
+        options.clients,
+        options.ops,
+        options.profile,
+        options.bug.map_or(String::new(), |b| format!(", bug {b}")),
+        if options.canary { ", canary" } else { "" },
+    );
+    let cpu_before = cpu_time();
+    let summary = run_seeds(seeds.clone(), options, jobs, |p: Progress| {
+        let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "  {:>9}/{} seeds  {} failed  {:.1}s  {rate:.0} seeds/s",
+            p.done,
+            p.total,
+            p.failed,
+            p.elapsed.as_secs_f64()
+        );
+    });
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let stats = &summary.stats;
+    println!();
+    print!("{stats}");
+    println!("violations: {}", stats.failed);
+    let wall = summary.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "wall {wall:.2}s: {:.0} seeds/s, {:.0} simulated ops/s",
+        stats.seeds as f64 / wall,
+        stats.ops as f64 / wall
+    );
+    if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
+        let cpu = cpu.as_secs_f64();
+        println!(
+            "cpu {cpu:.2}s: {:.0} seeds per CPU-second, {:.0} simulated ops per CPU-second",
+            stats.seeds as f64 / cpu,
+            stats.ops as f64 / cpu
+        );
+    }
+    for failed in &summary.failures {
+        println!("\nseed {} FAILED: {}", failed.seed, failed.failure);
+        println!("  replay: {}", replay_command(failed.seed, options));
+    }
+    if stats.failed > summary.failures.len() as u64 {
+        println!(
+            "\n... and {} more failing seeds",
+            stats.failed - summary.failures.len() as u64
+        );
+    }
+    let unexercised = stats.unexercised();
+    if require_coverage && !unexercised.is_empty() {
+        let names: Vec<_> = unexercised.iter().map(|c| c.name()).collect();
+        println!("\ncoverage: never hit: {}", names.join(", "));
+        return ExitCode::FAILURE;
+    }
+    if stats.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn replay_command_run(seed: u64, options: &Options, trace: bool) -> ExitCode {
+    let sink = if trace { Sink::Stdout } else { Sink::Off };
+    let report = run(seed, options, TapeSource::Live, sink);
+    println!("seed {seed}: {}", report.params);
+    match &report.failure {
+        None => {
+            println!(
+                "seed {seed}: ok ({} operations, trace hash {:016x})",
+                report.stats.ops, report.trace_hash
+            );
+            ExitCode::SUCCESS
+        }
+        Some(failure) => {
+            println!(
+                "seed {seed} FAILED [{}]: {failure}\ntrace hash {:016x}",
+                failure.checker(),
+                report.trace_hash
+            );
+            if !trace {
+                println!("  step by step: {} --trace", replay_command(seed, options));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn shrink_command(seed: u64, options: &Options, budget: usize) -> ExitCode {
+    println!("shrinking seed {seed} ({})", options.flags());
+    let Some(shrunk) = shrink::shrink(seed, options, budget) else {
+        println!("seed {seed} does not fail: nothing to shrink");
+        return ExitCode::FAILURE;
+    };
+    let kept: Vec<_> = shrunk
+        .draws
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.value != 0)
+        .collect();
+    println!(
+        "minimal run after {} runs: {} clients, {} operations; {} of {} decisions left, {} of them not the simplest choice",
+        shrunk.runs,
+        shrunk.options.clients,
+        shrunk.options.ops,
+        shrunk.values.len(),
+        shrunk.original_len,
+        kept.len()
+    );
+    println!("decisions that matter (index: what = raw value):");
+    for (i, draw) in &kept {
+        println!("  #{i}: {} = {:#x}", draw.label, draw.value);
+    }
+    println!("\nthe minimal run, step by step:");
+    let report = run(
+        seed,
+        &shrunk.options,
+        TapeSource::Replay(shrunk.values.clone()),
+        Sink::Stdout,
+    );
+    println!(
+        "\nminimal failure [{}]: {}",
+        shrunk.failure.checker(),
+        report.failure.as_ref().unwrap_or(&shrunk.failure)
+    );
+    ExitCode::SUCCESS
+}
+
+fn mutants_command(
+    options: &Options,
+    first_seed: u64,
+    budget: u64,
+    jobs: Option<usize>,
+) -> ExitCode {
+    let jobs = jobs.unwrap_or_else(default_jobs);
+    println!(
+        "cairn-sim mutants: {} planted bugs, up to {budget} seeds each from seed {first_seed}, {jobs} threads",
+        CATALOGUE.len()
+    );
+    let started = std::time::Instant::now();
+    let hunts = mutants::hunt_all(options, first_seed, budget, jobs);
+    println!("\n{:<42} {:>6} {:>8}  caught by", "bug", "seeds", "seed");
+    for hunt in &hunts {
+        match (&hunt.caught_by_seed, &hunt.failure) {
+            (Some(seed), Some(failure)) => println!(
+                "{:<42} {:>6} {:>8}  {}",
+                hunt.bug.name(),
+                hunt.seeds,
+                seed,
+                failure.checker()
+            ),
+            _ => println!(
+                "{:<42} {:>6} {:>8}  SURVIVED",
+                hunt.bug.name(),
+                hunt.seeds,
+                "-"
+            ),
+        }
+    }
+    let survivors = hunts.iter().filter(|h| h.caught_by_seed.is_none()).count();
+    if let Some((median, max)) = mutants::median_and_max(&hunts) {
+        println!(
+            "\n{} of {} caught; seeds to catch: median {median}, max {max} ({:.1}s)",
+            hunts.len() - survivors,
+            hunts.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if survivors > 0 {
+        println!("{survivors} planted bug(s) survived {budget} seeds");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn bugs_command() -> ExitCode {
+    for entry in &CATALOGUE {
+        println!(
+            "{}\n  in:        {}\n  breaks:    {}\n  caught by: {}\n",
+            entry.name, entry.site, entry.breaks, entry.caught_by
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,139 @@
+//! Runs a range of seeds on all cores and adds up what they did. The total does not depend on
+//! the number of threads: seeds are independent, counters are sums, failures are sorted by seed.
+
+use crate::params::Options;
+use crate::sim::{run, Failure, TapeSource};
+use crate::stats::Stats;
+use crate::trace::Sink;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Seeds a worker claims at a time: small enough to balance, large enough to keep the shared
+/// counter cold.
+const BATCH: u64 = 8;
+/// Failures kept in a summary (the rest are counted).
+pub const MAX_FAILURES_KEPT: usize = 20;
+
+/// One failing seed.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    /// The seed.
+    pub seed: u64,
+    /// What broke.
+    pub failure: Failure,
+}
+
+/// What a range of seeds did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Totals and coverage.
+    pub stats: Stats,
+    /// The first failing seeds, in seed order.
+    pub failures: Vec<Failed>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Progress while seeds run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Seeds finished.
+    pub done: u64,
+    /// Seeds in the range.
+    pub total: u64,
+    /// Seeds failed so far.
+    pub failed: u64,
+    /// Wall time so far.
+    pub elapsed: Duration,
+}
+
+/// Runs every seed in `seeds` on `jobs` threads, calling `progress` about once a second (wall
+/// time is used for this display only; it never influences a run).
+pub fn run_seeds(
+    seeds: Range<u64>,
+    options: &Options,
+    jobs: usize,
+    mut progress: impl FnMut(Progress),
+) -> Summary {
+    let started = Instant::now();
+    let total = seeds.end.saturating_sub(seeds.start);
+    let next = AtomicU64::new(seeds.start);
+    let done = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let merged = Mutex::new(Summary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                let mut local = Summary::default();
+                loop {
+                    let from = next.fetch_add(BATCH, Ordering::Relaxed);
+                    if from >= seeds.end {
+                        break;
+                    }
+                    for seed in from..(from + BATCH).min(seeds.end) {
+                        let report = run(seed, options, TapeSource::Live, Sink::Off);
+                        local.stats.merge(&report.stats);
+                        if let Some(failure) = report.failure {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            local.failures.push(Failed { seed, failure });
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let mut merged = merged.lock().expect("no worker panics while holding it");
+                merged.stats.merge(&local.stats);
+                merged.failures.append(&mut local.failures);
+            });
+        }
+        let mut last = Instant::now();
+        while done.load(Ordering::Relaxed) < total {
+            std::thread::sleep(Duration::from_millis(50));
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                progress(Progress {
+                    done: done.load(Ordering::Relaxed),
+                    total,
+                    failed: failed.load(Ordering::Relaxed),
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+    });
+    let mut summary = merged.into_inner().expect("workers finished");
+    summary.failures.sort_by_key(|f| f.seed);
+    summary.failures.truncate(MAX_FAILURES_KEPT);
+    summary.elapsed = started.elapsed();
+    summary
+}
+
+/// The command that replays `seed` with `options`.
+pub fn replay_command(seed: u64, options: &Options) -> String {
+    format!(
+        "cargo run --release -p cairn-sim -- replay --seed {seed} {}",
+        options.flags()
+    )
+}
+
+/// Threads to use by default: every core.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_do_not_depend_on_the_number_of_threads() {
+        let options = Options {
+            ops: 40,
+            ..Options::default()
+        };
+        let one = run_seeds(0..24, &options, 1, |_| {});
+        let four = run_seeds(0..24, &options, 4, |_| {});
+        assert_eq!(one.stats, four.stats);
+        assert_eq!(one.stats.seeds, 24);
+    }
+}
