@@ -117,6 +117,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Demo { keep } => return demo::run(*keep).map(|()| ExitCode::SUCCESS),
         Command::CrashPut { key: k, size } => return demo::crash_put(&dir, cli.lease_ms, k, *size),
+        Command::Workload { seed } => {
+            return crate::workload::run(&open(&dir, cli.lease_ms)?, *seed)
+        }
         Command::Put {
             key: k,
             file,

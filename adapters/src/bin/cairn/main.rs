@@ -13,6 +13,8 @@ mod commands;
 mod demo;
 mod output;
 mod parse;
+mod workload;
+mod workload_plan;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -110,6 +112,13 @@ pub enum Command {
         key: String,
         /// Bytes to write.
         size: u64,
+    },
+    /// (For the crash test.) Write objects forever, announcing each put on standard output
+    /// before it starts (`begin KEY SEED I SIZE`) and after it is acknowledged (`ack …`).
+    #[command(name = "__workload", hide = true)]
+    Workload {
+        /// Seeds the sequence of keys, sizes and contents.
+        seed: u64,
     },
 }
 
