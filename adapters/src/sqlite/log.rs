@@ -1,7 +1,7 @@
 //! The change log on SQLite: the `changes` table, in the same database as the rows and written
 //! through the same group commit, so `record` is durable when it returns. Entries belong to the
 //! instance that recorded them; a scan returns this instance's entries and takes over those of
-//! instances whose lease has run out (see [`lease`](super::lease)).
+//! instances whose lease has run out (see `lease.rs`).
 
 use super::codec::{id_from_blob, id_to_blob, instant_to_sql, Corrupt};
 use super::{lease, Shared, SqliteDb, SqliteError, SqliteErrorKind};

@@ -17,9 +17,9 @@
 //!
 //! # Layout
 //!
-//! See [`schema`](self#layout) — `rows` (one high-volume row per key: an inline object or a
-//! tombstone, never both, enforced by a `CHECK`), `changes` (the change log) and `instances`
-//! (leases). Keys are BLOBs compared bytewise; listings and prefix scans are byte ranges
+//! Three tables: `rows` (one high-volume row per key: an inline object or a tombstone, never both,
+//! enforced by a `CHECK`), `changes` (the change log) and `instances` (leases); the full schema is
+//! in `schema.rs`. Keys are BLOBs compared bytewise; listings and prefix scans are byte ranges
 //! (`key >= prefix AND key < successor(prefix)`), never `LIKE`. Metadata is a small versioned
 //! binary blob; a metadata read selects every column but the payload, which is stored last so
 //! that its overflow pages are never touched. Statements are prepared once per connection and
@@ -40,11 +40,13 @@
 //! # Group commit
 //!
 //! The writer thread takes the first queued request, drains every other request already queued
-//! (up to 256), runs them all in one `BEGIN IMMEDIATE … COMMIT` — each in its own `SAVEPOINT`, so
-//! one failing request fails alone — and then answers every caller. N concurrent writers thus
-//! share one fsync; [`SqliteDb::writer_stats`] counts commits and writes. Reads do not queue: they
-//! run synchronously on the calling thread, on a small pool of read connections (WAL lets readers
-//! run beside the writer), and see every write acknowledged before they started.
+//! (up to 256; if the previous batch was larger, it waits a moment — at most a quarter of the
+//! previous commit's time — for the rest of those callers), runs them all in one
+//! `BEGIN IMMEDIATE … COMMIT` — each in its own `SAVEPOINT`, so one failing request fails alone —
+//! and then answers every caller. N concurrent writers thus share one fsync;
+//! [`SqliteDb::writer_stats`] counts commits and writes. Reads do not queue: they run
+//! synchronously on the calling thread, on a small pool of read connections (WAL lets readers run
+//! beside the writer), and see every write acknowledged before they started.
 //!
 //! # Change-log ownership, leases and fencing
 //!

@@ -1,6 +1,6 @@
 //! Group commit. One thread owns the write connection; every write is a job sent to it over a
 //! channel. The thread takes the first job, drains every job already queued (up to
-//! [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE … COMMIT`, each inside its own
+//! [`MAX_BATCH`]; see [`gather`] for the short wait that keeps batches whole), runs them all in one `BEGIN IMMEDIATE … COMMIT`, each inside its own
 //! `SAVEPOINT` so that one failing job rolls back only itself, and only after the commit answers
 //! every caller. N concurrent writers therefore share one commit, and one fsync.
 //!
@@ -196,17 +196,17 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
         .clamp(std::time::Duration::from_millis(1), MAX_IDLE_TICK);
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH + 1);
     let mut open = true;
+    // The previous batch's size and commit time, to gather the next one (see `gather`).
+    let mut last = (0, std::time::Duration::ZERO);
     while open {
         match queue.recv_timeout(tick) {
             Ok(job) => batch.push(job),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Idle for a tick: whoever was writing together has stopped.
+            Err(mpsc::RecvTimeoutError::Timeout) => last = (0, std::time::Duration::ZERO),
             Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        if !batch.is_empty() {
+            gather(queue, &mut batch, last);
         }
         let writes = batch.len() as u64;
         if shared.lease.renewal_due(shared.clock.now()) {
@@ -217,12 +217,45 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
             batch.insert(0, Box::new(renewal));
         }
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             commit(&conn, &shared, &mut batch, writes);
+            last = (writes as usize, started.elapsed());
         }
     }
     // A clean close hands this instance's remaining change-log entries to the next scanner at
     // once. Best effort: if it fails, the lease simply runs out.
     let _ = lease::release(&conn, shared.lease.instance);
+}
+
+/// Longest the writer waits for stragglers before committing, whatever the commit costs.
+const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Fills `batch` with the jobs already queued, and then, if the previous batch was larger, waits
+/// briefly for the rest of its callers: answered all at once, they come back a few microseconds
+/// apart, and a writer that committed whatever had arrived first would split them into a large and
+/// a small batch, paying two commits for one. The wait is bounded by a quarter of the previous
+/// commit's time (an fsync, under `synchronous=FULL`), so it costs little where it helps and
+/// nothing where commits are cheap; a lone writer (previous batch of one) never waits.
+fn gather(
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    (last_size, last_commit): (usize, std::time::Duration),
+) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    let want = last_size.min(MAX_BATCH);
+    let deadline = std::time::Instant::now() + (last_commit / 4).min(MAX_GATHER_WAIT);
+    while batch.len() < want {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match queue.recv_timeout(left) {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Runs `batch` in one transaction and answers every job.
