@@ -70,7 +70,8 @@ pub enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Bytes START-END (inclusive), START- (to the end) or -N (the last N).
+        /// Bytes START-END (inclusive), START- (to the end) or -N (the last N; write it as
+        /// `--range=-N` so it is not taken for an option).
         #[arg(long, value_parser = parse::range)]
         range: Option<cairn_core::ByteRange>,
     },

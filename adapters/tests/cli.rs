@@ -1,0 +1,240 @@
+//! The `cairn` command, run as a user would: every command, `--json`, exit codes, bad input.
+#![cfg(feature = "cli")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cairn(dir: &Path, args: &[&str]) -> Output {
+    cairn_with_stdin(dir, args, None)
+}
+
+fn cairn_with_stdin(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cairn");
+    if let Some(bytes) = stdin {
+        use std::io::Write;
+        // A command that rejects its arguments exits without reading: a broken pipe is fine.
+        let _ = child.stdin.take().expect("piped stdin").write_all(bytes);
+    }
+    child.wait_with_output().expect("cairn finished")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cairn failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+#[test]
+fn put_get_head_ls_rm_round_trip_small_and_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = d.join("small.txt");
+    std::fs::write(&small, b"hello, cairn").unwrap();
+    let large = d.join("large.bin");
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&large, &big).unwrap();
+    let data = d.join("data");
+
+    let out = ok(&cairn(
+        &data,
+        &[
+            "put",
+            "docs/a",
+            small.to_str().unwrap(),
+            "--content-type",
+            "text/plain",
+            "--meta",
+            "owner=ada",
+        ],
+    ));
+    assert!(out.contains("12 bytes, inline"), "{out}");
+    let out = ok(&cairn(
+        &data,
+        &["put", "media/b", large.to_str().unwrap(), "--ttl", "1h"],
+    ));
+    assert!(out.contains("long-term (revision"), "{out}");
+
+    assert_eq!(cairn(&data, &["get", "docs/a"]).stdout, b"hello, cairn");
+    let copy = d.join("copy.bin");
+    ok(&cairn(
+        &data,
+        &["get", "media/b", "-o", copy.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::read(&copy).unwrap(), big);
+    assert_eq!(
+        cairn(&data, &["get", "media/b", "--range", "1000-1009"]).stdout,
+        &big[1000..1010]
+    );
+    assert_eq!(
+        cairn(&data, &["get", "media/b", "--range=-4"]).stdout,
+        &big[big.len() - 4..]
+    );
+
+    let head = ok(&cairn(&data, &["head", "docs/a"]));
+    for want in [
+        "size:         12 bytes",
+        "tier:         inline",
+        "content type: text/plain",
+        "expires:      never",
+        "meta:         owner=ada",
+    ] {
+        assert!(head.contains(want), "{want:?} in\n{head}");
+    }
+    let head = json(&cairn(&data, &["--json", "head", "media/b"]));
+    assert_eq!(head["size"], big.len() as u64);
+    assert_eq!(head["tier"], "long-term");
+    assert!(head["expires"].is_string());
+
+    let ls = ok(&cairn(&data, &["ls"]));
+    assert!(ls.contains("docs/a") && ls.contains("media/b"), "{ls}");
+    let ls = json(&cairn(&data, &["--json", "ls", "media/"]));
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+
+    ok(&cairn(&data, &["rm", "media/b"]));
+    assert_eq!(
+        code(&cairn(&data, &["get", "media/b"])),
+        1,
+        "a missing key exits 1"
+    );
+    assert_eq!(code(&cairn(&data, &["head", "media/b"])), 1);
+    let fsck = ok(&cairn(&data, &["fsck"]));
+    assert!(fsck.ends_with("ok\n"), "{fsck}");
+}
+
+#[test]
+fn put_reads_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "from-stdin", "-"],
+        Some(b"piped bytes"),
+    ));
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "implicit-stdin"],
+        Some(b"more"),
+    ));
+    assert_eq!(cairn(&data, &["get", "from-stdin"]).stdout, b"piped bytes");
+    assert_eq!(cairn(&data, &["get", "implicit-stdin"]).stdout, b"more");
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let long = "k".repeat(1025);
+    for args in [
+        vec!["put", "", "-"],
+        vec!["put", long.as_str(), "-"],
+        vec!["put", "k", "-", "--ttl", "soon"],
+        vec!["put", "k", "-", "--meta", "no-equals"],
+        vec!["get", "k", "--range", "9-3"],
+        vec!["put", "k", "/definitely/not/here"],
+    ] {
+        let out = cairn_with_stdin(&data, &args, Some(b"x"));
+        assert_ne!(code(&out), 0, "{args:?} must fail");
+        assert!(
+            matches!(code(&out), 2 | 3),
+            "{args:?} exited {}",
+            code(&out)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    // Nothing was written by any of them.
+    let ls = ok(&cairn(&data, &["ls"]));
+    assert!(ls.is_empty(), "{ls}");
+    let err = json(&cairn(&data, &["--json", "put", "", "-"]));
+    assert_eq!(err["kind"], "input");
+    // A range past the end is the caller's fault too.
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "short", "-"],
+        Some(b"abc"),
+    ));
+    assert_eq!(
+        code(&cairn(&data, &["get", "short", "--range", "10-20"])),
+        2
+    );
+}
+
+#[test]
+fn fsck_reports_an_orphan_and_repair_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "kept", "-"],
+        Some(&vec![1u8; 2 << 20]),
+    ));
+    // A writer dies between its blob write and its commit...
+    let crashed = cairn(&data, &["__crash-put", "lost", "2097152"]);
+    assert!(!crashed.status.success(), "the crash put aborts");
+    // ...and its change-log entry is lost too, so nothing covers its blob any more.
+    let db = rusqlite::Connection::open(data.join("cairn.sqlite")).unwrap();
+    assert_eq!(db.execute("DELETE FROM changes", []).unwrap(), 1);
+    drop(db);
+    let out = cairn(&data, &["fsck"]);
+    assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("orphan blob: lost"));
+    let report = json(&cairn(&data, &["--json", "fsck", "--repair"]));
+    assert_eq!(report["orphans_deleted"], 1);
+    assert_eq!(report["clean"], true);
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
+    assert_eq!(cairn(&data, &["get", "kept"]).stdout.len(), 2 << 20);
+}
+
+#[test]
+fn recover_reports_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"v")));
+    let text = ok(&cairn(&data, &["recover"]));
+    assert!(
+        text.starts_with("recovery: 0 change-log entr(ies) examined"),
+        "{text}"
+    );
+    let report = json(&cairn(&data, &["--json", "recover"]));
+    assert_eq!(
+        (report["entries"].as_u64(), report["deferred"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn demo_runs_to_the_end() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("demo")
+        .output()
+        .expect("run demo");
+    let text = ok(&out);
+    assert!(text.contains("7. restart"), "{text}");
+    assert!(
+        text.trim_end().ends_with("the change log is empty"),
+        "{text}"
+    );
+}
