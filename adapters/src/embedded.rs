@@ -26,6 +26,7 @@ use crate::{Clock, Error, SystemClock, TieredStore};
 use cairn_core::{is_expired, BlobId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// The database file inside a data directory.
@@ -114,6 +115,7 @@ pub struct Embedded<R> {
     store: EmbeddedStore<R>,
     root: PathBuf,
     clock: Arc<dyn Clock>,
+    passes: AtomicU64,
 }
 
 impl<R: Runtime> Embedded<R> {
@@ -156,6 +158,7 @@ impl<R: Runtime> Embedded<R> {
             store,
             root: root.to_path_buf(),
             clock,
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -194,7 +197,13 @@ impl<R: Runtime> Embedded<R> {
         let lt = |e: std::io::Error| backend(cairn_core::Tier::Lt, e.into());
         self.blobs().sweep_expired(now).map_err(lt)?;
         self.blobs().remove_temp_files(STALE_TEMP_AGE).map_err(lt)?;
+        self.passes.fetch_add(1, Ordering::AcqRel);
         Ok(report)
+    }
+
+    /// How many maintenance passes have completed (the one on open included).
+    pub fn maintenance_passes(&self) -> u64 {
+        self.passes.load(Ordering::Acquire)
     }
 
     /// Runs [`maintain`](Embedded::maintain) every `interval` in the background until the last
