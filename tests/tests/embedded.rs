@@ -40,18 +40,19 @@ async fn crash(dir: &std::path::Path) {
     assert!(put.catch_unwind().await.is_err(), "the writer crashed");
 }
 
+async fn open(dir: &std::path::Path) -> Arc<Embedded<TokioRuntime>> {
+    let options = EmbeddedOptions::default();
+    Arc::new(
+        Embedded::open(dir, options, TokioRuntime::current())
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn periodic_maintenance_reclaims_a_crashed_writers_leftovers() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Arc::new(
-        Embedded::open(
-            dir.path(),
-            EmbeddedOptions::default(),
-            TokioRuntime::current(),
-        )
-        .await
-        .unwrap(),
-    );
+    let data = open(dir.path()).await;
     data.maintain_every(Duration::from_secs(60));
     crash_a_writer(dir.path());
     assert_eq!(
@@ -98,15 +99,7 @@ async fn periodic_maintenance_reclaims_a_crashed_writers_leftovers() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn maintenance_stops_when_the_data_directory_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Arc::new(
-        Embedded::open(
-            dir.path(),
-            EmbeddedOptions::default(),
-            TokioRuntime::current(),
-        )
-        .await
-        .unwrap(),
-    );
+    let data = open(dir.path()).await;
     data.maintain_every(Duration::from_secs(1));
     let weak = Arc::downgrade(&data);
     drop(data);
