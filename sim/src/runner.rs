@@ -1,7 +1,7 @@
 //! Runs a range of seeds on all cores and adds up what they did. The total does not depend on
 //! the number of threads: seeds are independent, counters are sums, failures are sorted by seed.
 
-use crate::params::Options;
+use crate::params::{Options, Params};
 use crate::sim::{run, Failure, TapeSource};
 use crate::stats::Stats;
 use crate::trace::Sink;
@@ -21,6 +21,8 @@ pub const MAX_FAILURES_KEPT: usize = 20;
 pub struct Failed {
     /// The seed.
     pub seed: u64,
+    /// What the seed drew (fault rates and settings).
+    pub params: Params,
     /// What broke.
     pub failure: Failure,
 }
@@ -77,7 +79,11 @@ pub fn run_seeds(
                         local.stats.merge(&report.stats);
                         if let Some(failure) = report.failure {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            local.failures.push(Failed { seed, failure });
+                            local.failures.push(Failed {
+                                seed,
+                                params: report.params,
+                                failure,
+                            });
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }

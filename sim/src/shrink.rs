@@ -140,17 +140,17 @@ fn fewer_clients(
     values: &[u64],
     last: &mut Option<RunReport>,
 ) {
-    while options.clients > 1 {
+    // Fewer clients shift every later decision, so a count that fails is not next to the
+    // original: try the smallest counts first.
+    for clients in 1..options.clients {
         let trial = Options {
-            clients: options.clients - 1,
+            clients,
             ..*options
         };
-        match s.fails(&trial, values) {
-            Some(report) => {
-                *options = trial;
-                *last = Some(report);
-            }
-            None => break,
+        if let Some(report) = s.fails(&trial, values) {
+            *options = trial;
+            *last = Some(report);
+            return;
         }
     }
 }

@@ -1419,17 +1419,17 @@ impl Sim {
         if self.failure.is_some() {
             return;
         }
-        if let Err(LostWrite {
-            key,
-            expected,
-            found,
-        }) = self.durability.check(&self.world)
-        {
-            self.fail(Failure::LostWrite {
+        match self.durability.check(&self.world) {
+            Ok(checked) => self.stats.add(Counter::AcknowledgedWriteSurvived, checked),
+            Err(LostWrite {
                 key,
                 expected,
                 found,
-            });
+            }) => self.fail(Failure::LostWrite {
+                key,
+                expected,
+                found,
+            }),
         }
     }
 

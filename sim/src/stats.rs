@@ -47,6 +47,8 @@ pub enum Counter {
     VanishedBlobRetried,
     /// Recovery cleaned up a change-log entry.
     RecoveryCleanup,
+    /// An acknowledged write was checked for, and found, after a crash, a recovery or at the end.
+    AcknowledgedWriteSurvived,
     /// A cleanup gave up and left its entry to recovery.
     CleanupDeferred,
     /// A get gave up because the key kept changing.
@@ -57,7 +59,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in display order.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::LatencySpike,
         Counter::Reordered,
         Counter::RivalBeforeCas,
@@ -78,6 +80,7 @@ impl Counter {
         Counter::UnknownOutcomeResolved,
         Counter::VanishedBlobRetried,
         Counter::RecoveryCleanup,
+        Counter::AcknowledgedWriteSurvived,
         Counter::CleanupDeferred,
         Counter::GetUnstable,
         Counter::LinearizabilityInconclusive,
@@ -119,6 +122,7 @@ impl Counter {
             Counter::UnknownOutcomeResolved => "unknown_outcome_resolved",
             Counter::VanishedBlobRetried => "vanished_blob_retried",
             Counter::RecoveryCleanup => "recovery_cleanup",
+            Counter::AcknowledgedWriteSurvived => "acknowledged_write_survived",
             Counter::CleanupDeferred => "cleanup_deferred",
             Counter::GetUnstable => "get_unstable",
             Counter::LinearizabilityInconclusive => "linearizability_inconclusive",

@@ -1010,6 +1010,7 @@ mod tests {
     const LATER: Instant = Instant::from_millis(2_000);
     const A: Revision = Revision(0xA);
     const B: Revision = Revision(0xB);
+    const C: Revision = Revision(0xC);
 
     fn key() -> &'static Key {
         Key::new(b"k").expect("valid key")
@@ -1464,6 +1465,142 @@ mod tests {
             Ok(()),
             "expiry takes the tombstone's blob too"
         );
+    }
+
+    #[test]
+    fn deleting_a_referenced_blob_is_caught_before_it_happens() {
+        let key = key();
+        let mut w = World::new();
+        w.insert_large(key, A, 10, None, 1);
+        let delete = |revision| Request::LtDelete {
+            blob: BlobId { key, revision },
+        };
+        assert_eq!(
+            check_request(&w, &delete(A)),
+            Err(Violation::DeletedWhileReferenced {
+                key: key.to_key_buf(),
+                revision: A
+            })
+        );
+        assert_eq!(check_request(&w, &delete(B)), Ok(()), "not referenced");
+        w.expire(key, NOW);
+        w.advance_to(NOW);
+        assert_eq!(
+            check_request(&w, &delete(A)),
+            Ok(()),
+            "an expired tombstone"
+        );
+    }
+
+    #[test]
+    fn the_per_key_check_sees_what_the_whole_check_sees_on_that_key() {
+        let (k, other) = (key(), Key::new(b"other").unwrap());
+        let mut w = World::new();
+        w.insert_large(k, A, 10, None, 1);
+        w.insert_large(other, A, 10, None, 1);
+        assert_eq!(check_safety_of(&w, k), Ok(()));
+        w.remove_blob(k, A);
+        let dangling = Err(Violation::DanglingTombstone {
+            key: k.to_key_buf(),
+            revision: A,
+            problem: BlobProblem::Missing,
+        });
+        assert_eq!(check_safety_of(&w, k), dangling);
+        assert_eq!(check_safety(&w), dangling);
+        assert_eq!(check_safety_of(&w, other), Ok(()), "another key is fine");
+
+        let mut w = World::new();
+        w.set_blob(
+            k,
+            B,
+            Blob {
+                size: 1,
+                expires: None,
+                value: 1,
+                complete: true,
+            },
+        );
+        let orphan = Err(Violation::OrphanBlob {
+            key: k.to_key_buf(),
+            revision: B,
+        });
+        assert_eq!(check_safety_of(&w, k), orphan);
+        w.set_entry(
+            ChangeId(1),
+            LoggedChange {
+                key: k.to_key_buf(),
+                new: Some(B),
+                old: None,
+            },
+        );
+        assert_eq!(check_safety_of(&w, k), Ok(()), "covered by the log");
+        w.set_blob(
+            k,
+            A,
+            Blob {
+                size: 1,
+                expires: None,
+                value: 1,
+                complete: false,
+            },
+        );
+        w.set_row(k, Row::Tombstone(tomb(A)));
+        assert_eq!(
+            check_safety_of(&w, k),
+            Err(Violation::DanglingTombstone {
+                key: k.to_key_buf(),
+                revision: A,
+                problem: BlobProblem::Incomplete,
+            }),
+            "a partial blob behind a tombstone"
+        );
+    }
+
+    #[test]
+    fn a_partial_blob_write_leaves_an_incomplete_blob() {
+        let key = key();
+        let mut w = World::new();
+        let put = Request::LtPut {
+            blob: BlobId { key, revision: A },
+            expires: None,
+        };
+        w.apply_partial(&put, OpContext::put_large(3, 40));
+        let blob = w.blob(key, A).copied().unwrap();
+        assert!(!blob.complete);
+        assert_eq!((blob.size, blob.value), (20, 3));
+    }
+
+    #[test]
+    fn planted_backend_bugs_break_their_contract() {
+        let key = key();
+        let expired = Tombstone {
+            expires: Some(NOW),
+            ..tomb(A)
+        };
+        let put = Request::HvPutNonTombstone {
+            key,
+            meta: meta(3),
+            now: NOW,
+        };
+        let mut healthy = World::new();
+        healthy.set_row(key, Row::Tombstone(expired));
+        assert_eq!(guarded(&mut healthy, put, 1), Guarded::Applied);
+        let mut buggy = World::new();
+        buggy.plant(None, Some(WorldBug::ConditionalOpsIgnoreExpiry));
+        buggy.set_row(key, Row::Tombstone(expired));
+        assert_eq!(guarded(&mut buggy, put, 1), Guarded::Blocked(expired));
+
+        let mut w = World::new();
+        record(&mut w, 1, key, Some(A));
+        w.hold(ChangeId(1));
+        assert_eq!(scan(&mut w, None), None);
+        w.plant(None, Some(WorldBug::LogScanReturnsHeldEntries));
+        assert_eq!(scan(&mut w, None), Some(1));
+
+        let mut w = world_with(CasMode::Reapply, Start::Tomb(B));
+        assert!(!cas(&mut w, Some(A), HvWrite::Tombstone(tomb(C)), 1));
+        w.plant(Some(PlantedBug::CasIgnoresExpected), None);
+        assert!(cas(&mut w, Some(A), HvWrite::Tombstone(tomb(C)), 1));
     }
 
     #[test]

@@ -254,6 +254,7 @@ fn run_command(
     }
     for failed in &summary.failures {
         println!("\nseed {} FAILED: {}", failed.seed, failed.failure);
+        println!("  drew: {}", failed.params);
         println!("  replay: {}", replay_command(failed.seed, options));
     }
     if stats.failed > summary.failures.len() as u64 {
@@ -322,10 +323,15 @@ fn shrink_command(seed: u64, options: &Options, budget: usize) -> ExitCode {
         shrunk.original_len,
         kept.len()
     );
-    println!("decisions that matter (index: what = raw value):");
-    for (i, draw) in &kept {
-        println!("  #{i}: {} = {:#x}", draw.label, draw.value);
+    let mut by_label = std::collections::BTreeMap::new();
+    for (_, draw) in &kept {
+        *by_label.entry(draw.label).or_insert(0) += 1;
     }
+    let summary: Vec<_> = by_label
+        .iter()
+        .map(|(label, n)| format!("{label} ×{n}"))
+        .collect();
+    println!("choices that are not the simplest: {}", summary.join(", "));
     println!("\nthe minimal run, step by step:");
     let report = run(
         seed,

@@ -1,0 +1,98 @@
+//! The `cairn-sim` command line: exit codes, the summary, replay commands and traces.
+
+use std::process::{Command, Output};
+
+fn cairn_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn-sim"))
+        .args(args)
+        .output()
+        .expect("cairn-sim runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn run_prints_a_summary_and_exits_zero_when_every_seed_passes() {
+    let out = cairn_sim(&["run", "--seeds", "0..40", "--ops", "60", "--jobs", "1"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "seeds 40",
+        "faults injected:",
+        "rare branches hit:",
+        "lost_race",
+        "violations: 0",
+        "seeds/s",
+        "simulated ops/s",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn run_exits_non_zero_and_prints_the_replay_command_of_a_failing_seed() {
+    let out = cairn_sim(&["run", "--seeds", "40..45", "--canary", "--jobs", "1"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("seed 42 FAILED"), "{text}");
+    assert!(
+        text.contains(
+            "replay: cargo run --release -p cairn-sim -- replay --seed 42 --clients 8 --ops 200 --canary"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn replay_reproduces_the_failure_and_prints_a_readable_trace() {
+    let out = cairn_sim(&["replay", "--seed", "42", "--canary", "--trace"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("seed 42 FAILED"), "{text}");
+    assert!(text.contains("starts"), "{text}");
+    assert!(text.contains("-> hv."), "{text}");
+    assert!(text.contains("!! canary"), "{text}");
+    let plain = cairn_sim(&["replay", "--seed", "42"]);
+    assert!(plain.status.success(), "{}", stdout(&plain));
+}
+
+#[test]
+fn shrink_cuts_a_failing_seed_down_and_prints_the_minimal_run() {
+    let out = cairn_sim(&[
+        "shrink",
+        "--seed",
+        "0",
+        "--bug",
+        "old-blob-deleted-before-commit",
+        "--budget",
+        "300",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("minimal run after"), "{text}");
+    assert!(
+        text.contains("minimal failure [no blob deleted while referenced]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mutants_lists_every_bug_with_the_seeds_it_took() {
+    let out = cairn_sim(&["mutants", "--seeds", "50"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("18 of 18 caught"), "{text}");
+    assert!(text.contains("cas-not-idempotent"), "{text}");
+}
+
+#[test]
+fn bad_arguments_are_the_callers_fault() {
+    let out = cairn_sim(&["run", "--seeds", "5..5"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cairn_sim(&["run", "--seeds", "0..2", "--clients", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cairn_sim(&["replay", "--seed", "1", "--bug", "no-such-bug"]);
+    assert_eq!(out.status.code(), Some(2));
+}
