@@ -951,3 +951,49 @@ fn a_foreign_sqlite_file_and_a_zero_lease_are_refused() {
     let err = SqliteDb::open(&missing_dir, fast()).unwrap_err();
     assert!(err.to_string().contains("no/such/dir"), "{err}");
 }
+
+#[test]
+fn a_failing_request_fails_alone_in_a_shared_batch() {
+    let dir = TempDir::new();
+    let c = clock(0);
+    let db = open(
+        &dir.db(),
+        SqliteOptions::default()
+            .lease(Duration::from_secs(1))
+            .clock(c.clone()),
+    );
+    // Fenced: every compare-and-write fails; puts do not depend on the lease.
+    c.set(at(5_000));
+    std::thread::scope(|s| {
+        for w in 0..16 {
+            let hv = db.hv();
+            s.spawn(move || {
+                for i in 0..20 {
+                    let k = format!("{w}/{i}");
+                    let k = key(k.as_bytes());
+                    if w % 2 == 0 {
+                        let (m, p) = (meta(1, None), Bytes::from_static(b"p"));
+                        let put = hv.put_non_tombstone(k, &m, &p, at(0));
+                        assert_eq!(block_on(put).unwrap(), Guarded::Applied);
+                    } else {
+                        let w = Write::Tombstone(tomb(OLD, None));
+                        let err = block_on(hv.compare_and_write(k, None, w, at(0))).unwrap_err();
+                        assert_eq!(kind(&err), Some(SqliteErrorKind::Fenced), "{err}");
+                    }
+                }
+            });
+        }
+    });
+    let rows = db.rows(None, 1000).unwrap();
+    assert_eq!(
+        rows.len(),
+        8 * 20,
+        "every put and no compare-and-write landed"
+    );
+    assert!(rows.iter().all(|(_, r)| matches!(r, HvRow::Inline(_))));
+    assert!(
+        db.writer_stats().largest_batch > 1,
+        "requests shared batches"
+    );
+    assert_eq!(db.integrity_check().unwrap(), ["ok"]);
+}

@@ -267,9 +267,22 @@ fn commit(conn: &Connection, shared: &Shared, batch: &mut Vec<Box<dyn Job>>, wri
             .map_err(shared.sqlite_err(what))
     };
     let cx = WriteCx { conn, shared };
+    // A lone job needs no savepoint: if it fails, rolling back the whole transaction undoes
+    // exactly its work. That saves two statements on the uncontended path.
+    let alone = batch.len() == 1;
     let outcome = (|| {
         exec("BEGIN IMMEDIATE", "starting a write transaction")?;
         for job in batch.iter_mut() {
+            if alone {
+                if job.run(&cx).is_err() {
+                    if !conn.is_autocommit() {
+                        exec("ROLLBACK", "rolling back a failed request")?;
+                    }
+                    // The job answers with its own error; there is nothing else to answer.
+                    return Ok(false);
+                }
+                continue;
+            }
             exec("SAVEPOINT job", "starting a savepoint")?;
             if job.run(&cx).is_ok() {
                 exec("RELEASE job", "releasing a savepoint")?;
@@ -286,7 +299,7 @@ fn commit(conn: &Connection, shared: &Shared, batch: &mut Vec<Box<dyn Job>>, wri
             exec("ROLLBACK TO job", "rolling back a savepoint")?;
             exec("RELEASE job", "releasing a savepoint")?;
         }
-        exec("COMMIT", "committing")
+        exec("COMMIT", "committing").map(|()| true)
     })();
     if outcome.is_err() && !conn.is_autocommit() {
         // Nothing of the batch may commit later: end the transaction here.
@@ -294,15 +307,17 @@ fn commit(conn: &Connection, shared: &Shared, batch: &mut Vec<Box<dyn Job>>, wri
     }
     let stats = &shared.stats;
     match outcome {
-        Ok(()) => {
+        Ok(true) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.writes.fetch_add(writes, Ordering::Relaxed);
             stats.largest_batch.fetch_max(writes, Ordering::Relaxed);
         }
+        Ok(false) => {}
         Err(_) => {
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let outcome = outcome.map(drop);
     for job in batch.drain(..) {
         job.finish(outcome.clone());
     }
