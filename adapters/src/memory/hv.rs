@@ -3,7 +3,8 @@ use crate::memory_lock as lock;
 use crate::Metadata;
 use bytes::Bytes;
 use cairn_core::{
-    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, Revision, Tombstone,
+    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, ObjectMeta, Revision,
+    Tombstone,
 };
 use hashbrown::HashMap;
 use std::sync::Mutex;
@@ -19,17 +20,73 @@ pub enum CasMode {
     Skip,
 }
 
+/// A row as kept in memory. Small on purpose: a lookup touches the slot, the key and nothing
+/// else, and 10,000 rows fit a core's L2 cache (at 136 bytes a slot they did not, and every get
+/// and put paid three misses to L3).
 #[derive(Clone, Debug)]
 enum Stored {
-    Inline { meta: Metadata, payload: Bytes },
-    Tombstone(Tombstone),
+    Inline(Inline),
+    /// Boxed: tombstones are the rarer rows, and a 40-byte one inline would grow every slot.
+    Tombstone(Box<Tombstone>),
+}
+
+#[derive(Clone, Debug)]
+struct Inline {
+    payload: Bytes,
+    size: u64,
+    created: Instant,
+    expires: Option<Instant>,
+    /// Content type and user pairs, out of line: most objects have neither.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Debug)]
+struct Extra {
+    content_type: Option<String>,
+    user: Vec<(String, String)>,
+}
+
+impl Inline {
+    fn new(meta: &Metadata, payload: &Bytes) -> Inline {
+        let extra = (meta.content_type.is_some() || !meta.user.is_empty()).then(|| {
+            Box::new(Extra {
+                content_type: meta.content_type.clone(),
+                user: meta.user.clone(),
+            })
+        });
+        Inline {
+            payload: payload.clone(),
+            size: meta.size,
+            created: meta.created,
+            expires: meta.expires,
+            extra,
+        }
+    }
+
+    fn meta(&self) -> Metadata {
+        let (content_type, user) = match &self.extra {
+            Some(extra) => (extra.content_type.clone(), extra.user.clone()),
+            None => (None, Vec::new()),
+        };
+        Metadata {
+            size: self.size,
+            content_type,
+            created: self.created,
+            expires: self.expires,
+            user,
+        }
+    }
 }
 
 impl Stored {
     fn core(&self) -> HvRow {
         match self {
-            Stored::Inline { meta, .. } => HvRow::Inline(meta.core()),
-            Stored::Tombstone(t) => HvRow::Tombstone(*t),
+            Stored::Inline(row) => HvRow::Inline(ObjectMeta {
+                size: row.size,
+                created: row.created,
+                expires: row.expires,
+            }),
+            Stored::Tombstone(t) => HvRow::Tombstone(**t),
         }
     }
 }
@@ -79,7 +136,10 @@ impl MemoryHv {
 
     /// Writes a tombstone directly, bypassing the protocol (for tests of damaged states).
     pub fn force_tombstone(&self, key: &Key, tombstone: Tombstone) {
-        lock(&self.rows).insert(key.as_bytes().into(), Stored::Tombstone(tombstone));
+        lock(&self.rows).insert(
+            key.as_bytes().into(),
+            Stored::Tombstone(Box::new(tombstone)),
+        );
     }
 }
 
@@ -99,15 +159,9 @@ impl SyncHvBackend for MemoryHv {
         Ok(match (live(stored, now), stored) {
             (HvRow::Absent, _) => Row::Absent,
             (HvRow::Tombstone(t), _) => Row::Tombstone(t),
-            (
-                HvRow::Inline(_),
-                Some(Stored::Inline {
-                    meta,
-                    payload: bytes,
-                }),
-            ) => Row::Inline {
-                meta: meta.clone(),
-                payload: payload.then(|| bytes.clone()),
+            (HvRow::Inline(_), Some(Stored::Inline(row))) => Row::Inline {
+                meta: row.meta(),
+                payload: payload.then(|| row.payload.clone()),
             },
             (HvRow::Inline(_), _) => unreachable!("an inline view comes from an inline row"),
         })
@@ -121,17 +175,15 @@ impl SyncHvBackend for MemoryHv {
         now: Instant,
     ) -> BackendResult<Guarded> {
         let mut rows = lock(&self.rows);
-        if let HvRow::Tombstone(t) = live(rows.get(key.as_bytes()), now) {
-            return Ok(Guarded::Blocked(t));
-        }
-        let row = Stored::Inline {
-            meta: meta.clone(),
-            payload: payload.clone(),
-        };
+        let row = || Stored::Inline(Inline::new(meta, payload));
+        // One lookup: overwrite in place, or insert with an owned key only if the key is new.
         match rows.get_mut(key.as_bytes()) {
-            Some(slot) => *slot = row,
+            Some(slot) => match slot.core().at(now) {
+                HvRow::Tombstone(t) => return Ok(Guarded::Blocked(t)),
+                _ => *slot = row(),
+            },
             None => {
-                rows.insert(key.as_bytes().into(), row);
+                rows.insert(key.as_bytes().into(), row());
             }
         }
         Ok(Guarded::Applied)
@@ -168,13 +220,10 @@ impl SyncHvBackend for MemoryHv {
         if apply {
             match write {
                 Write::Tombstone(t) => {
-                    rows.insert(key.as_bytes().into(), Stored::Tombstone(t));
+                    rows.insert(key.as_bytes().into(), Stored::Tombstone(Box::new(t)));
                 }
                 Write::Inline { meta, payload } => {
-                    let row = Stored::Inline {
-                        meta: meta.clone(),
-                        payload: payload.clone(),
-                    };
+                    let row = Stored::Inline(Inline::new(meta, payload));
                     rows.insert(key.as_bytes().into(), row);
                 }
                 Write::Delete => {
@@ -207,5 +256,17 @@ impl SyncHvBackend for MemoryHv {
         hits.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         hits.truncate(limit);
         Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_stays_small() {
+        // A slot is the 16-byte key plus the row: 88 bytes, against 136 before the row was
+        // compacted, which made 10,000 rows (16,384 slots) spill out of a 2 MiB L2 cache.
+        assert!(size_of::<Stored>() <= 72, "{} bytes", size_of::<Stored>());
     }
 }
