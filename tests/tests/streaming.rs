@@ -21,6 +21,9 @@
 //! ([`pattern`]): the test checks that the digest it stored matches that function before it
 //! reads anything, and the reader then checks every byte it receives.
 
+#[path = "common/heap.rs"]
+mod heap;
+
 use bytes::Bytes;
 use cairn_adapters::backend::{BackendResult, LtBackend, SyncLtBackend};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
@@ -30,9 +33,8 @@ use cairn_adapters::{
 };
 use cairn_core::{BlobId, ByteRange, Config, Revision, Span, WriteOutcome};
 use futures_lite::StreamExt;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MIB: u64 = 1 << 20;
@@ -114,77 +116,7 @@ impl Drop for Tracked {
 // ---------------------------------------------------------------------------------------------
 // Meter 2: the process heap.
 
-/// The system allocator, counting live bytes and their high-water mark.
-struct CountingAlloc;
-
-static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
-static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn heap_grew(by: usize) {
-    let live = HEAP_LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    HEAP_PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only observe sizes.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`, and `new_size` is valid as the caller guarantees.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                heap_grew(new_size - layout.size());
-            } else {
-                HEAP_LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
-
-/// A heap measurement window: the peak restarts from what is live now.
-struct HeapWindow {
-    base: usize,
-}
-
-impl HeapWindow {
-    fn start() -> HeapWindow {
-        let base = HEAP_LIVE.load(Ordering::SeqCst);
-        HEAP_PEAK.store(base, Ordering::SeqCst);
-        HeapWindow { base }
-    }
-
-    /// Most heap bytes live at once above the start of the window.
-    fn peak(&self) -> u64 {
-        HEAP_PEAK.load(Ordering::SeqCst).saturating_sub(self.base) as u64
-    }
-}
+use heap::HeapWindow;
 
 /// The heap meter is process-wide, so the tests in this file take turns.
 fn serial() -> MutexGuard<'static, ()> {

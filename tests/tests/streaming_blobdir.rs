@@ -6,6 +6,8 @@
 //! The heap meter is process-wide, so this file holds a single test.
 
 mod common;
+#[path = "common/heap.rs"]
+mod heap;
 
 use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
@@ -15,8 +17,6 @@ use cairn_adapters::{BlockingStore, Body, Location, Metadata, PutOptions};
 use cairn_core::{BlobId, ByteRange, Key, Revision, Span};
 use futures_lite::future::block_on;
 use futures_lite::StreamExt;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const MIB: u64 = 1 << 20;
 /// The blob: 64 MiB.
@@ -33,76 +33,7 @@ const HEAP_SLACK: u64 = 64 * 1024;
 // ---------------------------------------------------------------------------------------------
 // The heap meter.
 
-struct CountingAlloc;
-
-static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
-static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn heap_grew(by: usize) {
-    let live = HEAP_LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    HEAP_PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only observe sizes.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`, and `new_size` is valid as the caller guarantees.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                heap_grew(new_size - layout.size());
-            } else {
-                HEAP_LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
-
-/// A measurement window: the peak restarts from what is live now.
-struct HeapWindow {
-    base: usize,
-}
-
-impl HeapWindow {
-    fn start() -> HeapWindow {
-        let base = HEAP_LIVE.load(Ordering::SeqCst);
-        HEAP_PEAK.store(base, Ordering::SeqCst);
-        HeapWindow { base }
-    }
-
-    /// Most heap bytes live at once above the start of the window.
-    fn peak(&self) -> u64 {
-        HEAP_PEAK.load(Ordering::SeqCst).saturating_sub(self.base) as u64
-    }
-}
+use heap::HeapWindow;
 
 // ---------------------------------------------------------------------------------------------
 // Content: a function of the offset, made and checked one chunk at a time.
