@@ -17,16 +17,20 @@ use cairn_core::{
     cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, ObjectMeta, Revision,
     Tombstone,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 use std::sync::Arc;
+
+// Every read selects the row's head (`kind, revision, size, expires`) first, then `meta`, then
+// `payload`, as far as it needs: see `Head` and `decode`.
 
 /// A metadata read: every column but `payload`, so SQLite never touches the payload's pages.
 pub(crate) const READ_META_SQL: &str =
-    "SELECT kind, meta, revision, size, expires FROM rows WHERE key = ?1";
+    "SELECT kind, revision, size, expires, meta FROM rows WHERE key = ?1";
 /// A full read.
 pub(crate) const READ_FULL_SQL: &str =
-    "SELECT kind, meta, revision, size, expires, payload FROM rows WHERE key = ?1";
-/// What a conditional write needs to decide: the kind, the target and the expiry.
+    "SELECT kind, revision, size, expires, meta, payload FROM rows WHERE key = ?1";
+/// What a conditional write needs to decide: the head alone.
 const PROBE_SQL: &str = "SELECT kind, revision, size, expires FROM rows WHERE key = ?1";
 const UPSERT_SQL: &str = "
     INSERT INTO rows (key, kind, meta, revision, size, expires, payload)
@@ -37,17 +41,17 @@ const UPSERT_SQL: &str = "
 const DELETE_SQL: &str = "DELETE FROM rows WHERE key = ?1";
 /// Live rows in `[lower, upper)`, bytewise (BLOB comparison is `memcmp`), never `LIKE`.
 const LIST_RANGE_SQL: &str = "
-    SELECT key, kind, meta, revision, size, expires FROM rows
+    SELECT key, kind, revision, size, expires, meta FROM rows
     WHERE key >= ?1 AND key < ?2 AND (expires IS NULL OR expires > ?3)
     ORDER BY key LIMIT ?4";
 /// Live rows from `lower` on, for a prefix without a successor (empty, or all `0xFF`).
 const LIST_FROM_SQL: &str = "
-    SELECT key, kind, meta, revision, size, expires FROM rows
+    SELECT key, kind, revision, size, expires, meta FROM rows
     WHERE key >= ?1 AND (expires IS NULL OR expires > ?2)
     ORDER BY key LIMIT ?3";
 /// Every stored row after a key, expired ones included, for `fsck`.
 const ROWS_SQL: &str = "
-    SELECT key, kind, meta, revision, size, expires FROM rows
+    SELECT key, kind, revision, size, expires, meta FROM rows
     WHERE key > ?1 ORDER BY key LIMIT ?2";
 /// At most `?2` rows whose expiry has passed at `?1`.
 const SWEEP_SQL: &str = "
@@ -101,38 +105,81 @@ fn bad(column: &'static str) -> impl Fn(rusqlite::types::FromSqlError) -> Corrup
     move |e| Corrupt(format!("column {column}: {e}"))
 }
 
-/// Decodes the columns `kind, meta, revision, size, expires[, payload]` starting at `first`.
+fn column<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<ValueRef<'r>, Corrupt> {
+    row.get_ref(i)
+        .map_err(|e| Corrupt(format!("column {i}: {e}")))
+}
+
+/// The columns every read selects first: `kind, revision, size, expires`.
+struct Head {
+    kind: i64,
+    revision: Option<Revision>,
+    size: u64,
+    expires: Option<Instant>,
+}
+
+impl Head {
+    fn decode(row: &rusqlite::Row<'_>, first: usize) -> Result<Head, Corrupt> {
+        let revision = column(row, first + 1)?
+            .as_blob_or_null()
+            .map_err(bad("revision"))?;
+        let size = column(row, first + 2)?.as_i64().map_err(bad("size"))?;
+        let expires = column(row, first + 3)?
+            .as_i64_or_null()
+            .map_err(bad("expires"))?;
+        Ok(Head {
+            kind: column(row, first)?.as_i64().map_err(bad("kind"))?,
+            revision: revision.map(id_from_blob).transpose()?.map(Revision),
+            size: size_from_sql(size)?,
+            expires: expires.map(instant_from_sql).transpose()?,
+        })
+    }
+
+    /// The tombstone a tombstone row holds.
+    fn tombstone(&self) -> Result<Tombstone, Corrupt> {
+        let revision = self
+            .revision
+            .ok_or_else(|| Corrupt("a tombstone without a revision".into()))?;
+        Ok(Tombstone {
+            revision,
+            size: self.size,
+            expires: self.expires,
+        })
+    }
+
+    /// The row as a conditional write judges it. An inline row's `created` lives in its
+    /// metadata, which a conditional write never reads (so a row whose metadata is damaged can
+    /// still be overwritten or deleted); it is reported as zero, and no caller looks at it.
+    fn verdict_view(&self) -> Result<HvRow, Corrupt> {
+        match self.kind {
+            KIND_INLINE => Ok(HvRow::Inline(ObjectMeta {
+                size: self.size,
+                created: Instant::ZERO,
+                expires: self.expires,
+            })),
+            KIND_TOMBSTONE => self.tombstone().map(HvRow::Tombstone),
+            other => Err(Corrupt(format!("unknown row kind {other}"))),
+        }
+    }
+}
+
+/// Decodes the head at `first`, then `meta` (and `payload`, if asked for) after it.
 fn decode(row: &rusqlite::Row<'_>, first: usize, payload: bool) -> Result<Stored, Corrupt> {
-    let col = |i: usize| {
-        row.get_ref(first + i)
-            .map_err(|e| Corrupt(format!("column {}: {e}", first + i)))
-    };
-    let kind = col(0)?.as_i64().map_err(bad("kind"))?;
-    let size = size_from_sql(col(3)?.as_i64().map_err(bad("size"))?)?;
-    let expires = col(4)?
-        .as_i64_or_null()
-        .map_err(bad("expires"))?
-        .map(instant_from_sql)
-        .transpose()?;
-    match kind {
+    let head = Head::decode(row, first)?;
+    match head.kind {
         KIND_INLINE => {
-            let meta = decode_meta(col(1)?.as_blob().map_err(bad("meta"))?, size, expires)?;
+            let meta = column(row, first + 4)?.as_blob().map_err(bad("meta"))?;
+            let meta = decode_meta(meta, head.size, head.expires)?;
             let payload = match payload {
-                true => Some(Bytes::copy_from_slice(
-                    col(5)?.as_blob().map_err(bad("payload"))?,
-                )),
+                true => {
+                    let bytes = column(row, first + 5)?.as_blob().map_err(bad("payload"))?;
+                    Some(Bytes::copy_from_slice(bytes))
+                }
                 false => None,
             };
             Ok(Stored::Inline { meta, payload })
         }
-        KIND_TOMBSTONE => {
-            let revision = Revision(id_from_blob(col(2)?.as_blob().map_err(bad("revision"))?)?);
-            Ok(Stored::Tombstone(Tombstone {
-                revision,
-                size,
-                expires,
-            }))
-        }
+        KIND_TOMBSTONE => head.tombstone().map(Stored::Tombstone),
         other => Err(Corrupt(format!("unknown row kind {other}"))),
     }
 }
@@ -178,45 +225,14 @@ fn load(
         .map_err(|c| shared.corrupt(key.as_bytes(), c))
 }
 
-/// The row's state as a conditional write judges it, live at `now`. Reads neither metadata nor
-/// payload: the verdict depends only on the kind, the tombstone target and the expiry, so a row
-/// whose metadata is damaged can still be overwritten or deleted. (`created` is therefore not
-/// known here; no caller of this function looks at it.)
+/// The row's state as a conditional write judges it, live at `now`: from its head alone.
 fn probe(cx: &WriteCx<'_>, key: &Key, now: Instant) -> Result<HvRow, SqliteError> {
     let shared = cx.shared;
     let err = shared.sqlite_err("reading a row to write it");
     let mut stmt = cx.conn.prepare_cached(PROBE_SQL).map_err(&err)?;
     let found = stmt
         .query_row([key.as_bytes()], |row| {
-            let columns = || -> Result<HvRow, Corrupt> {
-                let kind = row.get_ref(0).map_err(|e| Corrupt(e.to_string()))?;
-                let size = row.get_ref(2).map_err(|e| Corrupt(e.to_string()))?;
-                let size = size_from_sql(size.as_i64().map_err(bad("size"))?)?;
-                let expires = row.get_ref(3).map_err(|e| Corrupt(e.to_string()))?;
-                let expires = expires
-                    .as_i64_or_null()
-                    .map_err(bad("expires"))?
-                    .map(instant_from_sql)
-                    .transpose()?;
-                match kind.as_i64().map_err(bad("kind"))? {
-                    KIND_INLINE => Ok(HvRow::Inline(ObjectMeta {
-                        size,
-                        created: Instant::ZERO,
-                        expires,
-                    })),
-                    KIND_TOMBSTONE => {
-                        let revision = row.get_ref(1).map_err(|e| Corrupt(e.to_string()))?;
-                        let revision = revision.as_blob().map_err(bad("revision"))?;
-                        Ok(HvRow::Tombstone(Tombstone {
-                            revision: Revision(id_from_blob(revision)?),
-                            size,
-                            expires,
-                        }))
-                    }
-                    other => Err(Corrupt(format!("unknown row kind {other}"))),
-                }
-            };
-            Ok(columns())
+            Ok(Head::decode(row, 0).and_then(|h| h.verdict_view()))
         })
         .optional()
         .map_err(&err)?;
@@ -297,6 +313,26 @@ fn list_lower_bound(prefix: &[u8], after: Option<&Key>) -> Vec<u8> {
         }
         _ => prefix.to_vec(),
     }
+}
+
+/// Runs a statement selecting `key` and a row without payload; decodes every row.
+fn keyed_rows(
+    shared: &Shared,
+    stmt: &mut Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(KeyBuf, Stored)>, SqliteError> {
+    let err = shared.sqlite_err("reading rows");
+    let rows = stmt
+        .query_map(params, |row| Ok((decode_key(row), decode(row, 1, false))))
+        .map_err(&err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, stored) = row.map_err(&err)?;
+        let key = key.map_err(|c| shared.corrupt(&[], c))?;
+        let stored = stored.map_err(|c| shared.corrupt(key.as_bytes(), c))?;
+        out.push((key, stored));
+    }
+    Ok(out)
 }
 
 fn sql_limit(limit: usize) -> i64 {
@@ -426,25 +462,16 @@ impl HvBackend for SqliteHv {
                 LIST_FROM_SQL
             };
             let mut stmt = conn.prepare_cached(sql).map_err(&err)?;
-            let map = |row: &rusqlite::Row<'_>| Ok((decode_key(row), decode(row, 1, false)));
-            let rows = match &upper {
-                Some(upper) => stmt.query_map(params![lower, upper, now, limit], map),
-                None => stmt.query_map(params![lower, now, limit], map),
+            match &upper {
+                Some(upper) => keyed_rows(shared, &mut stmt, params![lower, upper, now, limit]),
+                None => keyed_rows(shared, &mut stmt, params![lower, now, limit]),
             }
-            .map_err(&err)?;
-            let mut entries = Vec::new();
-            for row in rows {
-                let (key, stored) = row.map_err(&err)?;
-                let key = key.map_err(|c| shared.corrupt(&[], c))?;
-                let stored = stored.map_err(|c| shared.corrupt(key.as_bytes(), c))?;
-                entries.push(ListEntry {
-                    key,
-                    row: stored.core(),
-                });
-            }
-            Ok(entries)
         })?;
-        Ok(entries)
+        let entries = entries.into_iter().map(|(key, stored)| ListEntry {
+            key,
+            row: stored.core(),
+        });
+        Ok(entries.collect())
     }
 }
 
@@ -457,22 +484,11 @@ impl SqliteDb {
         let after: &[u8] = after.map_or(&[], |k| k.as_bytes());
         let rows = self.readers.with(|conn| {
             let err = shared.sqlite_err("walking rows");
-            let mut stmt = conn.prepare_cached(ROWS_SQL).map_err(&err)?;
-            let rows = stmt
-                .query_map(params![after, sql_limit(limit)], |row| {
-                    Ok((decode_key(row), decode(row, 1, false)))
-                })
-                .map_err(&err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (key, stored) = row.map_err(&err)?;
-                let key = key.map_err(|c| shared.corrupt(&[], c))?;
-                let stored = stored.map_err(|c| shared.corrupt(key.as_bytes(), c))?;
-                out.push((key, stored.core()));
-            }
-            Ok(out)
+            let mut stmt = conn.prepare_cached(ROWS_SQL).map_err(err)?;
+            keyed_rows(shared, &mut stmt, params![after, sql_limit(limit)])
         })?;
-        Ok(rows)
+        let rows = rows.into_iter().map(|(key, stored)| (key, stored.core()));
+        Ok(rows.collect())
     }
 
     /// Deletes up to `limit` rows whose expiry has passed at `now`; returns how many went.
