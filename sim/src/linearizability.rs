@@ -104,7 +104,7 @@ pub fn check_with_budget(ops: &[Op], budget: u64) -> Verdict {
         value: None,
         winner_by: None,
     };
-    match search.dfs(0, initial, mandatory) {
+    match search.dfs(0, initial, mandatory, 0) {
         Ok(true) => Verdict::Linearizable,
         Ok(false) => Verdict::Violation,
         Err(Exhausted) => Verdict::Inconclusive,
@@ -127,8 +127,15 @@ struct Search {
 
 impl Search {
     /// Whether the ops not yet done can be placed after a prefix whose done-set hashes to `hash`
-    /// and leaves the register in `state`, with `mandatory` required ops still to place.
-    fn dfs(&mut self, hash: u128, state: State, mandatory: usize) -> Result<bool, Exhausted> {
+    /// and leaves the register in `state`, with `mandatory` required ops still to place. Every
+    /// op before index `from` is done.
+    fn dfs(
+        &mut self,
+        hash: u128,
+        state: State,
+        mandatory: usize,
+        from: usize,
+    ) -> Result<bool, Exhausted> {
         if mandatory == 0 && state.winner_by.is_none() {
             return Ok(true); // every optional op left can simply not have happened
         }
@@ -139,13 +146,22 @@ impl Search {
         if self.nodes > self.budget {
             return Err(Exhausted);
         }
-        // No op may go before a required op that ended before it started.
-        let horizon = (0..self.ops.len())
-            .filter(|&i| !self.done[i] && !self.ops[i].optional)
-            .map(|i| self.ops[i].end)
-            .min()
-            .unwrap_or(u64::MAX);
-        for i in 0..self.ops.len() {
+        let from = (from..self.ops.len())
+            .find(|&i| !self.done[i])
+            .unwrap_or(self.ops.len());
+        // No op may go before a required op that ended before it started. (An op that starts
+        // after the smallest end so far ends later still: the scan can stop there.)
+        let mut horizon = u64::MAX;
+        for i in from..self.ops.len() {
+            let op = &self.ops[i];
+            if op.start > horizon {
+                break;
+            }
+            if !self.done[i] && !op.optional {
+                horizon = horizon.min(op.end);
+            }
+        }
+        for i in from..self.ops.len() {
             let op = self.ops[i];
             if op.start > horizon {
                 break; // sorted by start
@@ -156,11 +172,12 @@ impl Search {
             let Some(next) = step(state, &op) else {
                 continue;
             };
-            // Placing `op` closes the window of every optional op that ended before it started.
+            // Placing `op` closes the window of every optional op that ended before it started
+            // (such an op also started before it, so comes earlier in the order).
             let mark = self.closed.len();
             self.closed.push(i);
-            for j in 0..self.ops.len() {
-                if j != i && !self.done[j] && self.ops[j].optional && self.ops[j].end < op.start {
+            for j in from..i {
+                if !self.done[j] && self.ops[j].optional && self.ops[j].end < op.start {
                     self.closed.push(j);
                 }
             }
@@ -171,7 +188,7 @@ impl Search {
                 next_hash ^= self.zobrist[j];
             }
             let left = mandatory - usize::from(!op.optional);
-            let found = self.dfs(next_hash, next, left);
+            let found = self.dfs(next_hash, next, left, from);
             for k in mark..self.closed.len() {
                 let j = self.closed[k];
                 self.done[j] = false;

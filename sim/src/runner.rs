@@ -122,6 +122,18 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     )
 }
 
+/// CPU time used by this process so far, where the platform tells (Linux); for reports only.
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may contain spaces) start after its `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ, which is 100 on every mainstream Linux configuration.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Threads to use by default: every core.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -38,7 +38,7 @@ use cairn_core::{
     ObjectMeta, Phase, Poll, ReadError, Recovery, RecoveryReport, Request, SmallPut, WriteOutcome,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -443,8 +443,8 @@ struct Sim {
     final_recovery: bool,
     durability: Durability,
     rival_ids: IdGen,
-    /// Issue numbers of requests awaiting their answer (for the reordering count).
-    outstanding: BTreeSet<u64>,
+    /// The latest-issued request answered so far (an answer to an earlier one is reordered).
+    latest_answered: u64,
     issued: u64,
     events: u64,
     stats: Stats,
@@ -514,7 +514,7 @@ impl Sim {
             final_recovery: false,
             durability: Durability::new(params.keys),
             rival_ids: IdGen::planted(derive(seed, u64::MAX, 0), core_bug),
-            outstanding: BTreeSet::new(),
+            latest_answered: 0,
             issued: 0,
             events: 0,
             stats,
@@ -880,7 +880,6 @@ impl Sim {
         let delay = self.latency();
         self.issued += 1;
         let issued = self.issued;
-        self.outstanding.insert(issued);
         self.trace.request(&request);
         if self.trace.enabled() {
             let task = self.task(tr).expect("issuing for a live task");
@@ -1186,14 +1185,10 @@ impl Sim {
                 self.now
             ));
         }
-        self.outstanding.remove(&io.issued);
-        if self
-            .outstanding
-            .first()
-            .is_some_and(|&first| first < io.issued)
-        {
+        if io.issued < self.latest_answered {
             self.stats.hit(Counter::Reordered);
         }
+        self.latest_answered = self.latest_answered.max(io.issued);
         self.advance(tr);
     }
 
@@ -1361,7 +1356,6 @@ impl Sim {
             }
             let task = self.remove(tr);
             if let Some(io) = &task.io {
-                self.outstanding.remove(&io.issued);
                 // Not yet performed: it lands now or never (a failed request never lands later).
                 if !io.settled
                     && io.fate.applies()

@@ -9,7 +9,7 @@ use std::fmt;
 pub enum Counter {
     /// A request or answer held up by a latency spike.
     LatencySpike,
-    /// An answer delivered before the answer to an earlier request.
+    /// An answer delivered after the answer to a later-issued request.
     Reordered,
     /// A rival writer committed right before a compare-and-write landed.
     RivalBeforeCas,

@@ -852,6 +852,16 @@ fn live_blobs(world: &World) -> impl Iterator<Item = (&Key, Revision)> {
         .map(|(key, revision, _)| (key, revision))
 }
 
+/// What keeps a live tombstone's blob `{key}/{revision}` from being read, if anything.
+fn blob_problem(world: &World, key: &Key, revision: Revision) -> Option<BlobProblem> {
+    match world.blob(key, revision) {
+        None => Some(BlobProblem::Missing),
+        Some(blob) if !blob.is_live(world.now) => Some(BlobProblem::Expired),
+        Some(blob) if !blob.complete => Some(BlobProblem::Incomplete),
+        Some(_) => None,
+    }
+}
+
 /// Invariant 1: every live tombstone points at an existing, complete, live blob.
 #[allow(clippy::result_large_err)] // see the section comment
 pub fn check_no_dangling_tombstone(world: &World) -> Result<(), Violation> {
@@ -860,11 +870,8 @@ pub fn check_no_dangling_tombstone(world: &World) -> Result<(), Violation> {
         if !row.is_live(world.now) {
             continue;
         }
-        let problem = match world.blob(key, t.revision) {
-            None => BlobProblem::Missing,
-            Some(blob) if !blob.is_live(world.now) => BlobProblem::Expired,
-            Some(blob) if !blob.complete => BlobProblem::Incomplete,
-            Some(_) => continue,
+        let Some(problem) = blob_problem(world, key, t.revision) else {
+            continue;
         };
         return Err(Violation::DanglingTombstone {
             key: key.to_key_buf(),
@@ -932,21 +939,15 @@ pub fn check_request(world: &World, request: &Request<'_>) -> Result<(), Violati
 /// tombstone and its blob together).
 #[allow(clippy::result_large_err)] // see the section comment
 pub fn check_safety_of(world: &World, key: &Key) -> Result<(), Violation> {
-    if let Some(row @ Row::Tombstone(t)) = world.row(key) {
-        if row.is_live(world.now) {
-            let problem = match world.blob(key, t.revision) {
-                None => Some(BlobProblem::Missing),
-                Some(blob) if !blob.is_live(world.now) => Some(BlobProblem::Expired),
-                Some(blob) if !blob.complete => Some(BlobProblem::Incomplete),
-                Some(_) => None,
-            };
-            if let Some(problem) = problem {
-                return Err(Violation::DanglingTombstone {
-                    key: key.to_key_buf(),
-                    revision: t.revision,
-                    problem,
-                });
-            }
+    let live = world.row(key).filter(|row| row.is_live(world.now));
+    let referenced = live.and_then(|row| row.target());
+    if let Some(Row::Tombstone(t)) = live {
+        if let Some(problem) = blob_problem(world, key, t.revision) {
+            return Err(Violation::DanglingTombstone {
+                key: key.to_key_buf(),
+                revision: t.revision,
+                problem,
+            });
         }
     }
     for (revision, blob) in world.blobs_of(key) {
@@ -954,7 +955,7 @@ pub fn check_safety_of(world: &World, key: &Key) -> Result<(), Violation> {
             continue;
         }
         let covered = || world.log.values().any(|c| c.covers(key, revision));
-        if !is_referenced(world, key, revision) && !covered() {
+        if referenced != Some(revision) && !covered() {
             return Err(Violation::OrphanBlob {
                 key: key.to_key_buf(),
                 revision,

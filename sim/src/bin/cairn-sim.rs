@@ -10,14 +10,13 @@
 
 use cairn_sim::bugs::{Bug, CATALOGUE};
 use cairn_sim::params::{Options, Profile, DEFAULT_CLIENTS, DEFAULT_OPS};
-use cairn_sim::runner::{default_jobs, replay_command, run_seeds, Progress};
+use cairn_sim::runner::{cpu_time, default_jobs, replay_command, run_seeds, Progress};
 use cairn_sim::sim::{run, TapeSource};
 use cairn_sim::trace::Sink;
 use cairn_sim::{mutants, shrink};
 use clap::{Args, Parser, Subcommand};
 use std::ops::Range;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -186,18 +185,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// CPU time used by this process so far, where the platform tells (Linux).
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start at `) `.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
-    Some(Duration::from_millis(ticks * 10))
 }
 
 fn run_command(
