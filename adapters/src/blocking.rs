@@ -52,7 +52,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         bytes: impl Into<Bytes>,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        block_on(pin!(self.store.put(key, bytes, options)))
+        block_on(pin!(self.store.put_bytes(
+            key.as_ref(),
+            bytes.into(),
+            options
+        )))
     }
 
     /// See [`TieredStore::put_stream`].
@@ -68,7 +72,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
     /// See [`TieredStore::get`]. The body is still a stream; read it with
     /// [`BlockingStore::read_body`] or use [`BlockingStore::get_bytes`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Object>, Error> {
-        block_on(pin!(self.store.get(key)))
+        block_on(pin!(self.store.read(key.as_ref(), None)))
     }
 
     /// The whole object's bytes.

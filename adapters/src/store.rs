@@ -216,15 +216,34 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         bytes: impl Into<Bytes>,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        let key = Key::new(key.as_ref())?;
+        self.put_bytes(key.as_ref(), bytes.into(), options).await
+    }
+
+    /// [`put`](TieredStore::put) without the generic parameters; the blocking store calls it
+    /// directly. A small put is written out here rather than awaited as a function of its own:
+    /// awaiting a future moves all of it (machine, payload, driver state) into this one's.
+    pub(crate) async fn put_bytes(
+        &self,
+        key: &[u8],
+        bytes: Bytes,
+        options: &PutOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let key = Key::new(key)?;
         options.validate()?;
-        let bytes = bytes.into();
-        let meta = options.metadata(bytes.len() as u64, self.inner.driver.now());
-        if self.inner.config.fits_inline(meta.size) {
-            self.small_put(key, meta, bytes).await
-        } else {
-            self.large_put(key, meta, Body::from_bytes(bytes)).await
+        let now = self.inner.driver.now();
+        let meta = options.metadata(bytes.len() as u64, now);
+        if !self.inner.config.fits_inline(meta.size) {
+            return self.large_put(key, meta, Body::from_bytes(bytes)).await;
         }
+        let id = crate::memory_lock(&self.inner.ids).change_id(now);
+        let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
+        let mut io = OpIo {
+            meta: Some(meta),
+            payload: Some(bytes),
+            ..OpIo::default()
+        };
+        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
+        self.finish(key, done, io, None)
     }
 
     /// Stores a body of unknown length. At most the inline threshold plus one chunk is buffered
@@ -258,29 +277,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 }
                 None => {
                     let bytes = concat(buffered, total);
-                    let meta = options.metadata(total, self.inner.driver.now());
-                    return self.small_put(key, meta, bytes).await;
+                    return self.put_bytes(key.as_bytes(), bytes, options).await;
                 }
             }
         }
-    }
-
-    async fn small_put(
-        &self,
-        key: &Key,
-        meta: Metadata,
-        payload: Bytes,
-    ) -> Result<WriteOutcome, Error> {
-        let now = meta.created;
-        let id = crate::memory_lock(&self.inner.ids).change_id(now);
-        let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
-        let mut io = OpIo {
-            meta: Some(meta),
-            payload: Some(payload),
-            ..OpIo::default()
-        };
-        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        self.finish(key, done, io, None)
     }
 
     async fn large_put(
@@ -381,7 +381,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         self.read(key.as_ref(), Some(range)).await
     }
 
-    async fn read(&self, key: &[u8], range: Option<ByteRange>) -> Result<Option<Object>, Error> {
+    pub(crate) async fn read(
+        &self,
+        key: &[u8],
+        range: Option<ByteRange>,
+    ) -> Result<Option<Object>, Error> {
         let mut machine = Get::new(Key::new(key)?, range, self.inner.config);
         let mut io = OpIo::default();
         let now = self.inner.driver.now();
