@@ -6,15 +6,15 @@ use crate::runtime::Runtime;
 use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
 use bytes::{Bytes, BytesMut};
 use cairn_core::{
-    ByteRange, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, KeyBuf, LargePut,
-    MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision, SmallPut, Span,
-    Tier, WriteOutcome,
+    ByteRange, ChangeId, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, KeyBuf,
+    LargePut, MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision,
+    SmallPut, Span, Tier, WriteOutcome,
 };
 use event_listener::Event;
 use futures_lite::StreamExt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Most entries one [`TieredStore::list`] call returns.
@@ -67,6 +67,45 @@ pub struct ListPage {
     pub next: Option<KeyBuf>,
 }
 
+/// Mints change-log ids like [`IdGen::change_id`] (creation time in the top 48 bits, 80 random
+/// bits below) without a lock: every small put and delete needs one up front, though only one
+/// that meets a tombstone uses it, and a mutex around an [`IdGen`] cost each of them two atomic
+/// read-modify-writes where this costs one.
+///
+/// The random bits are a bijective mix of a per-store random base plus a counter, so no two ids
+/// of one store are equal (for 2^64 ids, whatever the clock does), and ids of stores with other
+/// seeds (a rival process sharing the log) look independent, as `IdGen`'s do.
+struct ChangeIds {
+    base: u64,
+    low: u16,
+    next: AtomicU64,
+}
+
+impl ChangeIds {
+    fn new(seed: u64) -> ChangeIds {
+        // Not the revisions' stream: a separate draw from the same seed.
+        let mut rng = cairn_core::Rng::new(seed ^ 0x6368_616e_6765_5f69); // "change_i"
+        ChangeIds {
+            base: rng.next_u64(),
+            low: rng.next_u64() as u16,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn mint(&self, now: cairn_core::Instant) -> ChangeId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // SplitMix64's finalizer: a bijection of u64, so distinct counters give distinct bits.
+        let mut z = self
+            .base
+            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let time = (now.as_millis() as u128 & ((1 << 48) - 1)) << 80;
+        ChangeId(time | (z as u128) << 16 | self.low as u128)
+    }
+}
+
 /// Counts background tasks so that `join` can wait for them.
 #[derive(Default)]
 struct Tasks {
@@ -76,7 +115,10 @@ struct Tasks {
 
 struct Inner<D> {
     config: Config,
-    ids: Mutex<IdGen>,
+    /// Revisions, for large puts.
+    revisions: Mutex<IdGen>,
+    /// Change ids, for every put and delete: minted without a lock (see [`ChangeIds`]).
+    change_ids: ChangeIds,
     tasks: Tasks,
     driver: D,
 }
@@ -158,7 +200,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> StoreBuilder<H, L, C> {
         Ok(TieredStore {
             inner: Arc::new(Inner {
                 config: self.config,
-                ids: Mutex::new(IdGen::new(seed)),
+                revisions: Mutex::new(IdGen::new(seed)),
+                change_ids: ChangeIds::new(seed),
                 tasks: Tasks::default(),
                 driver,
             }),
@@ -235,7 +278,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         if !self.inner.config.fits_inline(meta.size) {
             return self.large_put(key, meta, Body::from_bytes(bytes)).await;
         }
-        let id = crate::memory_lock(&self.inner.ids).change_id(now);
+        let id = self.inner.change_ids.mint(now);
         let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
         let mut io = OpIo {
             meta: Some(meta),
@@ -290,10 +333,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         body: Body,
     ) -> Result<WriteOutcome, Error> {
         let now = meta.created;
-        let (revision, id) = {
-            let mut ids = crate::memory_lock(&self.inner.ids);
-            (ids.revision(now), ids.change_id(now))
-        };
+        let revision = crate::memory_lock(&self.inner.revisions).revision(now);
+        let id = self.inner.change_ids.mint(now);
         let mut machine = LargePut::new(key, revision, meta.expires, id, self.inner.config);
         // The caller's stream failing is the caller's fault, not the blob tier's: remember it.
         let body_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
@@ -317,7 +358,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
         let key = Key::new(key.as_ref())?;
         let now = self.inner.driver.now();
-        let id = crate::memory_lock(&self.inner.ids).change_id(now);
+        let id = self.inner.change_ids.mint(now);
         let mut machine = Delete::new(key, id, self.inner.config);
         let mut io = OpIo::default();
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
@@ -578,5 +619,24 @@ fn concat(chunks: Vec<Bytes>, total: u64) -> Bytes {
             chunks.iter().for_each(|c| buf.extend_from_slice(c));
             buf.freeze()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_core::Instant;
+
+    #[test]
+    fn change_ids_are_unique_per_store_time_ordered_and_seeded() {
+        let t = Instant::from_millis(1_700_000_000_000);
+        let ids = ChangeIds::new(7);
+        let minted: std::collections::HashSet<ChangeId> =
+            (0..10_000).map(|_| ids.mint(t)).collect();
+        assert_eq!(minted.len(), 10_000, "one millisecond, no repeats");
+        assert!(ids.mint(Instant::from_millis(t.as_millis() + 1)) > *minted.iter().max().unwrap());
+        let (a, b) = (ChangeIds::new(7), ChangeIds::new(7));
+        assert_eq!(a.mint(t), b.mint(t), "the same seed, the same ids");
+        assert_ne!(ChangeIds::new(8).mint(t), ChangeIds::new(7).mint(t));
     }
 }
