@@ -82,6 +82,7 @@ pub enum Row {
 
 impl Row {
     /// The core's view of this row.
+    #[inline]
     pub fn core(&self) -> HvRow {
         match self {
             Row::Absent => HvRow::Absent,

@@ -36,6 +36,7 @@ impl Body {
     }
 
     /// A body of one chunk.
+    #[inline]
     pub fn from_bytes(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
         Body {

@@ -27,6 +27,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// The part the core needs.
+    #[inline]
     pub fn core(&self) -> ObjectMeta {
         ObjectMeta {
             size: self.size,
@@ -77,6 +78,7 @@ impl PutOptions {
     }
 
     /// Checks the options against their limits.
+    #[inline]
     pub fn validate(&self) -> Result<(), MetadataError> {
         if let Some(ct) = &self.content_type {
             if ct.len() > MAX_CONTENT_TYPE_LEN || ct.chars().any(char::is_control) {
@@ -98,6 +100,7 @@ impl PutOptions {
     }
 
     /// The metadata of an object of `size` bytes written at `now`.
+    #[inline]
     pub(crate) fn metadata(&self, size: u64, now: Instant) -> Metadata {
         Metadata {
             size,

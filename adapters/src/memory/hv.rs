@@ -47,6 +47,7 @@ struct Extra {
 }
 
 impl Inline {
+    #[inline]
     fn new(meta: &Metadata, payload: &Bytes) -> Inline {
         let extra = (meta.content_type.is_some() || !meta.user.is_empty()).then(|| {
             Box::new(Extra {
@@ -63,6 +64,7 @@ impl Inline {
         }
     }
 
+    #[inline]
     fn meta(&self) -> Metadata {
         let (content_type, user) = match &self.extra {
             Some(extra) => (extra.content_type.clone(), extra.user.clone()),
@@ -79,6 +81,7 @@ impl Inline {
 }
 
 impl Stored {
+    #[inline]
     fn core(&self) -> HvRow {
         match self {
             Stored::Inline(row) => HvRow::Inline(ObjectMeta {
@@ -148,11 +151,13 @@ fn stored_key(bytes: &[u8]) -> KeyBuf {
     KeyBuf::new(bytes).expect("stored keys were validated on the way in")
 }
 
+#[inline]
 fn live(row: Option<&Stored>, now: Instant) -> HvRow {
     row.map_or(HvRow::Absent, |r| r.core().at(now))
 }
 
 impl SyncHvBackend for MemoryHv {
+    #[inline]
     fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
         let rows = lock(&self.rows);
         let stored = rows.get(key.as_bytes());
@@ -167,6 +172,7 @@ impl SyncHvBackend for MemoryHv {
         })
     }
 
+    #[inline]
     fn put_non_tombstone(
         &self,
         key: &Key,
