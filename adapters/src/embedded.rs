@@ -22,7 +22,7 @@ use crate::runtime::Runtime;
 use crate::sqlite::{
     LoggedChange, OpenError as SqliteOpenError, SqliteDb, SqliteHv, SqliteLog, SqliteOptions,
 };
-use crate::{Clock, Error, SystemClock, TieredStore};
+use crate::{Clock, CoarseClock, Error, TieredStore};
 use cairn_core::{is_expired, BlobId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,8 @@ pub struct EmbeddedOptions {
     pub config: Config,
     /// SQLite settings (durability, busy timeout, lease).
     pub sqlite: SqliteOptions,
-    /// Where `now` comes from, for the store, the lease and expiry.
+    /// Where `now` comes from, for the store, the lease and expiry of both tiers (default:
+    /// [`CoarseClock`], like a store's; one clock for all, so the tiers agree on expiry).
     pub clock: Arc<dyn Clock>,
 }
 
@@ -59,7 +60,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             config: Config::DEFAULT,
             sqlite: SqliteOptions::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         }
     }
 }

@@ -71,7 +71,7 @@ pub use list::BlobInfo;
 pub use sweep::SweepReport;
 
 use crate::backend::{BackendError, BackendResult, LtBackend};
-use crate::{Body, Clock, Metadata, SystemClock};
+use crate::{Body, Clock, CoarseClock, Metadata};
 use cairn_core::{BlobId, Span};
 use layout::{context, sync_dir, Layout, FANOUT_DIRS, LAYOUT_TAG};
 use std::fmt;
@@ -94,10 +94,11 @@ pub struct BlobDirOptions {
 }
 
 impl Default for BlobDirOptions {
-    /// Expiry against the system clock.
+    /// Expiry against [`CoarseClock`], the same default clock a store reads its `now` from, so
+    /// that a blob never expires before the tombstone pointing at it does.
     fn default() -> Self {
         BlobDirOptions {
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         }
     }
 }
