@@ -35,6 +35,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The operation's name, as traces spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Get => "get",
+            Kind::Head => "head",
+            Kind::SmallPut { .. } => "small_put",
+            Kind::LargePut { .. } => "large_put",
+            Kind::Delete => "delete",
+        }
+    }
+
     /// Whether the operation writes.
     pub fn is_write(self) -> bool {
         !matches!(self, Kind::Get | Kind::Head)
@@ -137,14 +148,12 @@ impl fmt::Display for Record {
         } else {
             format!("c{}", self.client)
         };
-        let expiry = |e: Option<Instant>| e.map_or(String::new(), |e| format!(" expires={e}"));
-        let what = match self.kind {
-            Kind::Get => "get".to_owned(),
-            Kind::Head => "head".to_owned(),
-            Kind::SmallPut { value, expires } => format!("small_put {value}{}", expiry(expires)),
-            Kind::LargePut { value, expires } => format!("large_put {value}{}", expiry(expires)),
-            Kind::Delete => "delete".to_owned(),
+        let written = match self.kind.written() {
+            Some((value, Some(e))) => format!(" {value} expires={e}"),
+            Some((value, None)) => format!(" {value}"),
+            None => String::new(),
         };
+        let what = format!("{}{written}", self.kind.name());
         let outcome = match self.outcome {
             Outcome::Read(Some(tag)) => format!("-> {tag}"),
             Outcome::Read(None) => "-> absent".to_owned(),

@@ -390,6 +390,24 @@ struct Task {
     ticket: Option<Ticket>,
 }
 
+impl Task {
+    /// A task of `client` with nothing in flight, no record, no entry held, reading no value.
+    fn new(client: usize, job: Job) -> Task {
+        Task {
+            client,
+            job,
+            record: None,
+            ctx: OpContext::read(),
+            held: None,
+            io: None,
+            last_read: None,
+            vanished: false,
+            cas_failed: false,
+            ticket: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct TaskRef {
     slot: u32,
@@ -759,25 +777,23 @@ impl Sim {
         if let Some(id) = held {
             self.world.hold(id);
         }
-        self.trace.line(format_args!(
-            "[{now}] c{client} starts {} on {key}{}",
-            job.name(),
-            kind.written().map_or(String::new(), |(v, e)| format!(
-                " value={v}{}",
-                e.map_or(String::new(), |e| format!(" expires={e}"))
-            ))
-        ));
+        if self.trace.enabled() {
+            let written = match kind.written() {
+                Some((value, Some(e))) => format!(" value={value} expires={e}"),
+                Some((value, None)) => format!(" value={value}"),
+                None => String::new(),
+            };
+            self.trace.line(format_args!(
+                "[{now}] c{client} starts {} on {key}{written}",
+                job.name()
+            ));
+        }
         let task = Task {
-            client,
-            job,
             record: Some(self.history.len() - 1),
             ctx,
             held,
-            io: None,
-            last_read: None,
-            vanished: false,
-            cas_failed: false,
             ticket,
+            ..Task::new(client, job)
         };
         let task = self.spawn(task);
         self.advance(task);
@@ -836,19 +852,8 @@ impl Sim {
     fn spawn_recovery(&mut self, client: usize) {
         self.trace
             .line(format_args!("[{}] c{client} starts recovery", self.now));
-        let task = Task {
-            client,
-            job: Job::Recovery(Box::new(Recovery::new(self.params.config))),
-            record: None,
-            ctx: OpContext::read(),
-            held: None,
-            io: None,
-            last_read: None,
-            vanished: false,
-            cas_failed: false,
-            ticket: None,
-        };
-        let task = self.spawn(task);
+        let recovery = Job::Recovery(Box::new(Recovery::new(self.params.config)));
+        let task = self.spawn(Task::new(client, recovery));
         self.advance(task);
     }
 
@@ -1127,7 +1132,7 @@ impl Sim {
         self.durability.interfered(keys::index(key));
         self.trace.line(format_args!(
             "[{now}] !! rival {} on {key} lands first: {done}",
-            kind_name(kind)
+            kind.name()
         ));
         if let Some(pending) = done.cleanup {
             self.run_inline(Cleanup::new(key, pending, config), OpContext::read());
@@ -1248,17 +1253,10 @@ impl Sim {
             Some(pending) => {
                 debug_assert_eq!(Some(pending.id), task.held, "the cleanup owns the entry");
                 let key = keys::key(usize::from(r.key));
+                let job = Job::Cleanup(Cleanup::new(key, pending, self.params.config));
                 let cleanup = Task {
-                    client: task.client,
-                    job: Job::Cleanup(Cleanup::new(key, pending, self.params.config)),
-                    record: None,
-                    ctx: OpContext::read(),
                     held: Some(pending.id),
-                    io: None,
-                    last_read: None,
-                    vanished: false,
-                    cas_failed: false,
-                    ticket: None,
+                    ..Task::new(task.client, job)
                 };
                 let cleanup = self.spawn(cleanup);
                 self.advance(cleanup);
@@ -1458,15 +1456,5 @@ impl Sim {
                 }
             }
         }
-    }
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Get => "get",
-        Kind::Head => "head",
-        Kind::SmallPut { .. } => "small_put",
-        Kind::LargePut { .. } => "large_put",
-        Kind::Delete => "delete",
     }
 }
