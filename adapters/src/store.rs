@@ -1,6 +1,6 @@
 //! [`TieredStore`]: the user-facing handle over the tiered machines and three backends.
 
-use crate::backend::{ChangeLog, HvBackend, ListEntry, LtBackend, Row};
+use crate::backend::{BackendError, ChangeLog, HvBackend, ListEntry, LtBackend, Row};
 use crate::driver::{Driver, OpIo};
 use crate::runtime::Runtime;
 use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
@@ -286,7 +286,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             ..OpIo::default()
         };
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        self.finish(key, done, io, None)
+        self.finish(key, done, io.error, None)
     }
 
     /// Stores a body of unknown length. At most the inline threshold plus one chunk is buffered
@@ -351,7 +351,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         };
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
         let body_error = crate::memory_lock(&body_error).take();
-        self.finish(key, done, io, body_error)
+        self.finish(key, done, io.error, body_error)
     }
 
     /// Deletes `key`; deleting a missing key succeeds.
@@ -362,14 +362,14 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         let mut machine = Delete::new(key, id, self.inner.config);
         let mut io = OpIo::default();
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        self.finish(key, done, io, None)
+        self.finish(key, done, io.error, None)
     }
 
     fn finish(
         &self,
         key: &Key,
         done: MutationDone,
-        io: OpIo,
+        backend_error: Option<BackendError>,
         body_error: Option<io::Error>,
     ) -> Result<WriteOutcome, Error> {
         if let Some(cleanup) = done.cleanup {
@@ -379,8 +379,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             Some(e) if error.tier == Tier::Lt => Error::Body(e),
             _ => Error::Write {
                 error,
-                source: io
-                    .error
+                source: backend_error
                     .expect("a write fails only after a backend reported a failure"),
             },
         })
