@@ -177,7 +177,7 @@ impl LoggedChange {
 
 /// How `compare_and_write` behaves on [`CasVerdict::AlreadyApplied`] (the row is already in the
 /// target state). Both are legal backend implementations, and cairn must be correct under
-/// either (DESIGN.md). The verdict itself is the core's [`cas_verdict`], shared by every backend.
+/// either (DESIGN.md). The verdict itself is the core's [`cas_verdict`](cairn_core::cas_verdict), shared by every backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CasMode {
     /// Apply the write again and answer true.
