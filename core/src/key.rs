@@ -55,6 +55,7 @@ impl fmt::Display for KeyError {
 
 impl Key {
     /// Validates `bytes` as a key, without copying them.
+    #[inline]
     pub fn new(bytes: &[u8]) -> Result<&Key, KeyError> {
         if bytes.is_empty() {
             return Err(KeyError::Empty);
@@ -62,12 +63,15 @@ impl Key {
         if bytes.len() > MAX_KEY_LEN {
             return Err(KeyError::TooLong { len: bytes.len() });
         }
-        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        // `contains` on bytes is a vectorised memchr; the position is only wanted on failure.
+        if bytes.contains(&0) {
+            let at = bytes.iter().position(|&b| b == 0).unwrap_or_default();
             return Err(KeyError::ContainsNul { at });
         }
         Ok(Key::new_unchecked(bytes))
     }
 
+    #[inline]
     fn new_unchecked(bytes: &[u8]) -> &Key {
         // SAFETY: `Key` is `repr(transparent)` over `[u8]`, so the two references have the same
         // layout and metadata; the lifetime is carried over unchanged. Callers have validated.
