@@ -6,28 +6,11 @@ mod common;
 
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
 use cairn_adapters::memory::{CasMode, MemoryHv, MemoryLog};
-use cairn_adapters::{BlockingStore, Location, Metadata, PutOptions};
-use cairn_core::{Duration, Key, KeyBuf, Revision};
+use cairn_adapters::{BlockingStore, Location, PutOptions};
+use cairn_core::Duration;
 use common::scenarios::bytes;
-use common::tiers::{clock, scratch_dir, LtProbe, Tiers};
+use common::tiers::{clock, scratch_dir, Tiers};
 use std::sync::Arc;
-
-/// The blob directory's view for the scenarios' checks: what `fsck` would list.
-impl LtProbe for BlobDir {
-    fn blobs(&self) -> Vec<(KeyBuf, Revision, Metadata)> {
-        BlobDir::blobs(self)
-            .map(|b| b.expect("every blob file reads back"))
-            .map(|b| (b.key, b.revision, b.meta))
-            .collect()
-    }
-
-    fn remove_behind_back(&self, key: &Key, revision: Revision) -> bool {
-        let found = BlobDir::blobs(self)
-            .map(|b| b.expect("every blob file reads back"))
-            .find(|b| *b.key == *key && b.revision == revision);
-        found.is_some_and(|b| std::fs::remove_file(b.path).is_ok())
-    }
-}
 
 type DirTiers = Tiers<Arc<MemoryHv>, BlobDir, Arc<MemoryLog>>;
 

@@ -6,29 +6,14 @@
 
 mod common;
 
-use cairn_adapters::backend::{ChangeLog, LogRecord, LtBackend};
+use cairn_adapters::backend::{ChangeLog, LtBackend};
 use cairn_adapters::memory::{CasMode, MemoryLt};
 use cairn_adapters::sqlite::{SqliteDb, SqliteHv, SqliteLog, SqliteOptions};
 use cairn_adapters::{BlockingStore, ManualClock, Metadata, PutOptions, TieredStore};
-use cairn_core::{BlobId, Change, ChangeId, Duration, HvRow, Instant, Key, KeyBuf, Revision};
+use cairn_core::{BlobId, Change, ChangeId, Duration, Instant, Key, Revision};
 use common::scenarios::bytes;
-use common::tiers::{clock, scratch_dir, HvProbe, LogProbe, Tiers, T0};
+use common::tiers::{clock, scratch_dir, Tiers, T0};
 use std::sync::Arc;
-
-/// The database's stored rows, expired ones included: what `fsck` walks.
-impl HvProbe for SqliteHv {
-    fn rows(&self) -> Vec<(KeyBuf, HvRow)> {
-        self.0.rows(None, usize::MAX).expect("every row decodes")
-    }
-}
-
-/// Every change-log entry, of every instance.
-impl LogProbe for SqliteLog {
-    fn entries(&self) -> Vec<LogRecord> {
-        let entries = self.0.log_entries().expect("every entry decodes");
-        entries.into_iter().map(|c| c.record).collect()
-    }
-}
 
 type SqliteTiers = Tiers<SqliteHv, Arc<MemoryLt>, SqliteLog>;
 

@@ -3,8 +3,10 @@
 //! to look inside them (the probes) to check that storage converged.
 
 use cairn_adapters::backend::{ChangeLog, HvBackend, LogRecord, LtBackend};
+use cairn_adapters::blobdir::BlobDir;
 use cairn_adapters::fault::{Faults, Faulty};
 use cairn_adapters::memory::{CasMode, MemoryHv, MemoryLog, MemoryLt};
+use cairn_adapters::sqlite::{SqliteHv, SqliteLog};
 use cairn_adapters::{BlockingStore, ManualClock, Metadata, StoreBuilder, TieredStore};
 use cairn_core::{Config, Duration, HvRow, Instant, Key, KeyBuf, Revision};
 use std::collections::HashSet;
@@ -212,5 +214,37 @@ impl<H: ProbedHv, L: ProbedLt, G: ProbedLog> Tiers<H, L, G> {
     /// Nothing stored in any tier.
     pub fn is_empty(&self) -> bool {
         self.hv.rows().is_empty() && self.lt.blobs().is_empty() && self.log.entries().is_empty()
+    }
+}
+
+/// The database's stored rows, expired ones included: what `fsck` walks.
+impl HvProbe for SqliteHv {
+    fn rows(&self) -> Vec<(KeyBuf, HvRow)> {
+        self.0.rows(None, usize::MAX).expect("every row decodes")
+    }
+}
+
+/// Every change-log entry, of every instance.
+impl LogProbe for SqliteLog {
+    fn entries(&self) -> Vec<LogRecord> {
+        let entries = self.0.log_entries().expect("every entry decodes");
+        entries.into_iter().map(|c| c.record).collect()
+    }
+}
+
+/// The blob directory's view for the scenarios' checks: what `fsck` would list.
+impl LtProbe for BlobDir {
+    fn blobs(&self) -> Vec<(KeyBuf, Revision, Metadata)> {
+        BlobDir::blobs(self)
+            .map(|b| b.expect("every blob file reads back"))
+            .map(|b| (b.key, b.revision, b.meta))
+            .collect()
+    }
+
+    fn remove_behind_back(&self, key: &Key, revision: Revision) -> bool {
+        let found = BlobDir::blobs(self)
+            .map(|b| b.expect("every blob file reads back"))
+            .find(|b| *b.key == *key && b.revision == revision);
+        found.is_some_and(|b| std::fs::remove_file(b.path).is_ok())
     }
 }
