@@ -5,8 +5,10 @@
 use bytes::Bytes;
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog, MemoryLt};
-use cairn_adapters::{InlineRuntime, PutOptions, Runtime, TieredStore, TokioRuntime};
+use cairn_adapters::{Error, InlineRuntime, PutOptions, Runtime, TieredStore, TokioRuntime};
 use cairn_core::{Config, Duration, WriteOutcome};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 type Store<R> =
@@ -56,27 +58,28 @@ async fn read<R: Runtime>(store: &Store<R>, key: &str) -> Option<Bytes> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_paused_before_its_commit_loses_to_a_put_that_finishes_first() {
-    let t = Tiers::new();
-    let store = t.store(TokioRuntime::current());
+/// A task of some runtime running a put, already started.
+type Running = Pin<Box<dyn Future<Output = Result<WriteOutcome, Error>> + Send>>;
+
+/// A put paused at its commit loses to a put that finishes first, on any runtime: `spawn` starts
+/// the slow put as a task of that runtime.
+async fn a_paused_put_loses<R: Runtime>(
+    t: Tiers,
+    store: Store<R>,
+    spawn: impl FnOnce(Running) -> Running,
+) {
     let gate = Gate::new();
     t.faults.inject(Op::HvCas, Fault::Pause(gate.clone()));
-    let slow = tokio::spawn({
-        let store = store.clone();
-        async move { store.put("k", large(1), &PutOptions::default()).await }
-    });
+    let slow_store = store.clone();
+    let slow = spawn(Box::pin(async move {
+        slow_store.put("k", large(1), &PutOptions::default()).await
+    }));
     gate.reached().await;
     // The slow put has written its blob and waits at its commit; a fast put overtakes it.
-    assert_eq!(
-        store
-            .put("k", large(2), &PutOptions::default())
-            .await
-            .unwrap(),
-        WriteOutcome::Committed
-    );
+    let fast = store.put("k", large(2), &PutOptions::default()).await;
+    assert_eq!(fast.unwrap(), WriteOutcome::Committed);
     gate.release();
-    assert_eq!(slow.await.unwrap().unwrap(), WriteOutcome::Superseded);
+    assert_eq!(slow.await.unwrap(), WriteOutcome::Superseded);
     store.join().await;
     assert_eq!(read(&store, "k").await, Some(large(2)));
     assert_eq!(
@@ -84,6 +87,17 @@ async fn a_put_paused_before_its_commit_loses_to_a_put_that_finishes_first() {
         (1, 0),
         "the loser deleted only its own blob"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_paused_before_its_commit_loses_to_a_put_that_finishes_first() {
+    let t = Tiers::new();
+    let store = t.store(TokioRuntime::current());
+    a_paused_put_loses(t, store, |put| {
+        let task = tokio::spawn(put);
+        Box::pin(async move { task.await.expect("the put task ran") })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,25 +174,7 @@ fn a_put_paused_under_smol_loses_to_a_put_that_finishes_first() {
     smol::block_on(async {
         let t = Tiers::new();
         let store = t.store(cairn_adapters::SmolRuntime);
-        let gate = Gate::new();
-        t.faults.inject(Op::HvCas, Fault::Pause(gate.clone()));
-        let slow = smol::spawn({
-            let store = store.clone();
-            async move { store.put("k", large(1), &PutOptions::default()).await }
-        });
-        gate.reached().await;
-        assert_eq!(
-            store
-                .put("k", large(2), &PutOptions::default())
-                .await
-                .unwrap(),
-            WriteOutcome::Committed
-        );
-        gate.release();
-        assert_eq!(slow.await.unwrap(), WriteOutcome::Superseded);
-        store.join().await;
-        assert_eq!(read(&store, "k").await, Some(large(2)));
-        assert_eq!((t.lt.len(), t.log.len()), (1, 0));
+        a_paused_put_loses(t, store, |put| Box::pin(smol::spawn(put))).await;
     });
 }
 
