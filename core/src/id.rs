@@ -8,19 +8,25 @@ use core::fmt;
 /// Every large write gets a fresh revision, so each writer owns its blob and losing a race only
 /// ever means deleting your own. The top 48 bits are the creation time in milliseconds and the
 /// low 80 bits random, so revisions sort by creation time and never collide in practice.
+///
+/// Aligned to 8 bytes, not the 16 of a bare `u128`: every tombstone, request and completion
+/// carries one, and 16-byte alignment padded all of them (a completion from 64 to 96 bytes),
+/// which the hot path then copied around.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C, packed(8))]
 pub struct Revision(pub u128);
 
 /// Names one entry in the change log (one mutation that touched the long-term tier or met a
 /// tombstone). Same layout as [`Revision`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C, packed(8))]
 pub struct ChangeId(pub u128);
 
 macro_rules! hex_id {
     ($t:ty) => {
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:032x}", self.0)
+                write!(f, "{:032x}", { self.0 })
             }
         }
         impl fmt::Debug for $t {

@@ -888,7 +888,7 @@ fn recovery_paths_do_not_allocate() {
 
     let mut ids = core!("IdGen::new", IdGen::new(7));
     let (a, b) = core!("IdGen::revision", (ids.revision(NOW), ids.change_id(NOW)));
-    assert_ne!(a.0, b.0);
+    assert_ne!({ a.0 }, { b.0 });
 }
 
 // --- Every path, every fault -----------------------------------------------------------------
