@@ -147,13 +147,13 @@ impl Machine for Get<'_> {
 
     fn poll(&mut self, now: Instant) -> Poll<'_, GetResult> {
         let key = self.key;
-        match self.state {
+        match &self.state {
             State::AwaitHvRead { .. } => Poll::Io(Request::HvRead {
                 key,
                 payload: !self.head,
                 now,
             }),
-            State::AwaitBlob {
+            &State::AwaitBlob {
                 tombstone, span, ..
             } => {
                 let blob = BlobId {
@@ -166,7 +166,7 @@ impl Machine for Get<'_> {
                     Request::LtGet { blob, span }
                 })
             }
-            State::Finished(result) => {
+            &State::Finished(result) => {
                 self.state = State::Taken;
                 Poll::Done(result)
             }
@@ -176,33 +176,37 @@ impl Machine for Get<'_> {
 
     fn handle(&mut self, completion: Completion<'_>) {
         let retry = |attempt: u8| attempt + 1 < self.io_attempts;
-        self.state = match (self.state, completion) {
-            (State::AwaitHvRead { hops, vanished, .. }, Completion::Row(row)) => {
+        // Matched by reference: the state is read in place, not copied out and back.
+        let next = match (&self.state, completion) {
+            (&State::AwaitHvRead { hops, vanished, .. }, Completion::Row(row)) => {
                 self.read_row(row, hops, vanished)
             }
             (
-                State::AwaitHvRead {
+                &State::AwaitHvRead {
                     hops,
                     attempt,
                     vanished,
                 },
                 Completion::Failed,
-            ) if retry(attempt) => State::AwaitHvRead {
-                hops,
-                attempt: attempt + 1,
-                vanished,
-            },
-            (State::AwaitHvRead { .. }, Completion::Failed) => {
-                State::Finished(Err(ReadError::Io(Tier::Hv)))
+            ) => {
+                if retry(attempt) {
+                    State::AwaitHvRead {
+                        hops,
+                        attempt: attempt + 1,
+                        vanished,
+                    }
+                } else {
+                    State::Finished(Err(ReadError::Io(Tier::Hv)))
+                }
             }
             (
-                State::AwaitBlob {
+                &State::AwaitBlob {
                     tombstone, span, ..
                 },
                 Completion::Blob { found: true },
             ) => State::Finished(Ok(Some(Found::LongTerm { tombstone, span }))),
             (
-                State::AwaitBlob {
+                &State::AwaitBlob {
                     tombstone, hops, ..
                 },
                 Completion::Blob { found: false },
@@ -224,24 +228,28 @@ impl Machine for Get<'_> {
                 }
             }
             (
-                State::AwaitBlob {
+                &State::AwaitBlob {
                     tombstone,
                     span,
                     hops,
                     attempt,
                 },
                 Completion::Failed,
-            ) if retry(attempt) => State::AwaitBlob {
-                tombstone,
-                span,
-                hops,
-                attempt: attempt + 1,
-            },
-            (State::AwaitBlob { .. }, Completion::Failed) => {
-                State::Finished(Err(ReadError::Io(Tier::Lt)))
+            ) => {
+                if retry(attempt) {
+                    State::AwaitBlob {
+                        tombstone,
+                        span,
+                        hops,
+                        attempt: attempt + 1,
+                    }
+                } else {
+                    State::Finished(Err(ReadError::Io(Tier::Lt)))
+                }
             }
             (state, completion) => unexpected("get", state.name(), &completion),
         };
+        self.state = next;
     }
 }
 

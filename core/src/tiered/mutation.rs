@@ -97,32 +97,35 @@ impl<'k> Mutation<'k> {
     }
 
     pub fn poll(&mut self, now: Instant) -> Poll<'_, MutationDone> {
-        if let State::Committing(commit) = self.state {
-            if let Some(CommitEnd { result, phase }) = commit.end() {
-                #[allow(unused_mut)] // only the planted bugs change them
-                let (mut phase, mut cleanup) = (phase, true);
-                // PLANTED BUG: an unknown outcome is cleaned up as a lost race (deletes `new`).
-                #[cfg(feature = "planted-bugs")]
-                if phase == Phase::Unknown
-                    && planted(&self.config, PlantedBug::UnknownOutcomeTreatedAsLost)
-                {
-                    phase = Phase::Lost;
-                }
-                // PLANTED BUG: the unlogged small put over a tombstone leaves no cleanup.
-                #[cfg(feature = "planted-bugs")]
-                if matches!(self.opening, Opening::PutNonTombstone(_))
-                    && planted(&self.config, PlantedBug::SmallPutOverTombstoneUnlogged)
-                {
-                    cleanup = false;
-                }
-                self.state = State::Finished {
-                    result,
-                    cleanup: cleanup.then_some((phase, commit)),
-                };
+        // Looked at in place; the commit is copied out only on the step that ends it.
+        let ended = match &self.state {
+            State::Committing(commit) => commit.end().map(|end| (end, *commit)),
+            _ => None,
+        };
+        if let Some((CommitEnd { result, phase }, commit)) = ended {
+            #[allow(unused_mut)] // only the planted bugs change them
+            let (mut phase, mut cleanup) = (phase, true);
+            // PLANTED BUG: an unknown outcome is cleaned up as a lost race (deletes `new`).
+            #[cfg(feature = "planted-bugs")]
+            if phase == Phase::Unknown
+                && planted(&self.config, PlantedBug::UnknownOutcomeTreatedAsLost)
+            {
+                phase = Phase::Lost;
             }
+            // PLANTED BUG: the unlogged small put over a tombstone leaves no cleanup.
+            #[cfg(feature = "planted-bugs")]
+            if matches!(self.opening, Opening::PutNonTombstone(_))
+                && planted(&self.config, PlantedBug::SmallPutOverTombstoneUnlogged)
+            {
+                cleanup = false;
+            }
+            self.state = State::Finished {
+                result,
+                cleanup: cleanup.then_some((phase, commit)),
+            };
         }
         let key = self.key;
-        match self.state {
+        match &self.state {
             State::AwaitOpening { .. } => Poll::Io(match self.opening {
                 Opening::PutNonTombstone(meta) => Request::HvPutNonTombstone { key, meta, now },
                 Opening::DeleteNonTombstone => Request::HvDeleteNonTombstone { key, now },
@@ -132,12 +135,12 @@ impl<'k> Mutation<'k> {
                     now,
                 },
             }),
-            State::Committing(ref commit) => Poll::Io(
+            State::Committing(commit) => Poll::Io(
                 commit
                     .request(key, now)
                     .unwrap_or_else(|| unreachable!("a finished commit was moved to Finished")),
             ),
-            State::Finished { result, cleanup } => {
+            &State::Finished { result, cleanup } => {
                 self.state = State::Taken;
                 let cleanup = cleanup.map(|(phase, commit)| PendingCleanup {
                     id: commit.id,
@@ -152,25 +155,24 @@ impl<'k> Mutation<'k> {
     }
 
     pub fn handle(&mut self, completion: Completion<'_>) {
-        let retry = |attempt: u8| attempt + 1 < self.config.io_attempts;
-        self.state = match (self.state, completion) {
-            (State::Committing(mut commit), completion) => {
-                commit.handle(completion, &self.config);
-                State::Committing(commit)
-            }
+        match &mut self.state {
+            // In place: a commit is most of the machine, and this is its hot path.
+            State::Committing(commit) => commit.handle(completion, &self.config),
             // Only the large put's read is retried. A guarded write that failed may have been
             // applied, seen, and overwritten since; applying it again would make one operation
             // take effect twice.
-            (State::AwaitOpening { attempt }, Completion::Failed)
-                if matches!(self.opening, Opening::ReadCurrent { .. }) && retry(attempt) =>
+            &mut State::AwaitOpening { attempt }
+                if matches!(completion, Completion::Failed)
+                    && matches!(self.opening, Opening::ReadCurrent { .. })
+                    && attempt + 1 < self.config.io_attempts =>
             {
-                State::AwaitOpening {
+                self.state = State::AwaitOpening {
                     attempt: attempt + 1,
-                }
+                };
             }
-            (State::AwaitOpening { .. }, completion) => self.opened(completion),
-            (state, completion) => unexpected("mutation", state.name(), &completion),
-        };
+            State::AwaitOpening { .. } => self.state = self.opened(completion),
+            state => unexpected("mutation", state.name(), &completion),
+        }
     }
 
     fn opened(&self, completion: Completion<'_>) -> State {
