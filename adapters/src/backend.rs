@@ -173,6 +173,15 @@ pub trait HvBackend: Send + Sync + 'static {
         limit: usize,
         now: Instant,
     ) -> impl Future<Output = BackendResult<Vec<ListEntry>>> + Send;
+    /// This backend as a [`SyncHvBackend`], when it is one. The driver then serves high-volume
+    /// requests with plain calls, on the spot, instead of building and polling a future for
+    /// each: most of the cost of a small put or get over an in-memory tier. The blanket
+    /// implementation for every `SyncHvBackend` answers `Some`; an async backend keeps the
+    /// default, `None`.
+    #[inline]
+    fn as_sync(&self) -> Option<&dyn SyncHvBackend> {
+        None
+    }
 }
 
 /// The long-term tier: blobs addressed by key and revision, each written once.
@@ -299,6 +308,10 @@ impl<T: SyncHvBackend> HvBackend for T {
         now: Instant,
     ) -> BackendResult<Vec<ListEntry>> {
         SyncHvBackend::list(self, prefix, after, limit, now)
+    }
+    #[inline]
+    fn as_sync(&self) -> Option<&dyn SyncHvBackend> {
+        Some(self)
     }
 }
 

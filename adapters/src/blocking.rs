@@ -52,11 +52,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         bytes: impl Into<Bytes>,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        block_on(pin!(self.store.put_bytes(
-            key.as_ref(),
-            bytes.into(),
-            options
-        )))
+        self.store
+            .put_bytes_blocking(key.as_ref(), bytes.into(), options)
     }
 
     /// See [`TieredStore::put_stream`].
@@ -72,13 +69,13 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
     /// See [`TieredStore::get`]. The body is still a stream; read it with
     /// [`BlockingStore::read_body`] or use [`BlockingStore::get_bytes`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Object>, Error> {
-        block_on(pin!(self.store.read(key.as_ref(), None)))
+        self.store.read_blocking(key.as_ref(), None)
     }
 
     /// The whole object's bytes.
     pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
         block_on(pin!(async {
-            match self.store.get(key).await? {
+            match self.store.read_blocking(key.as_ref(), None)? {
                 Some(object) => object.bytes().await.map(Some).map_err(Error::Body),
                 None => Ok(None),
             }
@@ -91,7 +88,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         key: impl AsRef<[u8]>,
         range: ByteRange,
     ) -> Result<Option<Object>, Error> {
-        block_on(pin!(self.store.get_range(key, range)))
+        self.store.read_blocking(key.as_ref(), Some(range))
     }
 
     /// Reads a body to the end on this thread.
@@ -101,12 +98,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
 
     /// See [`TieredStore::head`].
     pub fn head(&self, key: impl AsRef<[u8]>) -> Result<Option<ObjectInfo>, Error> {
-        block_on(pin!(self.store.head(key)))
+        self.store.head_blocking(key.as_ref())
     }
 
     /// See [`TieredStore::delete`].
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
-        block_on(pin!(self.store.delete(key)))
+        self.store.delete_blocking(key.as_ref())
     }
 
     /// See [`TieredStore::list`].

@@ -1,13 +1,15 @@
 //! The one driver loop, written once for every machine: poll, perform the request against the
 //! backends, feed the completion back, until the machine is done.
 
-use crate::backend::{BackendError, ChangeLog, HvBackend, LogRecord, LtBackend, Row, Write};
+use crate::backend::{
+    BackendError, ChangeLog, HvBackend, LogRecord, LtBackend, Row, SyncHvBackend, Write,
+};
 use crate::runtime::Runtime;
 use crate::{Body, Clock, Metadata};
 use bytes::Bytes;
 use cairn_core::{
-    Change, ChangeId, Completion, Duration, HvWrite, Instant, LogEntry, Machine, Poll, Request,
-    Tier,
+    Change, ChangeId, Completion, Duration, Guarded, HvWrite, Instant, LogEntry, Machine,
+    ObjectMeta, Poll, Request, Tier,
 };
 use std::collections::HashSet;
 use std::future::{poll_fn, Future};
@@ -31,6 +33,17 @@ pub(crate) struct OpIo {
     pub error: Option<BackendError>,
 }
 
+impl OpIo {
+    /// A small put's: its metadata and payload.
+    pub fn small_put(meta: Metadata, payload: Bytes) -> OpIo {
+        OpIo {
+            meta: Some(meta),
+            payload: Some(payload),
+            ..OpIo::default()
+        }
+    }
+}
+
 /// An answer owned by the driver; [`Answer::completion`] lends it to the machine.
 enum Answer {
     Plain(Completion<'static>),
@@ -50,6 +63,43 @@ impl Answer {
                 },
             })),
         }
+    }
+}
+
+/// Where [`Driver::serve_now`] stopped.
+enum Step<O> {
+    Done(O),
+    Wait(Instant),
+    /// The machine's request needs an async backend call.
+    Await,
+}
+
+/// The loop's reading of the clock; see [`Driver::drive`] for when it is read again.
+struct Clocked {
+    now: Instant,
+    /// After waiting until `t`, `now` is at least `t`.
+    floor: Instant,
+}
+
+impl Clocked {
+    fn new(now: Instant) -> Clocked {
+        Clocked {
+            now,
+            floor: Instant::ZERO,
+        }
+    }
+
+    /// After a request; `slow` if it suspended or went to a slow tier.
+    #[inline]
+    fn performed(&mut self, slow: bool, clock: &dyn Clock) {
+        if slow {
+            self.now = clock.now().max(self.floor);
+        }
+    }
+
+    fn waited(&mut self, until: Instant, clock: &dyn Clock) {
+        self.floor = until;
+        self.now = clock.now().max(until);
     }
 }
 
@@ -88,86 +138,116 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
         io: &mut OpIo,
         now: Instant,
     ) -> M::Output {
-        let mut now = now;
-        // After waiting until `t`, it is at least `t`.
-        let mut floor = Instant::ZERO;
-        loop {
-            let answer = match machine.poll(now) {
-                Poll::Done(output) => return output,
-                Poll::Wait(until) => {
-                    let millis = until.as_millis().saturating_sub(now.as_millis());
-                    self.runtime
-                        .sleep(std::time::Duration::from_millis(millis))
-                        .await;
-                    floor = until;
-                    now = self.clock.now().max(floor);
-                    continue;
-                }
-                Poll::Io(request) => {
-                    let mut slow = request.tier() != Tier::Hv;
-                    let mut perform = pin!(self.perform(request, io));
-                    let answer = poll_fn(|cx| {
-                        let poll = perform.as_mut().poll(cx);
-                        slow |= poll.is_pending();
-                        poll
-                    })
-                    .await;
-                    if slow {
-                        now = self.clock.now().max(floor);
-                    }
-                    answer
-                }
-            };
-            machine.handle(answer.completion());
+        self.drive_from(machine, io, Clocked::new(now)).await
+    }
+
+    /// [`drive`](Driver::drive) on the calling thread. As long as every request is served on
+    /// the spot (see [`HvBackend::as_sync`]) no future is built at all; from the first request
+    /// that must be awaited, or the first wait, the same loop goes on under
+    /// [`block_on`](crate::runtime::block_on).
+    pub fn drive_blocking<M: Machine>(
+        &self,
+        machine: &mut M,
+        io: &mut OpIo,
+        now: Instant,
+    ) -> M::Output {
+        let mut clocked = Clocked::new(now);
+        match self.serve_now(machine, io, &mut clocked) {
+            Step::Done(output) => output,
+            Step::Wait(_) | Step::Await => {
+                crate::runtime::block_on(pin!(self.drive_from(machine, io, clocked)))
+            }
         }
     }
 
-    async fn perform(&self, request: Request<'_>, io: &mut OpIo) -> Answer {
-        let plain = |c| Ok(Answer::Plain(c));
-        let result: Result<Answer, BackendError> = match request {
-            Request::HvRead { key, payload, now } => match self.hv.read(key, payload, now).await {
-                Ok(row) => {
-                    let core = row.core();
-                    io.row = Some(row);
-                    plain(Completion::Row(core))
+    /// The loop: serve what can be served on the spot, then sleep or await one request.
+    async fn drive_from<M: Machine>(
+        &self,
+        machine: &mut M,
+        io: &mut OpIo,
+        mut clocked: Clocked,
+    ) -> M::Output {
+        loop {
+            match self.serve_now(machine, io, &mut clocked) {
+                Step::Done(output) => return output,
+                Step::Wait(until) => {
+                    let millis = until.as_millis().saturating_sub(clocked.now.as_millis());
+                    self.runtime
+                        .sleep(std::time::Duration::from_millis(millis))
+                        .await;
+                    clocked.waited(until, &*self.clock);
                 }
-                Err(e) => Err(e),
-            },
-            Request::HvPutNonTombstone { key, meta, now } => {
-                let (m, payload) = inline(io);
-                debug_assert_eq!(
-                    m.core(),
-                    meta,
-                    "the core writes the metadata the driver holds"
-                );
-                self.hv
-                    .put_non_tombstone(key, m, payload, now)
-                    .await
-                    .map(|g| Answer::Plain(Completion::Guarded(g)))
+                Step::Await => {
+                    // Polling again before answering returns the same request (the machine
+                    // contract), the one `serve_now` could not serve.
+                    let Poll::Io(request) = machine.poll(clocked.now) else {
+                        unreachable!("a machine polled again asks for the same request")
+                    };
+                    let mut slow = request.tier() != Tier::Hv;
+                    let answer = {
+                        let mut perform = pin!(self.perform(request, io));
+                        poll_fn(|cx| {
+                            let poll = perform.as_mut().poll(cx);
+                            slow |= poll.is_pending();
+                            poll
+                        })
+                        .await
+                    };
+                    clocked.performed(slow, &*self.clock);
+                    machine.handle(answer.completion());
+                }
             }
-            Request::HvDeleteNonTombstone { key, now } => self
-                .hv
-                .delete_non_tombstone(key, now)
-                .await
-                .map(|g| Answer::Plain(Completion::Guarded(g))),
+        }
+    }
+
+    /// Polls `machine` and feeds it every answer a synchronous backend gives on the spot, until
+    /// it is done, waits, or asks for a request that must be awaited.
+    #[inline]
+    fn serve_now<M: Machine>(
+        &self,
+        machine: &mut M,
+        io: &mut OpIo,
+        clocked: &mut Clocked,
+    ) -> Step<M::Output> {
+        loop {
+            let request = match machine.poll(clocked.now) {
+                Poll::Done(output) => return Step::Done(output),
+                Poll::Wait(until) => return Step::Wait(until),
+                Poll::Io(request) => request,
+            };
+            let Some(hv) = self.hv.as_sync().filter(|_| request.tier() == Tier::Hv) else {
+                return Step::Await;
+            };
+            // Served on the spot by a high-volume tier: `now` stays as it was.
+            let completion = serve_hv(hv, request, io);
+            machine.handle(completion);
+        }
+    }
+
+    /// Performs any request by awaiting its backend.
+    async fn perform(&self, request: Request<'_>, io: &mut OpIo) -> Answer {
+        let result: Result<Answer, BackendError> = match request {
+            Request::HvRead { key, payload, now } => {
+                return Answer::Plain(row(self.hv.read(key, payload, now).await, io));
+            }
+            Request::HvPutNonTombstone { key, meta, now } => {
+                let (m, payload) = inline(io, meta);
+                let done = self.hv.put_non_tombstone(key, m, payload, now).await;
+                return Answer::Plain(guarded(done, io));
+            }
+            Request::HvDeleteNonTombstone { key, now } => {
+                let done = self.hv.delete_non_tombstone(key, now).await;
+                return Answer::Plain(guarded(done, io));
+            }
             Request::HvCompareAndWrite {
                 key,
                 expected,
                 write,
                 now,
             } => {
-                let write = match write {
-                    HvWrite::Tombstone(t) => Write::Tombstone(t),
-                    HvWrite::Inline(_) => {
-                        let (meta, payload) = inline(io);
-                        Write::Inline { meta, payload }
-                    }
-                    HvWrite::Delete => Write::Delete,
-                };
-                self.hv
-                    .compare_and_write(key, expected, write, now)
-                    .await
-                    .map(|ok| Answer::Plain(Completion::Cas(ok)))
+                let write = to_write(write, io);
+                let done = self.hv.compare_and_write(key, expected, write, now).await;
+                return Answer::Plain(cas(done, io));
             }
             Request::LtPut { blob, .. } => {
                 let body = io
@@ -213,10 +293,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 .await
                 .map(|entry| Answer::Entry(entry.map(Box::new))),
         };
-        result.unwrap_or_else(|e| {
-            io.error = Some(e);
-            Answer::Plain(Completion::Failed)
-        })
+        result.unwrap_or_else(|e| Answer::Plain(failed(e, io)))
     }
 
     /// The next entry after `after` that no operation in this process holds.
@@ -252,13 +329,92 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
     }
 }
 
-fn inline(io: &OpIo) -> (&Metadata, &Bytes) {
+/// A small put's metadata and payload, as the driver holds them.
+fn inline(io: &OpIo, core: ObjectMeta) -> (&Metadata, &Bytes) {
     let meta = io.meta.as_ref().expect("a small put carries its metadata");
+    debug_assert_eq!(
+        meta.core(),
+        core,
+        "the core writes the metadata the driver holds"
+    );
     let payload = io
         .payload
         .as_ref()
         .expect("a small put carries its payload");
     (meta, payload)
+}
+
+/// A compare-and-write's row, from the core's request and what the driver holds.
+fn to_write(write: HvWrite, io: &OpIo) -> Write<'_> {
+    match write {
+        HvWrite::Tombstone(t) => Write::Tombstone(t),
+        HvWrite::Inline(core) => {
+            let (meta, payload) = inline(io, core);
+            Write::Inline { meta, payload }
+        }
+        HvWrite::Delete => Write::Delete,
+    }
+}
+
+/// Serves a high-volume request with a plain call to a synchronous tier.
+#[inline]
+fn serve_hv(hv: &dyn SyncHvBackend, request: Request<'_>, io: &mut OpIo) -> Completion<'static> {
+    match request {
+        Request::HvRead { key, payload, now } => row(hv.read(key, payload, now), io),
+        Request::HvPutNonTombstone { key, meta, now } => {
+            let (m, payload) = inline(io, meta);
+            guarded(hv.put_non_tombstone(key, m, payload, now), io)
+        }
+        Request::HvDeleteNonTombstone { key, now } => {
+            guarded(hv.delete_non_tombstone(key, now), io)
+        }
+        Request::HvCompareAndWrite {
+            key,
+            expected,
+            write,
+            now,
+        } => cas(
+            hv.compare_and_write(key, expected, to_write(write, io), now),
+            io,
+        ),
+        other => unreachable!("not a high-volume request: {other}"),
+    }
+}
+
+/// A failed call: the error is kept for the caller, the machine sees `Failed`.
+#[cold]
+fn failed(e: BackendError, io: &mut OpIo) -> Completion<'static> {
+    io.error = Some(e);
+    Completion::Failed
+}
+
+/// A row read: the driver keeps the row, the machine sees its core view.
+#[inline]
+fn row(result: Result<Row, BackendError>, io: &mut OpIo) -> Completion<'static> {
+    match result {
+        Ok(row) => {
+            let core = row.core();
+            io.row = Some(row);
+            Completion::Row(core)
+        }
+        Err(e) => failed(e, io),
+    }
+}
+
+#[inline]
+fn guarded(result: Result<Guarded, BackendError>, io: &mut OpIo) -> Completion<'static> {
+    match result {
+        Ok(g) => Completion::Guarded(g),
+        Err(e) => failed(e, io),
+    }
+}
+
+#[inline]
+fn cas(result: Result<bool, BackendError>, io: &mut OpIo) -> Completion<'static> {
+    match result {
+        Ok(ok) => Completion::Cas(ok),
+        Err(e) => failed(e, io),
+    }
 }
 
 #[cfg(test)]
@@ -279,17 +435,22 @@ mod tests {
         Wait(u64),
     }
 
-    /// Asks for `steps` in turn and notes the `now` of every poll.
+    /// Asks for `steps` in turn and notes the `now` each step is first polled with (a driver may
+    /// poll again before answering; the machine contract makes that the same request).
     struct Script {
         steps: Vec<Step>,
         next: usize,
+        polled: Option<usize>,
         seen: Vec<u64>,
     }
 
     impl Machine for Script {
         type Output = Vec<u64>;
         fn poll(&mut self, now: Instant) -> Poll<'_, Vec<u64>> {
-            self.seen.push(now.as_millis());
+            if self.polled != Some(self.next) {
+                self.polled = Some(self.next);
+                self.seen.push(now.as_millis());
+            }
             let key = Key::new(b"k").expect("valid");
             let blob = BlobId {
                 key,
@@ -346,6 +507,7 @@ mod tests {
         let mut script = Script {
             steps: vec![Step::Hv, Step::Hv, Step::Lt, Step::Log, Step::Wait(10)],
             next: 0,
+            polled: None,
             seen: Vec::new(),
         };
         let seen = block_on(pin!(driver.drive(

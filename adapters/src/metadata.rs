@@ -107,7 +107,12 @@ impl PutOptions {
             content_type: self.content_type.clone(),
             created: now,
             expires: self.ttl.map(|ttl| now + ttl),
-            user: self.user.clone(),
+            // Most puts carry no user pairs: skip the clone's call.
+            user: if self.user.is_empty() {
+                Vec::new()
+            } else {
+                self.user.clone()
+            },
         }
     }
 }

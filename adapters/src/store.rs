@@ -6,8 +6,8 @@ use crate::runtime::Runtime;
 use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
 use bytes::{Bytes, BytesMut};
 use cairn_core::{
-    ByteRange, ChangeId, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Key, KeyBuf,
-    LargePut, MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision,
+    ByteRange, ChangeId, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Instant, Key,
+    KeyBuf, LargePut, MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision,
     SmallPut, Span, Tier, WriteOutcome,
 };
 use event_listener::Event;
@@ -262,9 +262,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         self.put_bytes(key.as_ref(), bytes.into(), options).await
     }
 
-    /// [`put`](TieredStore::put) without the generic parameters; the blocking store calls it
-    /// directly. A small put is written out here rather than awaited as a function of its own:
-    /// awaiting a future moves all of it (machine, payload, driver state) into this one's.
+    /// [`put`](TieredStore::put) without the generic parameters. A small put is written out
+    /// here rather than awaited as a function of its own: awaiting a future moves all of it
+    /// (machine, payload, driver state) into this one's.
     pub(crate) async fn put_bytes(
         &self,
         key: &[u8],
@@ -272,21 +272,52 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key)?;
+        match self.plan_put(bytes, options)? {
+            PutPlan::Small { meta, bytes, id } => {
+                let now = meta.created;
+                let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
+                let mut io = OpIo::small_put(meta, bytes);
+                let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
+                self.finish(key, done, io.error, None)
+            }
+            PutPlan::Large { meta, body } => self.large_put(key, meta, body).await,
+        }
+    }
+
+    /// [`put_bytes`](TieredStore::put_bytes) on the calling thread.
+    pub(crate) fn put_bytes_blocking(
+        &self,
+        key: &[u8],
+        bytes: Bytes,
+        options: &PutOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let key = Key::new(key)?;
+        match self.plan_put(bytes, options)? {
+            PutPlan::Small { meta, bytes, id } => {
+                let now = meta.created;
+                let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
+                let mut io = OpIo::small_put(meta, bytes);
+                let done = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
+                self.finish(key, done, io.error, None)
+            }
+            PutPlan::Large { meta, body } => {
+                crate::runtime::block_on(std::pin::pin!(self.large_put(key, meta, body)))
+            }
+        }
+    }
+
+    /// Validates a put of `bytes` and picks its tier; nothing is written yet. (Small: the
+    /// machine and its I/O state are built where they are driven, not moved there.)
+    fn plan_put(&self, bytes: Bytes, options: &PutOptions) -> Result<PutPlan, Error> {
         options.validate()?;
         let now = self.inner.driver.now();
         let meta = options.metadata(bytes.len() as u64, now);
         if !self.inner.config.fits_inline(meta.size) {
-            return self.large_put(key, meta, Body::from_bytes(bytes)).await;
+            let body = Body::from_bytes(bytes);
+            return Ok(PutPlan::Large { meta, body });
         }
         let id = self.inner.change_ids.mint(now);
-        let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
-        let mut io = OpIo {
-            meta: Some(meta),
-            payload: Some(bytes),
-            ..OpIo::default()
-        };
-        let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        self.finish(key, done, io.error, None)
+        Ok(PutPlan::Small { meta, bytes, id })
     }
 
     /// Stores a body of unknown length. At most the inline threshold plus one chunk is buffered
@@ -356,13 +387,25 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 
     /// Deletes `key`; deleting a missing key succeeds.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
-        let key = Key::new(key.as_ref())?;
-        let now = self.inner.driver.now();
-        let id = self.inner.change_ids.mint(now);
-        let mut machine = Delete::new(key, id, self.inner.config);
+        let (mut machine, now) = self.plan_delete(key.as_ref())?;
         let mut io = OpIo::default();
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        self.finish(key, done, io.error, None)
+        self.finish(machine.key(), done, io.error, None)
+    }
+
+    /// [`delete`](TieredStore::delete) on the calling thread.
+    pub(crate) fn delete_blocking(&self, key: &[u8]) -> Result<WriteOutcome, Error> {
+        let (mut machine, now) = self.plan_delete(key)?;
+        let mut io = OpIo::default();
+        let done = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
+        self.finish(machine.key(), done, io.error, None)
+    }
+
+    fn plan_delete<'k>(&self, key: &'k [u8]) -> Result<(Delete<'k>, Instant), Error> {
+        let key = Key::new(key)?;
+        let now = self.inner.driver.now();
+        let id = self.inner.change_ids.mint(now);
+        Ok((Delete::new(key, id, self.inner.config), now))
     }
 
     fn finish(
@@ -430,39 +473,20 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         let mut io = OpIo::default();
         let now = self.inner.driver.now();
         let found = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        Ok(match read_result(found, &mut io)? {
-            None => None,
-            Some(Found::Inline { span, .. }) => {
-                let Some(Row::Inline {
-                    meta,
-                    payload: Some(payload),
-                }) = io.row
-                else {
-                    unreachable!("an inline find follows an inline read with payload")
-                };
-                let bytes = match span {
-                    Some(s) => payload.slice(s.start as usize..s.end as usize),
-                    None => payload,
-                };
-                Some(Object {
-                    meta,
-                    location: Location::Inline,
-                    span,
-                    body: Body::from_bytes(bytes),
-                })
-            }
-            Some(Found::LongTerm { tombstone, span }) => {
-                let Some((meta, Some(body))) = io.blob else {
-                    unreachable!("a long-term find follows an opened blob")
-                };
-                Some(Object {
-                    meta,
-                    location: Location::LongTerm(tombstone.revision),
-                    span,
-                    body,
-                })
-            }
-        })
+        object(found, &mut io)
+    }
+
+    /// [`read`](TieredStore::read) on the calling thread.
+    pub(crate) fn read_blocking(
+        &self,
+        key: &[u8],
+        range: Option<ByteRange>,
+    ) -> Result<Option<Object>, Error> {
+        let mut machine = Get::new(Key::new(key)?, range, self.inner.config);
+        let mut io = OpIo::default();
+        let now = self.inner.driver.now();
+        let found = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
+        object(found, &mut io)
     }
 
     /// An object's metadata and location, without reading its bytes.
@@ -471,27 +495,16 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         let mut io = OpIo::default();
         let now = self.inner.driver.now();
         let found = self.inner.driver.drive(&mut machine, &mut io, now).await;
-        Ok(match read_result(found, &mut io)? {
-            None => None,
-            Some(Found::Inline { .. }) => {
-                let Some(Row::Inline { meta, .. }) = io.row else {
-                    unreachable!("an inline find follows an inline read")
-                };
-                Some(ObjectInfo {
-                    meta,
-                    location: Location::Inline,
-                })
-            }
-            Some(Found::LongTerm { tombstone, .. }) => {
-                let Some((meta, _)) = io.blob else {
-                    unreachable!("a long-term find follows a head")
-                };
-                Some(ObjectInfo {
-                    meta,
-                    location: Location::LongTerm(tombstone.revision),
-                })
-            }
-        })
+        info(found, &mut io)
+    }
+
+    /// [`head`](TieredStore::head) on the calling thread.
+    pub(crate) fn head_blocking(&self, key: &[u8]) -> Result<Option<ObjectInfo>, Error> {
+        let mut machine = Get::head(Key::new(key)?, self.inner.config);
+        let mut io = OpIo::default();
+        let now = self.inner.driver.now();
+        let found = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
+        info(found, &mut io)
     }
 
     /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) live keys starting with `prefix`, after `after`.
@@ -593,6 +606,81 @@ impl<D> Drop for TaskCount<D> {
             self.store.tasks.idle.notify(usize::MAX);
         }
     }
+}
+
+/// What a get found, as the caller receives it.
+fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>, Error> {
+    Ok(match read_result(found, io)? {
+        None => None,
+        Some(Found::Inline { span, .. }) => {
+            let Some(Row::Inline {
+                meta,
+                payload: Some(payload),
+            }) = io.row.take()
+            else {
+                unreachable!("an inline find follows an inline read with payload")
+            };
+            let bytes = match span {
+                Some(s) => payload.slice(s.start as usize..s.end as usize),
+                None => payload,
+            };
+            Some(Object {
+                meta,
+                location: Location::Inline,
+                span,
+                body: Body::from_bytes(bytes),
+            })
+        }
+        Some(Found::LongTerm { tombstone, span }) => {
+            let Some((meta, Some(body))) = io.blob.take() else {
+                unreachable!("a long-term find follows an opened blob")
+            };
+            Some(Object {
+                meta,
+                location: Location::LongTerm(tombstone.revision),
+                span,
+                body,
+            })
+        }
+    })
+}
+
+/// What a head found, as the caller receives it.
+fn info(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<ObjectInfo>, Error> {
+    Ok(match read_result(found, io)? {
+        None => None,
+        Some(Found::Inline { .. }) => {
+            let Some(Row::Inline { meta, .. }) = io.row.take() else {
+                unreachable!("an inline find follows an inline read")
+            };
+            Some(ObjectInfo {
+                meta,
+                location: Location::Inline,
+            })
+        }
+        Some(Found::LongTerm { tombstone, .. }) => {
+            let Some((meta, _)) = io.blob.take() else {
+                unreachable!("a long-term find follows a head")
+            };
+            Some(ObjectInfo {
+                meta,
+                location: Location::LongTerm(tombstone.revision),
+            })
+        }
+    })
+}
+
+/// A validated put, before anything is written.
+enum PutPlan {
+    Small {
+        meta: Metadata,
+        bytes: Bytes,
+        id: ChangeId,
+    },
+    Large {
+        meta: Metadata,
+        body: Body,
+    },
 }
 
 fn read_result(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Found>, Error> {
