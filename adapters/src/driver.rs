@@ -138,7 +138,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
         io: &mut OpIo,
         now: Instant,
     ) -> M::Output {
-        self.drive_from(machine, io, Clocked::new(now)).await
+        let mut clocked = Clocked::new(now);
+        let first = self.serve_now(machine, io, &mut clocked);
+        self.drive_from(machine, io, clocked, first).await
     }
 
     /// [`drive`](Driver::drive) on the calling thread. As long as every request is served on
@@ -154,21 +156,21 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
         let mut clocked = Clocked::new(now);
         match self.serve_now(machine, io, &mut clocked) {
             Step::Done(output) => output,
-            Step::Wait(_) | Step::Await => {
-                crate::runtime::block_on(pin!(self.drive_from(machine, io, clocked)))
-            }
+            step => crate::runtime::block_on(pin!(self.drive_from(machine, io, clocked, step))),
         }
     }
 
-    /// The loop: serve what can be served on the spot, then sleep or await one request.
+    /// The loop, from where [`serve_now`](Driver::serve_now) stopped with `step`: sleep or
+    /// await one request, then serve what can be served on the spot, and so on.
     async fn drive_from<M: Machine>(
         &self,
         machine: &mut M,
         io: &mut OpIo,
         mut clocked: Clocked,
+        mut step: Step<M::Output>,
     ) -> M::Output {
         loop {
-            match self.serve_now(machine, io, &mut clocked) {
+            match step {
                 Step::Done(output) => return output,
                 Step::Wait(until) => {
                     let millis = until.as_millis().saturating_sub(clocked.now.as_millis());
@@ -197,6 +199,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                     machine.handle(answer.completion());
                 }
             }
+            step = self.serve_now(machine, io, &mut clocked);
         }
     }
 
@@ -525,6 +528,58 @@ mod tests {
                 3_000, // after a long-term call
                 4_000, // after a change-log call
                 4_010, // after a wait: at least the instant waited for
+            ]
+        );
+    }
+
+    /// A runtime whose sleeps end at once: the clock, not the thread, says when a wait is over.
+    struct NoSleep;
+
+    impl Runtime for NoSleep {
+        fn spawn(&self, mut task: crate::Task) {
+            block_on(task.as_mut());
+        }
+        fn sleep(&self, _: std::time::Duration) -> crate::Task {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    #[test]
+    fn the_blocking_loop_hands_over_to_the_async_one_and_back_with_the_same_clock_rules() {
+        let clock = Arc::new(ManualClock::new(0));
+        let faults = Faults::new();
+        let c = clock.clone();
+        faults.inject(
+            Op::LtDelete,
+            Fault::Run(Arc::new(move || c.advance(Duration::from_secs(1)))),
+        );
+        let driver = Driver {
+            // Synchronous: served on the spot, no future.
+            hv: MemoryHv::new(),
+            // Wrapped: every call is awaited.
+            lt: Faulty::new(MemoryLt::new(), faults.clone()),
+            log: Faulty::new(MemoryLog::new(), faults),
+            runtime: NoSleep,
+            clock: Box::new(clock.clone()),
+            held: Mutex::default(),
+        };
+        assert!(driver.hv.as_sync().is_some());
+        let mut script = Script {
+            steps: vec![Step::Hv, Step::Hv, Step::Wait(10), Step::Lt, Step::Hv],
+            next: 0,
+            polled: None,
+            seen: Vec::new(),
+        };
+        let seen = driver.drive_blocking(&mut script, &mut OpIo::default(), Instant::ZERO);
+        assert_eq!(
+            seen,
+            [
+                0,     // the start
+                0,     // after a request served on the spot
+                0,     // after another: then the machine waits
+                10,    // after the wait, in the async loop
+                1_000, // after an awaited long-term call
+                1_000, // after a high-volume call served on the spot again
             ]
         );
     }
