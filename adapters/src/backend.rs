@@ -17,6 +17,7 @@ use cairn_core::{
 };
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 
 /// A failure reported by a backend. Opaque to cairn, kept for the caller.
 pub struct BackendError {
@@ -209,6 +210,43 @@ pub trait LtBackend: Send + Sync + 'static {
     ) -> impl Future<Output = BackendResult<Option<Metadata>>> + Send;
     /// Deletes a blob; deleting an absent blob succeeds.
     fn delete(&self, blob: BlobId<'_>) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Optional: writes blob `blob` in full, durably, but where nothing can see it — no read,
+    /// listing or scan — and where a crash leaves nothing that outlives the next open. The
+    /// driver calls it *while* the change-log record of the put commits, and
+    /// [publishes](Staged::publish) the result when the core asks for the blob, so the record
+    /// still precedes the blob's existence and the two syncs overlap instead of queueing.
+    ///
+    /// The default stages nothing and hands the body back ([`Staging::Unsupported`]); the
+    /// driver then writes the blob with [`put`](LtBackend::put) in its turn.
+    fn stage(
+        &self,
+        blob: BlobId<'_>,
+        meta: &Metadata,
+        body: Body,
+    ) -> impl Future<Output = Staging> + Send {
+        let _ = (blob, meta);
+        std::future::ready(Staging::Unsupported(body))
+    }
+}
+
+/// What [`LtBackend::stage`] did with a body.
+pub enum Staging {
+    /// Written and synced, invisible until published; dropping it discards it.
+    Staged(Box<dyn Staged>),
+    /// The write failed; the body is spent, so the blob write fails with this error.
+    Failed(BackendError),
+    /// This backend does not stage: here is the body back.
+    Unsupported(Body),
+}
+
+/// A blob written by [`LtBackend::stage`], not yet visible. Dropping it unpublished discards it.
+pub trait Staged: Send {
+    /// The blob's revision, to check it against the write the core asks for.
+    fn revision(&self) -> Revision;
+    /// Makes the blob visible under its name, durably, and returns its size in bytes. Like a
+    /// failed [`put`](LtBackend::put), a failed publish may leave a partial blob behind, which
+    /// cleanup deletes.
+    fn publish(self: Box<Self>) -> Pin<Box<dyn Future<Output = BackendResult<u64>> + Send>>;
 }
 
 /// The write-ahead change log.

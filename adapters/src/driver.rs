@@ -2,13 +2,14 @@
 //! backends, feed the completion back, until the machine is done.
 
 use crate::backend::{
-    BackendError, ChangeLog, HvBackend, LogRecord, LtBackend, Row, SyncHvBackend, Write,
+    BackendError, ChangeLog, HvBackend, LogRecord, LtBackend, Row, Staged, Staging, SyncHvBackend,
+    Write,
 };
 use crate::runtime::Runtime;
 use crate::{Body, Clock, Metadata};
 use bytes::Bytes;
 use cairn_core::{
-    Change, ChangeId, Completion, Duration, Guarded, HvWrite, Instant, LogEntry, Machine,
+    BlobId, Change, ChangeId, Completion, Duration, Guarded, HvWrite, Instant, LogEntry, Machine,
     ObjectMeta, Poll, Request, Tier,
 };
 use std::collections::HashSet;
@@ -31,6 +32,9 @@ pub(crate) struct OpIo {
     pub blob: Option<(Metadata, Option<Body>)>,
     /// The last backend failure, reported to the caller if the operation fails.
     pub error: Option<BackendError>,
+    /// A large put's blob, staged while its change-log record committed (or the staging's
+    /// failure), until the core asks for the blob. Dropped unpublished, it is discarded.
+    pub staged: Option<Result<Box<dyn Staged>, BackendError>>,
 }
 
 impl OpIo {
@@ -253,15 +257,27 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 return Answer::Plain(cas(done, io));
             }
             Request::LtPut { blob, .. } => {
-                let body = io
-                    .body
-                    .take()
-                    .expect("the core writes a large put's blob once");
-                let meta = io.meta.as_ref().expect("a put carries its metadata");
-                self.lt
-                    .put(blob, meta, body)
-                    .await
-                    .map(|size| Answer::Plain(Completion::BlobWritten { size }))
+                let written = match io.staged.take() {
+                    // Written while the record committed: only its publication is left.
+                    Some(Ok(staged)) => {
+                        assert_eq!(
+                            staged.revision(),
+                            blob.revision,
+                            "driver bug: the staged blob is not the one the core writes"
+                        );
+                        staged.publish().await
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        let body = io
+                            .body
+                            .take()
+                            .expect("the core writes a large put's blob once");
+                        let meta = io.meta.as_ref().expect("a put carries its metadata");
+                        self.lt.put(blob, meta, body).await
+                    }
+                };
+                written.map(|size| Answer::Plain(Completion::BlobWritten { size }))
             }
             Request::LtGet { blob, span } => self.lt.get(blob, span).await.map(|found| {
                 let hit = found.is_some();
@@ -281,10 +297,33 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             Request::LogRecord { id, change } => {
                 // Held before it can be scanned, so recovery never reclaims a live operation's entry.
                 crate::memory_lock(&self.held).insert(id);
-                self.log
-                    .record(id, change)
-                    .await
-                    .map(|()| Answer::Plain(Completion::Done))
+                let record = self.log.record(id, change);
+                let recorded = match (change.new, io.body.take()) {
+                    // A large put: its blob is staged (written where nothing sees it) while the
+                    // record commits, and published only when the core asks for it, after the
+                    // record is durable. The record is polled first, so its commit is under
+                    // way before the blob's bytes go out.
+                    (Some(revision), Some(body)) => {
+                        let blob = BlobId {
+                            key: change.key,
+                            revision,
+                        };
+                        let meta = io.meta.as_ref().expect("a put carries its metadata");
+                        let stage = self.lt.stage(blob, meta, body);
+                        let (recorded, staging) = futures_lite::future::zip(record, stage).await;
+                        match staging {
+                            Staging::Staged(staged) => io.staged = Some(Ok(staged)),
+                            Staging::Failed(e) => io.staged = Some(Err(e)),
+                            Staging::Unsupported(body) => io.body = Some(body),
+                        }
+                        recorded
+                    }
+                    (_, body) => {
+                        io.body = body;
+                        record.await
+                    }
+                };
+                recorded.map(|()| Answer::Plain(Completion::Done))
             }
             Request::LogRemove { id } => self
                 .log

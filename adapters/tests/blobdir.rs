@@ -10,8 +10,10 @@
 use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
-use cairn_adapters::{Body, ManualClock, Metadata};
-use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span};
+use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
+use cairn_adapters::memory::{MemoryHv, MemoryLog};
+use cairn_adapters::{BlockingStore, Body, Error, ManualClock, Metadata, PutOptions};
+use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span, Tier, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::{FutureExt, Stream};
 use std::io;
@@ -672,4 +674,84 @@ fn concurrent_writers_on_two_handles_all_land() {
             data(10_000, t)
         );
     }
+}
+
+/// A store whose long-term tier is the fixture's directory and whose change log answers
+/// through `faults`.
+fn staging_store(
+    f: &Fixture,
+    faults: &Arc<Faults>,
+) -> BlockingStore<MemoryHv, BlobDir, Faulty<MemoryLog>> {
+    BlockingStore::new(
+        MemoryHv::new(),
+        f.dir.clone(),
+        Faulty::new(MemoryLog::new(), faults.clone()),
+    )
+}
+
+#[test]
+fn a_large_puts_blob_is_written_while_its_record_commits_and_appears_only_after_it() {
+    let f = Fixture::new();
+    let faults = Faults::new();
+    let gate = Gate::new();
+    faults.inject(Op::LogRecord, Fault::Pause(gate.clone()));
+    let store = staging_store(&f, &faults);
+    let payload = data(3 * MIB, 7);
+    /// Opens the gate however the test ends, so a failure never leaves the put stuck.
+    struct Open(Arc<Gate>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    std::thread::scope(|s| {
+        let put = s.spawn(|| store.put("big", payload.clone(), &PutOptions::default()));
+        let _open = Open(gate.clone());
+        // The record is held at the gate; the blob's bytes go out meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let staged = loop {
+            let temps = f.temp_files();
+            let full = temps
+                .iter()
+                .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > payload.len() as u64));
+            if let (true, Some(p)) = (gate.is_reached(), full) {
+                break p.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the blob was never staged"
+            );
+            std::thread::yield_now();
+        };
+        assert!(f.blobs().is_empty(), "staged, not yet visible: {staged:?}");
+        assert!(store.get("big").unwrap().is_none(), "nothing refers to it");
+        gate.release();
+        assert_eq!(put.join().unwrap().unwrap(), WriteOutcome::Committed);
+    });
+    assert!(
+        f.temp_files().is_empty(),
+        "published: the temp file became the blob"
+    );
+    assert_eq!(f.blobs().len(), 1);
+    assert_eq!(store.get_bytes("big").unwrap().unwrap(), payload);
+}
+
+#[test]
+fn a_blob_staged_for_a_record_that_never_commits_is_discarded() {
+    let f = Fixture::new();
+    let faults = Faults::new();
+    // Every attempt at the record fails.
+    faults.inject_nth(Op::LogRecord, 0, Fault::FailBefore, 8);
+    let store = staging_store(&f, &faults);
+    let err = store
+        .put("big", data(3 * MIB, 9), &PutOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Write { error, .. } if error.tier == Tier::Log),
+        "{err}"
+    );
+    assert!(faults.calls(Op::LogRecord) >= 1);
+    assert!(f.temp_files().is_empty(), "the staged blob was discarded");
+    assert!(f.blobs().is_empty());
+    assert!(store.get("big").unwrap().is_none());
 }

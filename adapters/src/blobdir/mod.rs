@@ -70,7 +70,7 @@ mod write;
 pub use list::BlobInfo;
 pub use sweep::SweepReport;
 
-use crate::backend::{BackendError, BackendResult, LtBackend};
+use crate::backend::{BackendError, BackendResult, LtBackend, Staging};
 use crate::{Body, Clock, CoarseClock, Metadata};
 use cairn_core::{BlobId, Span};
 use layout::{context, sync_dir, Layout, FANOUT_DIRS, LAYOUT_TAG};
@@ -252,5 +252,12 @@ impl LtBackend for BlobDir {
 
     async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
         Ok(self.remove(blob)?)
+    }
+
+    async fn stage(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> Staging {
+        match self.stage_blob(blob, meta, body).await {
+            Ok(staged) => Staging::Staged(Box::new(staged)),
+            Err(e) => Staging::Failed(e.into()),
+        }
     }
 }

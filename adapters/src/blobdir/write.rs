@@ -14,6 +14,10 @@
 //!    path holds either nothing or the whole, synced file;
 //! 6. `fsync` the fan-out directory, which makes the rename and the marker durable together.
 //!
+//! [`BlobDir::stage_blob`] does steps 1 to 3 and [`StagedBlob::publish`] steps 4 to 6, so that a
+//! put's blob can be written while its change-log record commits (see
+//! [`LtBackend::stage`](crate::backend::LtBackend::stage)); a plain put does both in a row.
+//!
 //! Only after step 6 does `put` return `Ok`; from then on the blob survives a process kill and
 //! a power loss (given a file system and disk that honour `fsync`). Power loss cannot be
 //! simulated in a unit test; the tests check the observable half: no file ever appears at a
@@ -25,9 +29,10 @@
 use super::format::Draft;
 use super::layout::{context, key_hash, sync_dir};
 use super::BlobDir;
+use crate::backend::{BackendError, BackendResult};
 use crate::{Body, Metadata};
 use bytes::Bytes;
-use cairn_core::BlobId;
+use cairn_core::{BlobId, Revision};
 use futures_lite::StreamExt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
@@ -64,18 +69,70 @@ impl Drop for TempFile {
     }
 }
 
+/// A blob written and synced to its temp file (steps 1 to 3), waiting for steps 4 to 6.
+/// Dropped unpublished, its temp file goes.
+pub(crate) struct StagedBlob {
+    temp: TempFile,
+    final_path: PathBuf,
+    marker: Option<PathBuf>,
+    revision: Revision,
+    size: u64,
+}
+
+impl StagedBlob {
+    /// Steps 4 to 6: the expiry marker, the rename, the directory sync.
+    pub(crate) fn publish(mut self) -> io::Result<u64> {
+        if let Some(marker) = &self.marker {
+            File::create(marker).map_err(context("creating expiry marker", marker))?;
+        }
+        if let Err(e) = std::fs::rename(&self.temp.path, &self.final_path) {
+            if let Some(marker) = &self.marker {
+                let _ = std::fs::remove_file(marker);
+            }
+            return Err(context("renaming into place", &self.final_path)(e));
+        }
+        self.temp.published = true;
+        sync_dir(parent(&self.final_path))?;
+        Ok(self.size)
+    }
+}
+
+impl crate::backend::Staged for StagedBlob {
+    fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    fn publish(
+        self: Box<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = BackendResult<u64>> + Send>> {
+        Box::pin(std::future::ready(
+            StagedBlob::publish(*self).map_err(BackendError::from),
+        ))
+    }
+}
+
 impl BlobDir {
     pub(crate) async fn write(
         &self,
         blob: BlobId<'_>,
         meta: &Metadata,
-        mut body: Body,
+        body: Body,
     ) -> io::Result<u64> {
+        self.stage_blob(blob, meta, body).await?.publish()
+    }
+
+    /// Steps 1 to 3: the whole blob in a synced temp file, invisible to everything but
+    /// [`remove_temp_files`](super::BlobDir::remove_temp_files).
+    pub(crate) async fn stage_blob(
+        &self,
+        blob: BlobId<'_>,
+        meta: &Metadata,
+        mut body: Body,
+    ) -> io::Result<StagedBlob> {
         let layout = &self.inner.layout;
         let hash = key_hash(blob.key);
-        let final_path = layout.blob_path(hash, blob.revision);
         let mut header = Draft::new(blob.key, blob.revision, meta)?;
-        let (mut temp, mut file) = self.create_temp(blob)?;
+        let (temp, mut file) = self.create_temp(blob)?;
         file.write_all(header.bytes())
             .map_err(context("writing", &temp.path))?;
 
@@ -105,23 +162,15 @@ impl BlobDir {
             .and_then(|_| file.write_all(header.bytes()))
             .map_err(context("writing header of", &temp.path))?;
         file.sync_data().map_err(context("syncing", &temp.path))?;
-        drop(file);
-
-        let marker = meta
-            .expires
-            .map(|at| layout.marker_path(hash, blob.revision, at));
-        if let Some(marker) = &marker {
-            File::create(marker).map_err(context("creating expiry marker", marker))?;
-        }
-        if let Err(e) = std::fs::rename(&temp.path, &final_path) {
-            if let Some(marker) = &marker {
-                let _ = std::fs::remove_file(marker);
-            }
-            return Err(context("renaming into place", &final_path)(e));
-        }
-        temp.published = true;
-        sync_dir(parent(&final_path))?;
-        Ok(size)
+        Ok(StagedBlob {
+            temp,
+            final_path: layout.blob_path(hash, blob.revision),
+            marker: meta
+                .expires
+                .map(|at| layout.marker_path(hash, blob.revision, at)),
+            revision: blob.revision,
+            size,
+        })
     }
 
     /// Creates a fresh temp file for `blob`, exclusively (never another writer's file).
