@@ -15,3 +15,4 @@ for op in put get; do
   ours=$(per_op "$op"); raw=$(per_op "raw-$op")
   echo "small $op (1 KiB): $ours instructions per operation; raw hashbrown $op: $raw ($(( ours * 100 / raw ))% of it)"
 done
+echo "essential get work alone (key check, clock, MemoryHv::read, Object; no machine, no driver): $(per_op essential-get) instructions"
