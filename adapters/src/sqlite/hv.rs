@@ -8,7 +8,7 @@ use super::codec::{
     size_from_sql, size_to_sql, Corrupt,
 };
 use super::schema::{KIND_INLINE, KIND_TOMBSTONE};
-use super::writer::WriteCx;
+use super::writer::{Shape, WriteCx};
 use super::{lease, CasMode, Shared, SqliteDb, SqliteError, SqliteErrorKind};
 use crate::backend::{BackendResult, HvBackend, ListEntry, Row, Write};
 use crate::Metadata;
@@ -375,7 +375,7 @@ impl HvBackend for SqliteHv {
         let guarded = self
             .db()
             .writer
-            .submit("put_non_tombstone", move |cx| {
+            .submit_shaped("put_non_tombstone", Shape::Atomic, move |cx| {
                 if let HvRow::Tombstone(t) = probe(cx, &key, now)? {
                     return Ok(Guarded::Blocked(t));
                 }
@@ -391,7 +391,7 @@ impl HvBackend for SqliteHv {
         let guarded = self
             .db()
             .writer
-            .submit("delete_non_tombstone", move |cx| {
+            .submit_shaped("delete_non_tombstone", Shape::Atomic, move |cx| {
                 if let HvRow::Tombstone(t) = probe(cx, &key, now)? {
                     return Ok(Guarded::Blocked(t));
                 }
@@ -425,7 +425,7 @@ impl HvBackend for SqliteHv {
         let ok = self
             .db()
             .writer
-            .submit("compare_and_write", move |cx| {
+            .submit_shaped("compare_and_write", Shape::Atomic, move |cx| {
                 lease::ensure_live(cx, "compare_and_write")?;
                 let verdict = cas_verdict(probe(cx, &key, now)?, expected, &core_write);
                 let apply = match verdict {
@@ -500,7 +500,7 @@ impl SqliteDb {
     pub async fn sweep_expired_rows(&self, now: Instant, limit: usize) -> BackendResult<usize> {
         let deleted = self
             .writer
-            .submit("sweeping expired rows", move |cx| {
+            .submit_shaped("sweeping expired rows", Shape::Atomic, move |cx| {
                 cx.conn
                     .prepare_cached(SWEEP_SQL)
                     .and_then(|mut s| s.execute(params![instant_to_sql(now), sql_limit(limit)]))

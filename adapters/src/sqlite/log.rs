@@ -4,6 +4,7 @@
 //! instances whose lease has run out (see `lease.rs`).
 
 use super::codec::{id_from_blob, id_to_blob, instant_to_sql, Corrupt};
+use super::writer::Shape;
 use super::{lease, Shared, SqliteDb, SqliteError, SqliteErrorKind};
 use crate::backend::{BackendResult, ChangeLog, LogRecord};
 use cairn_core::{Change, ChangeId, KeyBuf, Revision};
@@ -131,7 +132,7 @@ impl ChangeLog for SqliteLog {
         let (new, old) = (change.new, change.old);
         self.db()
             .writer
-            .submit("recording a change", move |cx| {
+            .submit_shaped("recording a change", Shape::Atomic, move |cx| {
                 lease::ensure_live(cx, "recording a change")?;
                 let blob = |r: Option<Revision>| r.map(|r| id_to_blob(r.0));
                 cx.conn
@@ -155,7 +156,7 @@ impl ChangeLog for SqliteLog {
     async fn remove(&self, id: ChangeId) -> BackendResult<()> {
         self.db()
             .writer
-            .submit("removing a change", move |cx| {
+            .submit_shaped("removing a change", Shape::Lazy, move |cx| {
                 cx.conn
                     .prepare_cached(REMOVE_SQL)
                     .and_then(|mut s| s.execute([&id_to_blob(id.0)[..]]))

@@ -39,14 +39,21 @@
 //!
 //! # Group commit
 //!
-//! The writer thread takes the first queued request, drains every other request already queued
-//! (up to 256; if the previous batch was larger, it waits a moment — at most a quarter of the
-//! previous commit's time — for the rest of those callers), runs them all in one
-//! `BEGIN IMMEDIATE … COMMIT` — each in its own `SAVEPOINT`, so one failing request fails alone —
-//! and then answers every caller. N concurrent writers thus share one fsync;
-//! [`SqliteDb::writer_stats`] counts commits and writes. Reads do not queue: they run
-//! synchronously on the calling thread, on a small pool of read connections (WAL lets readers run
-//! beside the writer), and see every write acknowledged before they started.
+//! The writer thread takes the first queued request, opens a `BEGIN IMMEDIATE` transaction and
+//! runs it, then runs every other request already queued (up to 256; if the previous batch was
+//! larger, it waits a moment — at most a quarter of the previous commit's time — for the rest of
+//! those callers, running each as it arrives), commits, and then answers every caller. Each
+//! request is isolated: one that writes with a single statement is undone by SQLite if that
+//! statement fails, any other runs in its own `SAVEPOINT`, so one failing request fails alone.
+//! N concurrent writers thus share one fsync; [`SqliteDb::writer_stats`] counts commits and
+//! writes. One kind of write needs to be durable only eventually: removing a change-log entry
+//! whose cleanup is over (lost in a crash, the entry is simply cleaned up again). A batch of
+//! nothing but such removals commits without an fsync even under [`Synchronous::Full`]; the
+//! next durable commit makes it durable too (see `writer.rs` for the argument).
+//!
+//! Reads do not queue: they run synchronously on the calling thread, on a small pool of read
+//! connections (WAL lets readers run beside the writer), and see every write acknowledged before
+//! they started.
 //!
 //! # Change-log ownership, leases and fencing
 //!
@@ -103,7 +110,7 @@ use reader::Readers;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use writer::{Stats, Writer};
+use writer::{Shape, Stats, Writer};
 
 /// How hard SQLite works to make a commit durable. See [the module docs](self#durability).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,6 +242,8 @@ pub(crate) struct Shared {
     pub path: Arc<Path>,
     pub clock: Arc<dyn Clock>,
     pub cas_mode: CasMode,
+    /// The configured durability of commits (lazy batches relax it for themselves).
+    pub synchronous: Synchronous,
     pub lease: Lease,
     pub stats: Stats,
 }
@@ -319,6 +328,7 @@ impl SqliteDb {
             path: path.clone(),
             clock: options.clock.clone(),
             cas_mode: options.cas_mode,
+            synchronous: options.synchronous,
             lease: Lease::new(instance, options.lease, until),
             stats: Stats::default(),
         });
@@ -367,7 +377,7 @@ impl SqliteDb {
     pub async fn renew_lease(&self, now: Instant) -> BackendResult<Instant> {
         let until = self
             .writer
-            .submit("renewing the instance lease", move |cx| {
+            .submit_shaped("renewing the instance lease", Shape::Atomic, move |cx| {
                 let lease = &cx.shared.lease;
                 match lease::renew(cx.conn, lease.instance, now, lease.duration) {
                     Ok(Some(until)) => Ok(until),

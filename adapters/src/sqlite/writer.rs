@@ -1,21 +1,55 @@
 //! Group commit. One thread owns the write connection; every write is a job sent to it over a
-//! channel. The thread takes the first job, drains every job already queued (up to
-//! [`MAX_BATCH`]; see [`gather`] for the short wait that keeps batches whole), runs them all in one `BEGIN IMMEDIATE … COMMIT`, each inside its own
-//! `SAVEPOINT` so that one failing job rolls back only itself, and only after the commit answers
-//! every caller. N concurrent writers therefore share one commit, and one fsync.
+//! channel. The thread takes the first job, opens a transaction (`BEGIN IMMEDIATE`) and runs it
+//! at once, then runs every further job already queued — and, for a moment, those still arriving
+//! (see [`Gather`]) — in the same transaction, up to [`MAX_BATCH`]; it commits, and only after the
+//! commit answers every caller. N concurrent writers therefore share one commit, and one fsync.
+//! Jobs run as they arrive, not after the batch is complete, so the writer's work on a batch
+//! overlaps its callers' work on the next requests instead of adding to it. Between jobs the
+//! writer polls the queue for a moment before it blocks (see [`SPIN`]), so that callers coming
+//! straight back need not wake it.
 //!
-//! Replies travel over one-shot async channels, so a caller awaits its answer on any runtime
+//! # Isolation of jobs
+//!
+//! One failing job must not fail the others in its batch. A job that may write with several
+//! statements ([`Shape::Savepoint`]) runs inside its own `SAVEPOINT`, which is rolled back if it
+//! fails. A job that writes with at most one statement, and can fail only before or in that
+//! statement ([`Shape::Atomic`], [`Shape::Lazy`]) needs none: SQLite undoes a failing statement's
+//! changes and keeps the transaction, so the job leaves no trace — the statement *is* its
+//! savepoint. That saves two statements per job, and nearly every job is of that shape (a put,
+//! a compare-and-write, a change-log record or removal). Errors after which SQLite rolls back the
+//! whole transaction (a full disk, an I/O error) fail the whole batch, as they must.
+//!
+//! # Lazy jobs
+//!
+//! Some writes need to be durable only eventually: removing a change-log entry whose cleanup is
+//! over ([`Shape::Lazy`]). If such a removal is lost in a crash, the entry is still in the log,
+//! and recovery runs its cleanup again — which is idempotent — and removes it again: the state
+//! after the crash is exactly the one a crash just before the removal would have left, which
+//! recovery handles by design. So under `synchronous=FULL` a batch that holds *only* lazy jobs
+//! commits with `synchronous=NORMAL`: in WAL mode that writes the commit to the WAL without the
+//! fsync (the caller does not wait for the disk). The commit is still ordered: WAL frames carry
+//! cumulative checksums and SQLite's recovery replays only an unbroken prefix of them, so no
+//! later commit can survive a crash without this one, and the next `FULL` commit's fsync of the
+//! WAL (of any connection, in any process), or the next checkpoint, makes it durable. A lost
+//! lazy commit therefore implies that every later commit was lost with it. A lazy job that joins
+//! a batch with any other job simply commits durably with it; a durable job never waits for a
+//! lazy batch's wait (lazy batches do not gather).
+//!
+//! Replies travel over one-shot [`Reply`] slots, so a caller awaits its answer on any runtime
 //! (tokio, smol, `futures_lite::future::block_on`) without blocking it. The job queue is
 //! unbounded, but every caller waits for its answer before sending again, so it holds at most one
 //! job per concurrent caller.
 
 use super::lease;
-use super::{Shared, SqliteError, SqliteErrorKind};
+use super::{Shared, SqliteError, SqliteErrorKind, Synchronous};
 use rusqlite::Connection;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Most jobs committed together. Large enough that sixteen or a hundred concurrent writers share
 /// one fsync; small enough that one batch (up to 256 inline objects of 1 MiB at worst) stays a
@@ -24,28 +58,111 @@ pub(crate) const MAX_BATCH: usize = 256;
 
 /// Longest the writer thread sleeps while idle before it checks whether the lease needs renewing
 /// (real time; the lease itself is judged by the configured clock).
-const MAX_IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// What a job sees while it runs: the write connection, inside the batch's transaction and its own
-/// savepoint.
+/// Longest the writer waits for stragglers before committing, whatever the commit costs.
+const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
+
+/// What a job sees while it runs: the write connection, inside the batch's transaction.
 pub(crate) struct WriteCx<'a> {
     pub conn: &'a Connection,
     pub shared: &'a Shared,
 }
 
+/// How a job writes, which decides how it is isolated from the others in its batch and how
+/// durable its commit must be. See [the module docs](self#isolation-of-jobs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Any number of writes: the job runs inside its own savepoint.
+    Savepoint,
+    /// At most one writing statement, and the job fails only before it or in it: SQLite's
+    /// statement atomicity isolates it, no savepoint needed.
+    Atomic,
+    /// [`Shape::Atomic`], and durable eventually is enough: a batch of nothing but lazy jobs
+    /// commits without waiting for the disk. See [the module docs](self#lazy-jobs).
+    Lazy,
+}
+
 /// One unit of work for the writer thread.
 pub(crate) trait Job: Send {
-    /// Does the work inside the transaction. An error rolls back this job's savepoint only.
+    /// How the job writes.
+    fn shape(&self) -> Shape;
+    /// Does the work inside the transaction. An error undoes this job's writes only.
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError>;
     /// Answers the caller once the batch is over: `batch` is the commit's outcome.
     fn finish(self: Box<Self>, batch: Result<(), SqliteError>);
 }
 
-/// A job built from a closure, answering its caller over a one-shot channel.
+/// A one-shot reply slot: the writer thread fills it once, the caller's future takes the value.
+/// (A mutex around a value and a waker: cheaper than a channel, and the writer never waits on it
+/// for longer than the caller takes to register its waker.)
+struct Slot<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+    /// The sender is gone (with or without a value).
+    closed: bool,
+}
+
+/// The sending half of a reply. Dropping it unanswered wakes the caller with "closed".
+struct Reply<T>(Arc<Mutex<Slot<T>>>);
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        crate::memory_lock(&self.0).value = Some(value);
+        // Drop wakes the caller.
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut slot = crate::memory_lock(&self.0);
+            slot.closed = true;
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The receiving half: resolves to `None` if the reply was dropped unanswered.
+struct Answer<T>(Arc<Mutex<Slot<T>>>);
+
+impl<T> Future for Answer<T> {
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut slot = crate::memory_lock(&self.0);
+        if let Some(value) = slot.value.take() {
+            return Poll::Ready(Some(value));
+        }
+        if slot.closed {
+            return Poll::Ready(None);
+        }
+        match &mut slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+fn reply_slot<T>() -> (Reply<T>, Answer<T>) {
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        waker: None,
+        closed: false,
+    }));
+    (Reply(slot.clone()), Answer(slot))
+}
+
+/// A job built from a closure, answering its caller through a [`Reply`].
 struct Pending<T, F> {
+    shape: Shape,
     op: Option<F>,
     result: Option<Result<T, SqliteError>>,
-    reply: async_channel::Sender<Result<T, SqliteError>>,
+    reply: Reply<Result<T, SqliteError>>,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -53,6 +170,10 @@ where
     T: Send,
     F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send,
 {
+    fn shape(&self) -> Shape {
+        self.shape
+    }
+
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError> {
         let op = self.op.take().expect("the writer runs each job once");
         let result = op(cx);
@@ -63,7 +184,7 @@ where
 
     fn finish(self: Box<Self>, batch: Result<(), SqliteError>) {
         let answer = match (self.result, batch) {
-            // Its own failure: its savepoint was rolled back, whatever became of the batch.
+            // Its own failure: its writes were undone, whatever became of the batch.
             (Some(Err(e)), _) => Err(e),
             // The batch did not commit: nothing it did is in the database.
             (_, Err(e)) => Err(e),
@@ -71,7 +192,7 @@ where
             (None, Ok(())) => unreachable!("a committed batch ran every one of its jobs"),
         };
         // The caller may have stopped waiting (its future was dropped); the answer is moot then.
-        let _ = self.reply.try_send(answer);
+        self.reply.send(answer);
     }
 }
 
@@ -82,6 +203,7 @@ pub(crate) struct Stats {
     writes: AtomicU64,
     largest_batch: AtomicU64,
     failed_batches: AtomicU64,
+    lazy_commits: AtomicU64,
 }
 
 /// A snapshot of the writer thread's counters.
@@ -97,6 +219,10 @@ pub struct WriterStats {
     pub largest_batch: u64,
     /// Batches that failed to begin or to commit (every request in them failed).
     pub failed_batches: u64,
+    /// Commits (among `commits`) made of nothing but writes that need to be durable only
+    /// eventually (change-log removals), committed without an fsync under
+    /// [`Synchronous::Full`](super::Synchronous::Full).
+    pub lazy_commits: u64,
 }
 
 impl Stats {
@@ -106,6 +232,7 @@ impl Stats {
             writes: self.writes.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            lazy_commits: self.lazy_commits.load(Ordering::Relaxed),
         }
     }
 }
@@ -119,7 +246,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `conn`.
+    /// Starts the writer thread over `conn`, whose `synchronous` setting is the configured one.
     pub fn start(conn: Connection, shared: Arc<Shared>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -133,22 +260,40 @@ impl Writer {
         })
     }
 
-    /// Runs `op` in the next batch and returns its result once the batch has committed.
+    /// Runs `op`, which may write with any number of statements, in the next batch and returns
+    /// its result once the batch has committed.
     pub async fn submit<T, F>(&self, what: &str, op: F) -> Result<T, SqliteError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
     {
+        self.submit_shaped(what, Shape::Savepoint, op).await
+    }
+
+    /// [`submit`](Writer::submit) for an `op` of the given shape. `Shape::Atomic` and
+    /// `Shape::Lazy` promise that `op` writes with at most one statement and fails only before
+    /// or in it (never after a write succeeded).
+    pub async fn submit_shaped<T, F>(
+        &self,
+        what: &str,
+        shape: Shape,
+        op: F,
+    ) -> Result<T, SqliteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
+    {
         let closed = || SqliteError::new(&self.shared.path, SqliteErrorKind::Closed, what);
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = reply_slot();
         let job = Box::new(Pending {
+            shape,
             op: Some(op),
             result: None,
             reply,
         });
         let jobs = self.jobs.as_ref().ok_or_else(closed)?;
         jobs.send(job).map_err(|_| closed())?;
-        answer.recv().await.map_err(|_| closed())?
+        answer.await.ok_or_else(closed)?
     }
 }
 
@@ -171,6 +316,11 @@ struct Renewal {
 }
 
 impl Job for Renewal {
+    fn shape(&self) -> Shape {
+        // One UPDATE; nothing fails after it.
+        Shape::Atomic
+    }
+
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError> {
         let lease = &cx.shared.lease;
         let now = cx.shared.clock.now();
@@ -191,134 +341,495 @@ impl Job for Renewal {
     }
 }
 
+/// The writer thread's state between batches.
+struct Thread<'q> {
+    conn: Connection,
+    shared: Arc<Shared>,
+    queue: &'q mpsc::Receiver<Box<dyn Job>>,
+    /// A job taken from the queue that did not fit the batch it met (a durable job behind a
+    /// lazy batch): the first job of the next batch.
+    carried: Option<Box<dyn Job>>,
+    /// Whether the connection is at `synchronous=NORMAL` for a lazy batch although the
+    /// configured level is `FULL`; set back before the next durable batch begins.
+    relaxed: bool,
+    /// The previous durable batch's size and commit time, to gather the next one (see
+    /// [`Gather`]).
+    last: (usize, Duration),
+    /// The jobs of the batch being run, in the order they ran.
+    batch: Vec<Box<dyn Job>>,
+}
+
 fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job>>) {
-    let tick = std::time::Duration::from_millis(shared.lease.duration.as_millis() / 4)
-        .clamp(std::time::Duration::from_millis(1), MAX_IDLE_TICK);
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH + 1);
+    let tick = Duration::from_millis(shared.lease.duration.as_millis() / 4)
+        .clamp(Duration::from_millis(1), MAX_IDLE_TICK);
+    let mut thread = Thread {
+        conn,
+        shared,
+        queue,
+        carried: None,
+        relaxed: false,
+        last: (0, Duration::ZERO),
+        batch: Vec::with_capacity(MAX_BATCH + 1),
+    };
     let mut open = true;
-    // The previous batch's size and commit time, to gather the next one (see `gather`).
-    let mut last = (0, std::time::Duration::ZERO);
     while open {
-        match queue.recv_timeout(tick) {
-            Ok(job) => batch.push(job),
-            // Idle for a tick: whoever was writing together has stopped.
-            Err(mpsc::RecvTimeoutError::Timeout) => last = (0, std::time::Duration::ZERO),
-            Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-        }
-        if !batch.is_empty() {
-            gather(queue, &mut batch, last);
-        }
-        let writes = batch.len() as u64;
-        if shared.lease.renewal_due(shared.clock.now()) {
-            let renewal = Renewal {
+        let first = match thread.carried.take() {
+            Some(job) => Some(job),
+            None => match next_job(queue, Instant::now() + tick) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle for a tick: whoever was writing together has stopped.
+                    thread.last = (0, Duration::ZERO);
+                    None
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            },
+        };
+        let shared = &thread.shared;
+        let renewal = shared
+            .lease
+            .renewal_due(shared.clock.now())
+            .then(|| Renewal {
                 shared: shared.clone(),
                 until: None,
-            };
-            batch.insert(0, Box::new(renewal));
-        }
-        if !batch.is_empty() {
-            let started = std::time::Instant::now();
-            commit(&conn, &shared, &mut batch, writes);
-            last = (writes as usize, started.elapsed());
+            });
+        if first.is_some() || renewal.is_some() {
+            thread.batch(first, renewal);
         }
     }
     // A clean close hands this instance's remaining change-log entries to the next scanner at
-    // once. Best effort: if it fails, the lease simply runs out.
-    let _ = lease::release(&conn, shared.lease.instance);
+    // once; and leaves the connection as configured. Best effort: if it fails, the lease simply
+    // runs out.
+    let _ = thread.durable();
+    let _ = lease::release(&thread.conn, thread.shared.lease.instance);
 }
 
-/// Longest the writer waits for stragglers before committing, whatever the commit costs.
-const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long a batch keeps taking jobs. Every job already queued joins at once; and if the
+/// previous batch was larger, the writer also waits briefly for the rest of its callers:
+/// answered all at once, they come back a few microseconds apart, and a writer that committed
+/// whatever had arrived first would split them into a large and a small batch, paying two
+/// commits for one. The wait is bounded by a quarter of the previous commit's time (an fsync,
+/// under `synchronous=FULL`), so it costs little where it helps and nothing where commits are
+/// cheap; a lone writer (previous batch of one) never waits. Jobs run as they arrive, so the
+/// wait overlaps the batch's own work.
+struct Gather {
+    want: usize,
+    deadline: Instant,
+}
 
-/// Fills `batch` with the jobs already queued, and then, if the previous batch was larger, waits
-/// briefly for the rest of its callers: answered all at once, they come back a few microseconds
-/// apart, and a writer that committed whatever had arrived first would split them into a large and
-/// a small batch, paying two commits for one. The wait is bounded by a quarter of the previous
-/// commit's time (an fsync, under `synchronous=FULL`), so it costs little where it helps and
-/// nothing where commits are cheap; a lone writer (previous batch of one) never waits.
-fn gather(
+impl Gather {
+    fn after(started: Instant, (last_size, last_commit): (usize, Duration)) -> Gather {
+        Gather {
+            want: last_size.min(MAX_BATCH),
+            deadline: started + (last_commit / 4).min(MAX_GATHER_WAIT),
+        }
+    }
+
+    /// Nothing beyond what is queued already.
+    fn none() -> Gather {
+        Gather {
+            want: 0,
+            deadline: Instant::now(),
+        }
+    }
+
+    /// The next job for a batch of `len` jobs so far, if one comes in time.
+    fn next(&self, queue: &mpsc::Receiver<Box<dyn Job>>, len: usize) -> Option<Box<dyn Job>> {
+        if len >= MAX_BATCH {
+            return None;
+        }
+        if let Ok(job) = queue.try_recv() {
+            return Some(job);
+        }
+        if len >= self.want {
+            return None;
+        }
+        next_job(queue, self.deadline).ok()
+    }
+}
+
+/// How long the writer polls the queue before it blocks on it.
+///
+/// A thread blocked on the queue must be woken by the caller that sends the next job, and on a
+/// virtual machine whose processor went idle meanwhile that wake-up takes tens of microseconds
+/// (about 100 µs per put were measured, ten times what the put itself costs without its
+/// fsync). A caller answered a moment ago sends its next request within a few microseconds, so
+/// the writer polls for a while first, yielding the processor between polls so that the
+/// callers it would wait for get to run: the sender then finds nobody to wake, and the writer's
+/// processor never goes to sleep between requests that come back to back.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The next job, polling the queue for at most [`SPIN`] (see there) and then blocking on it,
+/// until `deadline`.
+fn next_job(
     queue: &mpsc::Receiver<Box<dyn Job>>,
-    batch: &mut Vec<Box<dyn Job>>,
-    (last_size, last_commit): (usize, std::time::Duration),
-) {
-    while batch.len() < MAX_BATCH {
+    deadline: Instant,
+) -> Result<Box<dyn Job>, mpsc::RecvTimeoutError> {
+    let spin_until = deadline.min(Instant::now() + SPIN);
+    loop {
         match queue.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
+            Ok(job) => return Ok(job),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(mpsc::RecvTimeoutError::Disconnected)
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
         }
-    }
-    let want = last_size.min(MAX_BATCH);
-    let deadline = std::time::Instant::now() + (last_commit / 4).min(MAX_GATHER_WAIT);
-    while batch.len() < want {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match queue.recv_timeout(left) {
-            Ok(job) => batch.push(job),
-            Err(_) => break,
+        if Instant::now() >= spin_until {
+            break;
         }
+        std::thread::yield_now();
     }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(mpsc::RecvTimeoutError::Timeout);
+    }
+    queue.recv_timeout(left)
 }
 
-/// Runs `batch` in one transaction and answers every job.
-fn commit(conn: &Connection, shared: &Shared, batch: &mut Vec<Box<dyn Job>>, writes: u64) {
-    let exec = |sql: &str, what: &'static str| {
-        conn.prepare_cached(sql)
+impl Thread<'_> {
+    fn sqlite_err(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> SqliteError + '_ {
+        self.shared.sqlite_err(what)
+    }
+
+    fn exec(&self, sql: &str, what: &'static str) -> Result<(), SqliteError> {
+        self.conn
+            .prepare_cached(sql)
             .and_then(|mut s| s.execute([]))
             .map(drop)
-            .map_err(shared.sqlite_err(what))
-    };
-    let cx = WriteCx { conn, shared };
-    // A lone job needs no savepoint: if it fails, rolling back the whole transaction undoes
-    // exactly its work. That saves two statements on the uncontended path.
-    let alone = batch.len() == 1;
-    let outcome = (|| {
-        exec("BEGIN IMMEDIATE", "starting a write transaction")?;
-        for job in batch.iter_mut() {
-            if alone {
-                if job.run(&cx).is_err() {
-                    if !conn.is_autocommit() {
-                        exec("ROLLBACK", "rolling back a failed request")?;
-                    }
-                    // The job answers with its own error; there is nothing else to answer.
-                    return Ok(false);
+            .map_err(self.sqlite_err(what))
+    }
+
+    /// Sets `synchronous`. Never cached: SQLite applies this pragma when it is prepared.
+    fn set_synchronous(&self, level: &str) -> Result<(), SqliteError> {
+        self.conn
+            .execute_batch(&format!("PRAGMA synchronous = {level}"))
+            .map_err(self.sqlite_err("setting the synchronous level"))
+    }
+
+    /// Makes sure the next commit is as durable as configured.
+    fn durable(&mut self) -> Result<(), SqliteError> {
+        if self.relaxed {
+            self.set_synchronous("FULL")?;
+            self.relaxed = false;
+        }
+        Ok(())
+    }
+
+    /// Whether a batch that starts with `first` (and no renewal) may commit lazily, having set
+    /// the connection up for it if so.
+    fn relax_for(&mut self, first: &dyn Job) -> bool {
+        if first.shape() != Shape::Lazy || self.shared.synchronous != Synchronous::Full {
+            return false;
+        }
+        if !self.relaxed {
+            // If this fails the batch simply commits durably.
+            self.relaxed = self.set_synchronous("NORMAL").is_ok();
+        }
+        self.relaxed
+    }
+
+    /// Runs one batch that starts with `first` and/or a lease renewal, takes further jobs as
+    /// [`Gather`] allows, commits, and answers every job.
+    fn batch(&mut self, first: Option<Box<dyn Job>>, renewal: Option<Renewal>) {
+        let started = Instant::now();
+        let lazy = match (&first, &renewal) {
+            (Some(job), None) => self.relax_for(job.as_ref()),
+            _ => false,
+        };
+        let gather = if lazy {
+            Gather::none()
+        } else {
+            Gather::after(started, self.last)
+        };
+        let renewed = renewal.is_some();
+        let mut pending: Option<Box<dyn Job>> = match renewal {
+            Some(r) => Some(Box::new(r)),
+            None => None,
+        };
+        let mut first = first;
+        let outcome = (|| {
+            if !lazy {
+                self.durable()?;
+            }
+            self.exec("BEGIN IMMEDIATE", "starting a write transaction")
+        })();
+        let outcome = match outcome {
+            Err(e) => {
+                // Nothing ran; every job taken so far fails with the reason.
+                self.batch.extend(pending.take());
+                self.batch.extend(first.take());
+                Err(e)
+            }
+            Ok(()) => self.fill(pending.take(), first.take(), &gather, lazy),
+        };
+        let outcome = outcome.and_then(|()| self.exec("COMMIT", "committing"));
+        if outcome.is_err() && !self.conn.is_autocommit() {
+            // Nothing of the batch may commit later: end the transaction here.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let writes = (self.batch.len() - usize::from(renewed)) as u64;
+        let stats = &self.shared.stats;
+        match outcome {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(writes, Ordering::Relaxed);
+                stats.largest_batch.fetch_max(writes, Ordering::Relaxed);
+                if lazy {
+                    stats.lazy_commits.fetch_add(1, Ordering::Relaxed);
                 }
-                continue;
             }
-            exec("SAVEPOINT job", "starting a savepoint")?;
-            if job.run(&cx).is_ok() {
-                exec("RELEASE job", "releasing a savepoint")?;
-                continue;
+            Err(_) => {
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
             }
-            if conn.is_autocommit() {
+        }
+        if !lazy {
+            self.last = (writes as usize, started.elapsed());
+        }
+        for job in self.batch.drain(..) {
+            job.finish(outcome.clone());
+        }
+    }
+
+    /// Inside the open transaction: runs `renewal`, `first`, and every further job `gather`
+    /// lets in (only lazy ones in a lazy batch), each isolated from the others. Every job taken
+    /// ends up in `self.batch`. An error means the transaction is lost.
+    fn fill(
+        &mut self,
+        renewal: Option<Box<dyn Job>>,
+        first: Option<Box<dyn Job>>,
+        gather: &Gather,
+        lazy: bool,
+    ) -> Result<(), SqliteError> {
+        for job in renewal.into_iter().chain(first) {
+            self.run_one(job)?;
+        }
+        while let Some(job) = gather.next(self.queue, self.batch.len()) {
+            if lazy && job.shape() != Shape::Lazy {
+                // A durable job never commits lazily: it starts the next batch.
+                self.carried = Some(job);
+                break;
+            }
+            self.run_one(job)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one job inside the transaction, isolated from the rest of the batch, and adds it
+    /// to `self.batch`.
+    fn run_one(&mut self, mut job: Box<dyn Job>) -> Result<(), SqliteError> {
+        let savepoint = job.shape() == Shape::Savepoint;
+        if savepoint {
+            if let Err(e) = self.exec("SAVEPOINT job", "starting a savepoint") {
+                self.batch.push(job);
+                return Err(e);
+            }
+        }
+        let cx = WriteCx {
+            conn: &self.conn,
+            shared: &self.shared,
+        };
+        let ran = job.run(&cx);
+        self.batch.push(job);
+        match ran {
+            Ok(()) if savepoint => self.exec("RELEASE job", "releasing a savepoint"),
+            Ok(()) => Ok(()),
+            Err(_) if self.conn.is_autocommit() => {
                 // Some failures (I/O, a full disk) make SQLite roll back the whole transaction.
-                return Err(SqliteError::new(
-                    &shared.path,
+                Err(SqliteError::new(
+                    &self.shared.path,
                     SqliteErrorKind::Sqlite,
                     "another request in the same batch failed and SQLite rolled the batch back",
-                ));
+                ))
             }
-            exec("ROLLBACK TO job", "rolling back a savepoint")?;
-            exec("RELEASE job", "releasing a savepoint")?;
-        }
-        exec("COMMIT", "committing").map(|()| true)
-    })();
-    if outcome.is_err() && !conn.is_autocommit() {
-        // Nothing of the batch may commit later: end the transaction here.
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    let stats = &shared.stats;
-    match outcome {
-        Ok(true) => {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(writes, Ordering::Relaxed);
-            stats.largest_batch.fetch_max(writes, Ordering::Relaxed);
-        }
-        Ok(false) => {}
-        Err(_) => {
-            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            // SQLite undid the failing statement, and with it the whole job.
+            Err(_) if !savepoint => Ok(()),
+            Err(_) => {
+                self.exec("ROLLBACK TO job", "rolling back a savepoint")?;
+                self.exec("RELEASE job", "releasing a savepoint")
+            }
         }
     }
-    let outcome = outcome.map(drop);
-    for job in batch.drain(..) {
-        job.finish(outcome.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::{SqliteDb, SqliteOptions};
+    use futures_lite::future::block_on;
+    use std::sync::mpsc::{sync_channel, Receiver};
+
+    /// A fresh database in a directory removed on drop.
+    struct Db {
+        db: Arc<SqliteDb>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Db {
+        fn open(synchronous: Synchronous) -> Db {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("cairn-writer-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let options = SqliteOptions::default().synchronous(synchronous);
+            let db = SqliteDb::open(&dir.join("w.sqlite"), options).unwrap();
+            db.writer
+                .conn_setup(|conn| conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)"));
+            Db { db, dir }
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl Writer {
+        /// Runs `f` on the write connection as a job of its own (test setup).
+        fn conn_setup(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static) {
+            let op = move |cx: &WriteCx<'_>| {
+                f(cx.conn).unwrap();
+                Ok(())
+            };
+            block_on(self.submit("setting up", op)).unwrap();
+        }
+    }
+
+    type Submitted<'a, T> = Pin<Box<dyn Future<Output = Result<T, SqliteError>> + 'a>>;
+
+    /// Submits `op` and returns its answer to await: the job is queued when this returns.
+    fn queue<'a, T: Send + 'static>(
+        db: &'a SqliteDb,
+        shape: Shape,
+        op: impl FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
+    ) -> Submitted<'a, T> {
+        let mut answer: Submitted<'a, T> = Box::pin(db.writer.submit_shaped("test", shape, op));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            answer.as_mut().poll(&mut cx).is_pending(),
+            "queued, not answered"
+        );
+        answer
+    }
+
+    /// A job that, once it runs, holds the writer until released: the jobs queued meanwhile
+    /// all find the batch open. Returns its answer and the release.
+    fn gate(db: &SqliteDb, shape: Shape) -> (Submitted<'_, i64>, std::sync::mpsc::SyncSender<()>) {
+        let (running, is_running) = sync_channel(0);
+        let (release, released): (_, Receiver<()>) = sync_channel(0);
+        let answer = queue(db, shape, move |cx| {
+            running.send(()).unwrap();
+            released.recv().unwrap();
+            Ok(synchronous(cx))
+        });
+        is_running.recv().unwrap();
+        (answer, release)
+    }
+
+    /// The connection's `synchronous` level inside the running batch: 1 NORMAL, 2 FULL.
+    fn synchronous(cx: &WriteCx<'_>) -> i64 {
+        cx.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn insert(cx: &WriteCx<'_>, sql: &str) -> Result<(), SqliteError> {
+        cx.conn
+            .execute(sql, [])
+            .map(drop)
+            .map_err(cx.shared.sqlite_err("inserting"))
+    }
+
+    fn keys(db: &SqliteDb) -> Vec<i64> {
+        db.readers
+            .with(|conn| {
+                let mut stmt = conn.prepare("SELECT k FROM t ORDER BY k").unwrap();
+                let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+                Ok(rows.map(Result::unwrap).collect())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_job_whose_one_statement_fails_leaves_no_trace_and_fails_alone() {
+        let Db { db, .. } = &Db::open(Synchronous::Normal);
+        let before = db.writer_stats();
+        let (gate, release) = gate(db, Shape::Atomic);
+        // Inserts 1, then fails on the second 1: SQLite undoes the statement, 1 included.
+        let failing = queue(db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (1), (1)")
+        });
+        let fine = queue(db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (2)")
+        });
+        // Two statements, the first of which succeeds: its savepoint undoes it.
+        let multi = queue(db, Shape::Savepoint, |cx| {
+            insert(cx, "INSERT INTO t VALUES (3)")?;
+            insert(cx, "INSERT INTO t VALUES (2)")
+        });
+        let last = queue(db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (4)")
+        });
+        release.send(()).unwrap();
+        block_on(gate).unwrap();
+        assert!(block_on(failing).is_err());
+        block_on(fine).unwrap();
+        assert!(block_on(multi).is_err());
+        block_on(last).unwrap();
+        let after = db.writer_stats();
+        assert_eq!(
+            (after.commits - before.commits, after.writes - before.writes),
+            (1, 5),
+            "one batch"
+        );
+        assert_eq!(keys(db), [2, 4]);
+    }
+
+    #[test]
+    fn only_a_batch_of_lazy_jobs_alone_commits_without_the_fsync() {
+        let Db { db, .. } = &Db::open(Synchronous::Full);
+        let lazy_commits = || db.writer_stats().lazy_commits;
+        let level = |shape| block_on(queue(db, shape, |cx| Ok(synchronous(cx)))).unwrap();
+        // Alone, a lazy job commits lazily; the next durable one durably again.
+        assert_eq!(level(Shape::Lazy), 1);
+        assert_eq!(lazy_commits(), 1);
+        assert_eq!(level(Shape::Atomic), 2);
+        assert_eq!(level(Shape::Savepoint), 2);
+        assert_eq!(lazy_commits(), 1);
+
+        // A lazy job that joins a durable batch commits durably with it.
+        let (gate_level, release) = gate(db, Shape::Atomic);
+        let joined = queue(db, Shape::Lazy, |cx| Ok(synchronous(cx)));
+        release.send(()).unwrap();
+        assert_eq!(block_on(gate_level).unwrap(), 2);
+        assert_eq!(block_on(joined).unwrap(), 2);
+        assert_eq!(lazy_commits(), 1);
+
+        // A durable job that arrives while a lazy batch runs waits for the next batch.
+        let commits = db.writer_stats().commits;
+        let (gate_level, release) = gate(db, Shape::Lazy);
+        let also_lazy = queue(db, Shape::Lazy, |cx| Ok(synchronous(cx)));
+        let durable = queue(db, Shape::Atomic, |cx| Ok(synchronous(cx)));
+        let lazy_after = queue(db, Shape::Lazy, |cx| Ok(synchronous(cx)));
+        release.send(()).unwrap();
+        assert_eq!(block_on(gate_level).unwrap(), 1);
+        assert_eq!(block_on(also_lazy).unwrap(), 1);
+        assert_eq!(block_on(durable).unwrap(), 2);
+        assert_eq!(block_on(lazy_after).unwrap(), 2, "joined the durable batch");
+        assert_eq!(db.writer_stats().commits - commits, 2);
+        assert_eq!(lazy_commits(), 2);
+    }
+
+    #[test]
+    fn under_synchronous_normal_nothing_is_relaxed_or_counted_as_lazy() {
+        let Db { db, .. } = &Db::open(Synchronous::Normal);
+        let level = |shape| block_on(queue(db, shape, |cx| Ok(synchronous(cx)))).unwrap();
+        assert_eq!(level(Shape::Lazy), 1);
+        assert_eq!(level(Shape::Atomic), 1);
+        assert_eq!(db.writer_stats().lazy_commits, 0);
     }
 }
