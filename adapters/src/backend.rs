@@ -211,10 +211,11 @@ pub trait LtBackend: Send + Sync + 'static {
     /// Deletes a blob; deleting an absent blob succeeds.
     fn delete(&self, blob: BlobId<'_>) -> impl Future<Output = BackendResult<()>> + Send;
     /// Optional: writes blob `blob` in full, durably, but where nothing can see it — no read,
-    /// listing or scan — and where a crash leaves nothing that outlives the next open. The
-    /// driver calls it *while* the change-log record of the put commits, and
-    /// [publishes](Staged::publish) the result when the core asks for the blob, so the record
-    /// still precedes the blob's existence and the two syncs overlap instead of queueing.
+    /// listing or scan — and where a crash leaves only what the backend's own maintenance
+    /// removes (the blob directory: a temp file). The driver calls it *while* the change-log
+    /// record of the put commits, and [publishes](Staged::publish) the result when the core
+    /// asks for the blob, so the record still precedes the blob's existence and the two syncs
+    /// overlap instead of queueing.
     ///
     /// The default stages nothing and hands the body back ([`Staging::Unsupported`]); the
     /// driver then writes the blob with [`put`](LtBackend::put) in its turn.

@@ -259,14 +259,15 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             Request::LtPut { blob, .. } => {
                 let written = match io.staged.take() {
                     // Written while the record committed: only its publication is left.
-                    Some(Ok(staged)) => {
-                        assert_eq!(
-                            staged.revision(),
-                            blob.revision,
-                            "driver bug: the staged blob is not the one the core writes"
-                        );
+                    Some(Ok(staged)) if staged.revision() == blob.revision => {
                         staged.publish().await
                     }
+                    // A backend's staged blob that claims another revision: never published
+                    // (dropped here, discarded), and the blob write fails.
+                    Some(Ok(staged)) => Err(BackendError::new(format!(
+                        "the long-term tier staged revision {} for blob {blob}",
+                        staged.revision()
+                    ))),
                     Some(Err(e)) => Err(e),
                     None => {
                         let body = io
@@ -302,7 +303,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                     // A large put: its blob is staged (written where nothing sees it) while the
                     // record commits, and published only when the core asks for it, after the
                     // record is durable. The record is polled first, so its commit is under
-                    // way before the blob's bytes go out.
+                    // way before the blob's bytes go out. The body is consumed even if the
+                    // record fails (a retried record reuses the staged blob; a record that
+                    // fails for good drops it).
                     (Some(revision), Some(body)) => {
                         let blob = BlobId {
                             key: change.key,

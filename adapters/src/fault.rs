@@ -3,13 +3,15 @@
 //! with a conflict, or pause until the test releases it.
 
 use crate::backend::{
-    BackendError, BackendResult, ChangeLog, HvBackend, ListEntry, LogRecord, LtBackend, Row, Write,
+    BackendError, BackendResult, ChangeLog, HvBackend, ListEntry, LogRecord, LtBackend, Row,
+    Staged, Staging, Write,
 };
 use crate::{Body, Metadata};
 use bytes::Bytes;
 use cairn_core::{BlobId, Change, ChangeId, Guarded, Instant, Key, Revision, Span};
 use event_listener::Event;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +24,12 @@ pub enum Op {
     HvDelete,
     HvCas,
     HvList,
+    /// A blob write: [`LtBackend::put`], or the publication of a staged blob (so a fault aimed
+    /// here strikes at the same step of the protocol either way).
     LtPut,
+    /// [`LtBackend::stage`]: writing a large put's blob while its record commits. A failure
+    /// here fails the blob write when the core asks for it.
+    LtStage,
     LtGet,
     LtHead,
     LtDelete,
@@ -214,27 +221,27 @@ impl<B> Faulty<B> {
         op: Op,
         call: impl Future<Output = BackendResult<T>>,
     ) -> BackendResult<T> {
-        self.apply(op, self.faults.take(op), call).await
+        apply(op, self.faults.take(op), call).await
     }
+}
 
-    async fn apply<T>(
-        &self,
-        op: Op,
-        fault: Option<Fault>,
-        call: impl Future<Output = BackendResult<T>>,
-    ) -> BackendResult<T> {
-        match &fault {
-            Some(Fault::FailBefore) => return Err(injected("failed before applying")),
-            Some(Fault::Pause(gate)) => gate.pass().await,
-            Some(Fault::Run(hook)) => hook(),
-            Some(Fault::Conflict) => panic!("test bug: Fault::Conflict aimed at {op:?}, not HvCas"),
-            Some(Fault::FailAfter) | None => {}
-        }
-        let result = call.await;
-        match fault {
-            Some(Fault::FailAfter) => Err(injected("applied, then the response was lost")),
-            _ => result,
-        }
+/// Runs `call` under `fault`.
+async fn apply<T>(
+    op: Op,
+    fault: Option<Fault>,
+    call: impl Future<Output = BackendResult<T>>,
+) -> BackendResult<T> {
+    match &fault {
+        Some(Fault::FailBefore) => return Err(injected("failed before applying")),
+        Some(Fault::Pause(gate)) => gate.pass().await,
+        Some(Fault::Run(hook)) => hook(),
+        Some(Fault::Conflict) => panic!("test bug: Fault::Conflict aimed at {op:?}, not HvCas"),
+        Some(Fault::FailAfter) | None => {}
+    }
+    let result = call.await;
+    match fault {
+        Some(Fault::FailAfter) => Err(injected("applied, then the response was lost")),
+        _ => result,
     }
 }
 
@@ -271,12 +278,8 @@ impl<B: HvBackend> HvBackend for Faulty<B> {
         if let Some(Fault::Conflict) = fault {
             return Ok(false);
         }
-        self.apply(
-            Op::HvCas,
-            fault,
-            self.inner.compare_and_write(key, expected, write, now),
-        )
-        .await
+        let call = self.inner.compare_and_write(key, expected, write, now);
+        apply(Op::HvCas, fault, call).await
     }
     async fn list(
         &self,
@@ -307,6 +310,42 @@ impl<B: LtBackend> LtBackend for Faulty<B> {
     }
     async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
         self.around(Op::LtDelete, self.inner.delete(blob)).await
+    }
+    async fn stage(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> Staging {
+        let fault = self.faults.take(Op::LtStage);
+        let mut staging = None;
+        let call = async {
+            staging = Some(self.inner.stage(blob, meta, body).await);
+            Ok(())
+        };
+        let outcome = apply(Op::LtStage, fault, call).await;
+        match (outcome, staging) {
+            (Err(e), _) => Staging::Failed(e),
+            (Ok(()), Some(Staging::Staged(staged))) => Staging::Staged(Box::new(FaultyStaged {
+                inner: staged,
+                faults: self.faults.clone(),
+            })),
+            (Ok(()), Some(other)) => other,
+            (Ok(()), None) => unreachable!("a successful call ran"),
+        }
+    }
+}
+
+/// A staged blob whose publication suffers the faults aimed at [`Op::LtPut`].
+struct FaultyStaged {
+    inner: Box<dyn Staged>,
+    faults: Arc<Faults>,
+}
+
+impl Staged for FaultyStaged {
+    fn revision(&self) -> Revision {
+        self.inner.revision()
+    }
+
+    fn publish(self: Box<Self>) -> Pin<Box<dyn Future<Output = BackendResult<u64>> + Send>> {
+        let fault = self.faults.take(Op::LtPut);
+        let publish = self.inner.publish();
+        Box::pin(apply(Op::LtPut, fault, publish))
     }
 }
 

@@ -676,17 +676,24 @@ fn concurrent_writers_on_two_handles_all_land() {
     }
 }
 
-/// A store whose long-term tier is the fixture's directory and whose change log answers
-/// through `faults`.
-fn staging_store(
-    f: &Fixture,
-    faults: &Arc<Faults>,
-) -> BlockingStore<MemoryHv, BlobDir, Faulty<MemoryLog>> {
+type StagingStore = BlockingStore<MemoryHv, Faulty<BlobDir>, Faulty<MemoryLog>>;
+
+/// A store whose long-term tier is the fixture's directory and whose long-term tier and change
+/// log answer through `faults` (the fault wrapper forwards staging).
+fn staging_store(f: &Fixture, faults: &Arc<Faults>) -> StagingStore {
     BlockingStore::new(
         MemoryHv::new(),
-        f.dir.clone(),
+        Faulty::new(f.dir.clone(), faults.clone()),
         Faulty::new(MemoryLog::new(), faults.clone()),
     )
+}
+
+/// Nothing of a put is left: no temp file, no blob, no row, no change-log entry.
+fn nothing_left(f: &Fixture, store: &StagingStore) {
+    assert!(f.temp_files().is_empty(), "{:?}", f.temp_files());
+    assert!(f.blobs().is_empty());
+    assert!(store.get("big").unwrap().is_none());
+    assert!(store.inner().log().inner().is_empty(), "cleanup finished");
 }
 
 #[test]
@@ -751,7 +758,96 @@ fn a_blob_staged_for_a_record_that_never_commits_is_discarded() {
         "{err}"
     );
     assert!(faults.calls(Op::LogRecord) >= 1);
+    assert_eq!(
+        faults.calls(Op::LtStage),
+        1,
+        "staged once, beside the first attempt"
+    );
+    assert_eq!(faults.calls(Op::LtPut), 0, "never published");
     assert!(f.temp_files().is_empty(), "the staged blob was discarded");
+    assert!(f.blobs().is_empty());
+    assert!(store.get("big").unwrap().is_none());
+}
+
+#[test]
+fn a_record_that_commits_on_its_second_attempt_publishes_the_blob_staged_beside_the_first() {
+    let f = Fixture::new();
+    let faults = Faults::new();
+    faults.inject(Op::LogRecord, Fault::FailBefore);
+    let store = staging_store(&f, &faults);
+    let payload = data(3 * MIB, 11);
+    let done = store.put("big", payload.clone(), &PutOptions::default());
+    assert_eq!(done.unwrap(), WriteOutcome::Committed);
+    assert_eq!(faults.calls(Op::LogRecord), 2);
+    assert_eq!(
+        faults.calls(Op::LtStage),
+        1,
+        "the retry reused the staged blob"
+    );
+    assert_eq!(faults.calls(Op::LtPut), 1, "published once");
+    assert!(f.temp_files().is_empty());
+    assert_eq!(f.blobs().len(), 1);
+    assert_eq!(store.get_bytes("big").unwrap().unwrap(), payload);
+}
+
+#[test]
+fn a_failed_staging_fails_the_blob_write_and_leaves_nothing() {
+    let f = Fixture::new();
+    for fault in [Fault::FailBefore, Fault::FailAfter] {
+        let faults = Faults::new();
+        faults.inject(Op::LtStage, fault.clone());
+        let store = staging_store(&f, &faults);
+        let err = store
+            .put("big", data(3 * MIB, 12), &PutOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Write { error, .. } if error.tier == Tier::Lt),
+            "{fault:?}: {err}"
+        );
+        assert_eq!(faults.calls(Op::LtPut), 0, "{fault:?}: nothing to publish");
+        nothing_left(&f, &store);
+    }
+}
+
+#[test]
+fn a_publication_that_fails_is_a_failed_blob_write_which_cleanup_undoes() {
+    let f = Fixture::new();
+    // Before the rename (nothing published), and after it (published, answer lost).
+    for fault in [Fault::FailBefore, Fault::FailAfter] {
+        let faults = Faults::new();
+        faults.inject(Op::LtPut, fault.clone());
+        let store = staging_store(&f, &faults);
+        let err = store
+            .put("big", data(3 * MIB, 13), &PutOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Write { error, .. } if error.tier == Tier::Lt),
+            "{fault:?}: {err}"
+        );
+        assert_eq!(faults.calls(Op::LtStage), 1, "{fault:?}");
+        assert_eq!(faults.calls(Op::LtPut), 1, "{fault:?}");
+        nothing_left(&f, &store);
+    }
+}
+
+#[test]
+fn a_put_dropped_while_its_record_waits_leaves_no_staged_file() {
+    let f = Fixture::new();
+    let faults = Faults::new();
+    let gate = Gate::new();
+    faults.inject(Op::LogRecord, Fault::Pause(gate.clone()));
+    let store = staging_store(&f, &faults);
+    let payload = Bytes::from(data(3 * MIB, 14));
+    {
+        let options = PutOptions::default();
+        let mut put = Box::pin(store.inner().put("big", payload.clone(), &options));
+        let waker = std::task::Waker::noop();
+        assert!(put.poll(&mut Context::from_waker(waker)).is_pending());
+        assert!(gate.is_reached(), "the record waits at the gate");
+        assert_eq!(f.temp_files().len(), 1, "the blob was staged meanwhile");
+        // The caller gives up: the put's future is dropped.
+    }
+    assert!(f.temp_files().is_empty(), "the staged file went with it");
     assert!(f.blobs().is_empty());
     assert!(store.get("big").unwrap().is_none());
 }

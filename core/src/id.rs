@@ -11,7 +11,16 @@ use core::fmt;
 ///
 /// Aligned to 8 bytes, not the 16 of a bare `u128`: every tombstone, request and completion
 /// carries one, and 16-byte alignment padded all of them (a completion from 64 to 96 bytes),
-/// which the hot path then copied around.
+/// which the hot path then copied around. The price: the field cannot be borrowed, so read it
+/// by value — [`Revision::get`], or `{ rev.0 }` where a macro would take a reference:
+///
+/// ```
+/// use cairn_core::Revision;
+/// let rev = Revision(0xabc);
+/// assert_eq!(rev.get(), 0xabc);
+/// assert_eq!(format!("{:x}", { rev.0 }), "abc");
+/// assert_eq!(u128::from(rev), 0xabc);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(C, packed(8))]
 pub struct Revision(pub u128);
@@ -32,6 +41,19 @@ macro_rules! hex_id {
         impl fmt::Debug for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Display::fmt(self, f)
+            }
+        }
+        impl $t {
+            /// The id's value.
+            #[inline]
+            pub const fn get(self) -> u128 {
+                self.0
+            }
+        }
+        impl From<$t> for u128 {
+            #[inline]
+            fn from(id: $t) -> u128 {
+                id.0
             }
         }
     };

@@ -92,7 +92,10 @@ impl BlobDir {
     /// Removes temp files of writes that crashed or were abandoned, returning how many.
     ///
     /// Only files untouched for at least `older_than` go: another process sharing the directory
-    /// may be writing one right now, and a write in progress touches its file with every chunk.
+    /// may be writing one right now. A write in progress touches its file with every chunk; a
+    /// staged blob (see `LtBackend::stage`) then waits untouched only while its put's change-log
+    /// record commits. Were it removed meanwhile, its publication's rename would fail and the
+    /// put with it: never a blob lost or half-published.
     /// Pass a grace period longer than the slowest stall of a put's body (the `cairn recover`
     /// command, for instance); `Duration::ZERO` removes every temp file, which is right only
     /// when no other writer can be running.
