@@ -183,6 +183,15 @@ pub trait HvBackend: Send + Sync + 'static {
     fn as_sync(&self) -> Option<&dyn SyncHvBackend> {
         None
     }
+    /// [`read`](HvBackend::read) on the spot, for a backend whose *reads* never wait even if
+    /// its writes do (an embedded database with a writer thread): `None` means "await `read`
+    /// instead". The driver then serves a get's read with a plain call. The default answers
+    /// `None`; every `SyncHvBackend` answers through [`as_sync`](HvBackend::as_sync) instead.
+    #[inline]
+    fn read_now(&self, key: &Key, payload: bool, now: Instant) -> Option<BackendResult<Row>> {
+        let _ = (key, payload, now);
+        None
+    }
 }
 
 /// The long-term tier: blobs addressed by key and revision, each written once.

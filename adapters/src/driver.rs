@@ -222,11 +222,17 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 Poll::Wait(until) => return Step::Wait(until),
                 Poll::Io(request) => request,
             };
-            let Some(hv) = self.hv.as_sync().filter(|_| request.tier() == Tier::Hv) else {
-                return Step::Await;
-            };
             // Served on the spot by a high-volume tier: `now` stays as it was.
-            let completion = serve_hv(hv, request, io);
+            let completion = match (self.hv.as_sync(), request) {
+                (Some(hv), request) if request.tier() == Tier::Hv => serve_hv(hv, request, io),
+                (None, Request::HvRead { key, payload, now }) => {
+                    match self.hv.read_now(key, payload, now) {
+                        Some(read) => row(read, io),
+                        None => return Step::Await,
+                    }
+                }
+                _ => return Step::Await,
+            };
             machine.handle(completion);
         }
     }

@@ -343,10 +343,8 @@ impl SqliteHv {
     fn db(&self) -> &SqliteDb {
         &self.0
     }
-}
 
-impl HvBackend for SqliteHv {
-    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+    fn read_on_the_spot(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
         let db = self.db();
         let stored = db
             .readers
@@ -358,6 +356,18 @@ impl HvBackend for SqliteHv {
             },
             _ => Row::Absent,
         })
+    }
+}
+
+impl HvBackend for SqliteHv {
+    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
+        self.read_on_the_spot(key, payload, now)
+    }
+
+    /// Reads run on the calling thread (on a pooled read connection), never behind the writer.
+    #[inline]
+    fn read_now(&self, key: &Key, payload: bool, now: Instant) -> Option<BackendResult<Row>> {
+        Some(self.read_on_the_spot(key, payload, now))
     }
 
     async fn put_non_tombstone(
