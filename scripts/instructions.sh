@@ -4,8 +4,9 @@
 # extra operations cancels setup. Usage: scripts/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench -p cairn-adapters --bench tiered --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/tiered-* | grep -v '\.d$' | head -1)
+# The binary cargo names, not the newest file: an older build with other settings may be newer.
+bin=$(cargo bench -p cairn-adapters --bench tiered --no-run 2>&1 \
+  | sed -n 's/.*Executable benches\/tiered.rs (\(.*\))/\1/p')
 count() { # op n
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --count "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'

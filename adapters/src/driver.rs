@@ -29,7 +29,9 @@ pub(crate) struct OpIo {
     /// The last high-volume row read (get and head return it).
     pub row: Option<Row>,
     /// The last blob opened: its metadata, and its body unless it was a head.
-    pub blob: Option<(Metadata, Option<Body>)>,
+    /// Boxed: long-term reads are the rarer ones, and an empty box costs every operation's
+    /// teardown one test instead of a call.
+    pub blob: Option<Box<(Metadata, Option<Body>)>>,
     /// The last backend failure, reported to the caller if the operation fails.
     pub error: Option<BackendError>,
     /// A large put's blob, staged while its change-log record committed (or the staging's
@@ -288,12 +290,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             }
             Request::LtGet { blob, span } => self.lt.get(blob, span).await.map(|found| {
                 let hit = found.is_some();
-                io.blob = found.map(|(meta, body)| (meta, Some(body)));
+                io.blob = found.map(|(meta, body)| Box::new((meta, Some(body))));
                 Answer::Plain(Completion::Blob { found: hit })
             }),
             Request::LtHead { blob } => self.lt.head(blob).await.map(|found| {
                 let hit = found.is_some();
-                io.blob = found.map(|meta| (meta, None));
+                io.blob = found.map(|meta| Box::new((meta, None)));
                 Answer::Plain(Completion::Blob { found: hit })
             }),
             Request::LtDelete { blob } => self
@@ -407,8 +409,9 @@ fn to_write(write: HvWrite, io: &OpIo) -> Write<'_> {
     }
 }
 
-/// Serves a high-volume request with a plain call to a synchronous tier.
-#[inline]
+/// Serves a high-volume request with a plain call to a synchronous tier. Always inlined into
+/// the step loop, where the tier's concrete type is known, so the call is direct.
+#[inline(always)]
 fn serve_hv(hv: &dyn SyncHvBackend, request: Request<'_>, io: &mut OpIo) -> Completion<'static> {
     match request {
         Request::HvRead { key, payload, now } => row(hv.read(key, payload, now), io),
@@ -440,7 +443,7 @@ fn failed(e: BackendError, io: &mut OpIo) -> Completion<'static> {
 }
 
 /// A row read: the driver keeps the row, the machine sees its core view.
-#[inline]
+#[inline(always)]
 fn row(result: Result<Row, BackendError>, io: &mut OpIo) -> Completion<'static> {
     match result {
         Ok(row) => {

@@ -609,6 +609,7 @@ impl<D> Drop for TaskCount<D> {
 }
 
 /// What a get found, as the caller receives it.
+#[inline]
 fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>, Error> {
     Ok(match read_result(found, io)? {
         None => None,
@@ -632,7 +633,7 @@ fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>,
             })
         }
         Some(Found::LongTerm { tombstone, span }) => {
-            let Some((meta, Some(body))) = io.blob.take() else {
+            let Some((meta, Some(body))) = io.blob.take().map(|b| *b) else {
                 unreachable!("a long-term find follows an opened blob")
             };
             Some(Object {
@@ -659,7 +660,7 @@ fn info(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<ObjectInfo
             })
         }
         Some(Found::LongTerm { tombstone, .. }) => {
-            let Some((meta, _)) = io.blob.take() else {
+            let Some((meta, _)) = io.blob.take().map(|b| *b) else {
                 unreachable!("a long-term find follows a head")
             };
             Some(ObjectInfo {

@@ -172,6 +172,7 @@ pub enum Request<'a> {
 
 impl Request<'_> {
     /// The tier this request goes to.
+    #[inline]
     pub fn tier(&self) -> Tier {
         match self {
             Request::HvRead { .. }

@@ -48,6 +48,7 @@ impl HvRow {
     }
 
     /// This row as seen at `now`: an expired row is absent.
+    #[inline]
     pub fn at(self, now: Instant) -> HvRow {
         let expires = match &self {
             HvRow::Absent => None,

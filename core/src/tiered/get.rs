@@ -81,6 +81,7 @@ pub struct Get<'k> {
 
 impl<'k> Get<'k> {
     /// A get of `key`, whole (`range: None`) or a byte range of it.
+    #[inline]
     pub fn new(key: &'k Key, range: Option<ByteRange>, config: Config) -> Get<'k> {
         Get::start(key, range, false, config)
     }
@@ -90,6 +91,7 @@ impl<'k> Get<'k> {
         Get::start(key, None, true, config)
     }
 
+    #[inline]
     fn start(key: &'k Key, range: Option<ByteRange>, head: bool, config: Config) -> Get<'k> {
         let state = State::AwaitHvRead {
             hops: 0,
@@ -112,6 +114,7 @@ impl<'k> Get<'k> {
         self.key
     }
 
+    #[inline]
     fn span(&self, size: u64) -> Result<Option<Span>, ReadError> {
         match self.range {
             Some(range) if !self.head => range.resolve(size).map(Some).map_err(ReadError::Range),
@@ -119,6 +122,7 @@ impl<'k> Get<'k> {
         }
     }
 
+    #[inline]
     fn read_row(&self, row: HvRow, hops: u8, vanished: Option<Revision>) -> State {
         match row {
             HvRow::Absent => State::Finished(Ok(None)),
@@ -145,6 +149,7 @@ impl<'k> Get<'k> {
 impl Machine for Get<'_> {
     type Output = GetResult;
 
+    #[inline]
     fn poll(&mut self, now: Instant) -> Poll<'_, GetResult> {
         let key = self.key;
         match &self.state {
@@ -174,6 +179,7 @@ impl Machine for Get<'_> {
         }
     }
 
+    #[inline]
     fn handle(&mut self, completion: Completion<'_>) {
         let retry = |attempt: u8| attempt + 1 < self.io_attempts;
         // Matched by reference: the state is read in place, not copied out and back.

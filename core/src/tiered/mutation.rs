@@ -96,6 +96,7 @@ impl<'k> Mutation<'k> {
         self.key
     }
 
+    #[inline]
     pub fn poll(&mut self, now: Instant) -> Poll<'_, MutationDone> {
         // Looked at in place; the commit is copied out only on the step that ends it.
         let ended = match &self.state {
@@ -154,6 +155,7 @@ impl<'k> Mutation<'k> {
         }
     }
 
+    #[inline]
     pub fn handle(&mut self, completion: Completion<'_>) {
         match &mut self.state {
             // In place: a commit is most of the machine, and this is its hot path.
@@ -175,6 +177,7 @@ impl<'k> Mutation<'k> {
         }
     }
 
+    #[inline]
     fn opened(&self, completion: Completion<'_>) -> State {
         let commit = |new, old, write| {
             #[allow(unused_mut)] // only the planted bugs change it
@@ -253,9 +256,11 @@ macro_rules! mutation_machine {
     ($t:ident) => {
         impl $crate::Machine for $t<'_> {
             type Output = $crate::MutationDone;
+            #[inline]
             fn poll(&mut self, now: $crate::Instant) -> $crate::Poll<'_, $crate::MutationDone> {
                 self.0.poll(now)
             }
+            #[inline]
             fn handle(&mut self, completion: $crate::Completion<'_>) {
                 self.0.handle(completion)
             }

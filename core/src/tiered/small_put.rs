@@ -25,6 +25,7 @@ pub struct SmallPut<'k>(Mutation<'k>);
 impl<'k> SmallPut<'k> {
     /// A put of `meta.size` bytes (the driver holds them) under `key`. `id` names the change-log
     /// entry, used only if a tombstone is met.
+    #[inline]
     pub fn new(key: &'k Key, meta: ObjectMeta, id: ChangeId, config: Config) -> SmallPut<'k> {
         debug_assert!(config.fits_inline(meta.size), "a small put must fit inline");
         SmallPut(Mutation::new(
