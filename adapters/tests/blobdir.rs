@@ -688,6 +688,14 @@ fn staging_store(f: &Fixture, faults: &Arc<Faults>) -> StagingStore {
     )
 }
 
+/// A staging store whose change-log records wait at the returned gate.
+fn record_held_at_a_gate(f: &Fixture) -> (Arc<Gate>, StagingStore) {
+    let faults = Faults::new();
+    let gate = Gate::new();
+    faults.inject(Op::LogRecord, Fault::Pause(gate.clone()));
+    (gate, staging_store(f, &faults))
+}
+
 /// Nothing of a put is left: no temp file, no blob, no row, no change-log entry.
 fn nothing_left(f: &Fixture, store: &StagingStore) {
     assert!(f.temp_files().is_empty(), "{:?}", f.temp_files());
@@ -699,10 +707,7 @@ fn nothing_left(f: &Fixture, store: &StagingStore) {
 #[test]
 fn a_large_puts_blob_is_written_while_its_record_commits_and_appears_only_after_it() {
     let f = Fixture::new();
-    let faults = Faults::new();
-    let gate = Gate::new();
-    faults.inject(Op::LogRecord, Fault::Pause(gate.clone()));
-    let store = staging_store(&f, &faults);
+    let (gate, store) = record_held_at_a_gate(&f);
     let payload = data(3 * MIB, 7);
     /// Opens the gate however the test ends, so a failure never leaves the put stuck.
     struct Open(Arc<Gate>);
@@ -791,41 +796,31 @@ fn a_record_that_commits_on_its_second_attempt_publishes_the_blob_staged_beside_
 }
 
 #[test]
-fn a_failed_staging_fails_the_blob_write_and_leaves_nothing() {
+fn a_failed_staging_or_publication_is_a_failed_blob_write_and_leaves_nothing() {
     let f = Fixture::new();
-    for fault in [Fault::FailBefore, Fault::FailAfter] {
+    // (aimed at, fault, stagings, publications): a staging that fails before or after writing
+    // the temp file; a publication that fails before the rename (nothing published) or after it
+    // (published, answer lost: cleanup deletes the blob).
+    let cases = [
+        (Op::LtStage, Fault::FailBefore, 1, 0),
+        (Op::LtStage, Fault::FailAfter, 1, 0),
+        (Op::LtPut, Fault::FailBefore, 1, 1),
+        (Op::LtPut, Fault::FailAfter, 1, 1),
+    ];
+    for (op, fault, stagings, publications) in cases {
         let faults = Faults::new();
-        faults.inject(Op::LtStage, fault.clone());
+        faults.inject(op, fault.clone());
         let store = staging_store(&f, &faults);
         let err = store
             .put("big", data(3 * MIB, 12), &PutOptions::default())
             .unwrap_err();
+        let case = format!("{fault:?} at {op:?}");
         assert!(
             matches!(&err, Error::Write { error, .. } if error.tier == Tier::Lt),
-            "{fault:?}: {err}"
+            "{case}: {err}"
         );
-        assert_eq!(faults.calls(Op::LtPut), 0, "{fault:?}: nothing to publish");
-        nothing_left(&f, &store);
-    }
-}
-
-#[test]
-fn a_publication_that_fails_is_a_failed_blob_write_which_cleanup_undoes() {
-    let f = Fixture::new();
-    // Before the rename (nothing published), and after it (published, answer lost).
-    for fault in [Fault::FailBefore, Fault::FailAfter] {
-        let faults = Faults::new();
-        faults.inject(Op::LtPut, fault.clone());
-        let store = staging_store(&f, &faults);
-        let err = store
-            .put("big", data(3 * MIB, 13), &PutOptions::default())
-            .unwrap_err();
-        assert!(
-            matches!(&err, Error::Write { error, .. } if error.tier == Tier::Lt),
-            "{fault:?}: {err}"
-        );
-        assert_eq!(faults.calls(Op::LtStage), 1, "{fault:?}");
-        assert_eq!(faults.calls(Op::LtPut), 1, "{fault:?}");
+        assert_eq!(faults.calls(Op::LtStage), stagings, "{case}");
+        assert_eq!(faults.calls(Op::LtPut), publications, "{case}");
         nothing_left(&f, &store);
     }
 }
@@ -833,10 +828,7 @@ fn a_publication_that_fails_is_a_failed_blob_write_which_cleanup_undoes() {
 #[test]
 fn a_put_dropped_while_its_record_waits_leaves_no_staged_file() {
     let f = Fixture::new();
-    let faults = Faults::new();
-    let gate = Gate::new();
-    faults.inject(Op::LogRecord, Fault::Pause(gate.clone()));
-    let store = staging_store(&f, &faults);
+    let (gate, store) = record_held_at_a_gate(&f);
     let payload = Bytes::from(data(3 * MIB, 14));
     {
         let options = PutOptions::default();

@@ -12,37 +12,15 @@ use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
 use cairn_adapters::{InlineRuntime, Location, PutOptions};
 use cairn_core::{Change, ChangeId, Key, Revision};
 use futures_lite::future::block_on;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("cairn-lazy-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Larger than the inline threshold (1 MiB): stored as a blob behind a tombstone.
 fn large(fill: u8) -> Bytes {
     Bytes::from(vec![fill; (1 << 20) + 4096])
 }
 
-fn open(dir: &TempDir) -> Embedded<InlineRuntime> {
+fn open(dir: &tempfile::TempDir) -> Embedded<InlineRuntime> {
     block_on(Embedded::open(
-        &dir.0,
+        dir.path(),
         EmbeddedOptions::default(),
         InlineRuntime,
     ))
@@ -74,7 +52,7 @@ fn blob_revisions(data: &Embedded<InlineRuntime>) -> Vec<Revision> {
 
 #[test]
 fn a_large_put_removes_its_change_log_entry_in_a_lazy_commit() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let data = open(&dir);
     let before = data.db().writer_stats();
     let opts = PutOptions::default();
@@ -95,7 +73,7 @@ fn a_large_put_removes_its_change_log_entry_in_a_lazy_commit() {
 
 #[test]
 fn a_lost_removal_is_harmless_recovery_removes_the_entry_again() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let data = open(&dir);
     let opts = PutOptions::default();
     block_on(data.store().put("k", large(1), &opts)).unwrap();
