@@ -357,6 +357,8 @@ struct Thread<'q> {
     last: (usize, Duration),
     /// The jobs of the batch being run, in the order they ran.
     batch: Vec<Box<dyn Job>>,
+    /// How many of them (lease renewals aside) took effect so far.
+    succeeded: usize,
 }
 
 fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job>>) {
@@ -370,6 +372,7 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
         relaxed: false,
         last: (0, Duration::ZERO),
         batch: Vec::with_capacity(MAX_BATCH + 1),
+        succeeded: 0,
     };
     let mut open = true;
     while open {
@@ -535,6 +538,7 @@ impl Thread<'_> {
     /// [`Gather`] allows, commits, and answers every job.
     fn batch(&mut self, first: Option<Box<dyn Job>>, renewal: Option<Renewal>) {
         let started = Instant::now();
+        self.succeeded = 0;
         let lazy = match (&first, &renewal) {
             (Some(job), None) => self.relax_for(job.as_ref()),
             _ => false,
@@ -565,15 +569,20 @@ impl Thread<'_> {
             }
             Ok(()) => self.fill(pending.take(), first.take(), &gather, lazy),
         };
+        let committing = Instant::now();
         let outcome = outcome.and_then(|()| self.exec("COMMIT", "committing"));
+        let commit_time = committing.elapsed();
         if outcome.is_err() && !self.conn.is_autocommit() {
             // Nothing of the batch may commit later: end the transaction here.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        let writes = (self.batch.len() - usize::from(renewed)) as u64;
+        let jobs = self.batch.len() - usize::from(renewed);
+        // Only the requests that took effect count as writes (a job that failed alone left no
+        // trace); a batch of nothing else committed nothing worth counting.
+        let writes = self.succeeded as u64;
         let stats = &self.shared.stats;
         match outcome {
-            Ok(()) => {
+            Ok(()) if writes > 0 || renewed => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(writes, Ordering::Relaxed);
                 stats.largest_batch.fetch_max(writes, Ordering::Relaxed);
@@ -581,12 +590,15 @@ impl Thread<'_> {
                     stats.lazy_commits.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Ok(()) => {}
             Err(_) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
             }
         }
         if !lazy {
-            self.last = (writes as usize, started.elapsed());
+            // The commit's own time (an fsync under FULL) bounds the next gather, not the
+            // gathering and running that preceded it.
+            self.last = (jobs, commit_time);
         }
         for job in self.batch.drain(..) {
             job.finish(outcome.clone());
@@ -603,8 +615,11 @@ impl Thread<'_> {
         gather: &Gather,
         lazy: bool,
     ) -> Result<(), SqliteError> {
-        for job in renewal.into_iter().chain(first) {
-            self.run_one(job)?;
+        if let Some(renewal) = renewal {
+            self.run_one(renewal)?;
+        }
+        if let Some(job) = first {
+            self.succeeded += usize::from(self.run_one(job)?);
         }
         while let Some(job) = gather.next(self.queue, self.batch.len()) {
             if lazy && job.shape() != Shape::Lazy {
@@ -612,14 +627,14 @@ impl Thread<'_> {
                 self.carried = Some(job);
                 break;
             }
-            self.run_one(job)?;
+            self.succeeded += usize::from(self.run_one(job)?);
         }
         Ok(())
     }
 
     /// Runs one job inside the transaction, isolated from the rest of the batch, and adds it
-    /// to `self.batch`.
-    fn run_one(&mut self, mut job: Box<dyn Job>) -> Result<(), SqliteError> {
+    /// to `self.batch`. `Ok(true)` if the job took effect, `Ok(false)` if it failed alone.
+    fn run_one(&mut self, mut job: Box<dyn Job>) -> Result<bool, SqliteError> {
         let savepoint = job.shape() == Shape::Savepoint;
         if savepoint {
             if let Err(e) = self.exec("SAVEPOINT job", "starting a savepoint") {
@@ -634,8 +649,10 @@ impl Thread<'_> {
         let ran = job.run(&cx);
         self.batch.push(job);
         match ran {
-            Ok(()) if savepoint => self.exec("RELEASE job", "releasing a savepoint"),
-            Ok(()) => Ok(()),
+            Ok(()) if savepoint => self
+                .exec("RELEASE job", "releasing a savepoint")
+                .map(|()| true),
+            Ok(()) => Ok(true),
             Err(_) if self.conn.is_autocommit() => {
                 // Some failures (I/O, a full disk) make SQLite roll back the whole transaction.
                 Err(SqliteError::new(
@@ -645,10 +662,11 @@ impl Thread<'_> {
                 ))
             }
             // SQLite undid the failing statement, and with it the whole job.
-            Err(_) if !savepoint => Ok(()),
+            Err(_) if !savepoint => Ok(false),
             Err(_) => {
                 self.exec("ROLLBACK TO job", "rolling back a savepoint")?;
                 self.exec("RELEASE job", "releasing a savepoint")
+                    .map(|()| false)
             }
         }
     }
@@ -783,10 +801,51 @@ mod tests {
         let after = db.writer_stats();
         assert_eq!(
             (after.commits - before.commits, after.writes - before.writes),
-            (1, 5),
-            "one batch"
+            (1, 3),
+            "one batch, carrying the three requests that took effect"
         );
         assert_eq!(keys(db), [2, 4]);
+    }
+
+    #[test]
+    fn a_failure_that_loses_the_transaction_fails_every_job_and_the_next_batch_is_fresh() {
+        let Db { db, .. } = &Db::open(Synchronous::Normal);
+        let before = db.writer_stats();
+        let (gate, release) = gate(db, Shape::Atomic);
+        let fine = queue(db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (1)")
+        });
+        // A full disk: SQLite answers it by rolling back the whole transaction, so even the
+        // jobs that succeeded before it must fail.
+        let full = queue(db, Shape::Atomic, |cx| {
+            cx.conn
+                .execute_batch("CREATE TABLE IF NOT EXISTS big (v BLOB)")
+                .unwrap();
+            let pages: i64 = cx
+                .conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            cx.conn
+                .pragma_update(None, "max_page_count", pages)
+                .unwrap();
+            insert(cx, "INSERT INTO big VALUES (zeroblob(1000000))")
+        });
+        release.send(()).unwrap();
+        assert!(block_on(gate).is_err(), "lost with the transaction");
+        assert!(block_on(fine).is_err(), "lost with the transaction");
+        assert!(block_on(full).is_err());
+        let after = db.writer_stats();
+        assert_eq!(after.failed_batches - before.failed_batches, 1);
+        assert_eq!(after.commits, before.commits, "nothing committed");
+        // The writer goes on with a fresh transaction.
+        block_on(db.writer.submit_shaped("after", Shape::Atomic, |cx| {
+            cx.conn
+                .pragma_update(None, "max_page_count", 1_000_000_000i64)
+                .unwrap();
+            insert(cx, "INSERT INTO t VALUES (5)")
+        }))
+        .unwrap();
+        assert_eq!(keys(db), [5]);
     }
 
     #[test]
