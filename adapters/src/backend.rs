@@ -227,7 +227,9 @@ pub trait LtBackend: Send + Sync + 'static {
     /// overlap instead of queueing.
     ///
     /// The default stages nothing and hands the body back ([`Staging::Unsupported`]); the
-    /// driver then writes the blob with [`put`](LtBackend::put) in its turn.
+    /// driver then writes the blob with [`put`](LtBackend::put) in its turn. A backend that
+    /// wraps another should forward this (as [`fault::Faulty`](crate::fault::Faulty) does), or
+    /// the wrapped backend's staging is silently lost.
     fn stage(
         &self,
         blob: BlobId<'_>,
