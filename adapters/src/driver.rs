@@ -20,32 +20,63 @@ use std::sync::Mutex;
 /// What one operation hands the backends and gets back from them, beside the core's view.
 #[derive(Default)]
 pub(crate) struct OpIo {
-    /// A put's metadata (for inline rows and blobs).
-    pub meta: Option<Metadata>,
-    /// A small put's payload.
-    pub payload: Option<Bytes>,
-    /// A large put's body, taken by the blob write.
-    pub body: Option<Body>,
     /// The last high-volume row read (get and head return it).
     pub row: Option<Row>,
-    /// The last blob opened: its metadata, and its body unless it was a head.
-    /// Boxed: long-term reads are the rarer ones, and an empty box costs every operation's
-    /// teardown one test instead of a call.
-    pub blob: Option<Box<(Metadata, Option<Body>)>>,
     /// The last backend failure, reported to the caller if the operation fails.
     pub error: Option<BackendError>,
-    /// A large put's blob, staged while its change-log record committed (or the staging's
-    /// failure), until the core asks for the blob. Dropped unpublished, it is discarded.
-    pub staged: Option<Result<Box<dyn Staged>, BackendError>>,
+    /// Everything else, by kind of operation. One field, so that an operation needing none of
+    /// it (a get served inline, a delete) sets and drops one tag, not five.
+    pub carry: Carry,
+}
+
+/// What a put hands the backends, or what a long-term read got back.
+#[derive(Default)]
+pub(crate) enum Carry {
+    #[default]
+    Nothing,
+    /// A small put's metadata and payload.
+    Small { meta: Metadata, payload: Bytes },
+    /// A large put's metadata; its body, until the blob write (or the staging) takes it; and
+    /// its blob, staged while the change-log record committed (or the staging's failure),
+    /// until the core asks for the blob. Dropped unpublished, a staged blob is discarded.
+    Large {
+        meta: Metadata,
+        body: Option<Body>,
+        staged: Option<Result<Box<dyn Staged>, BackendError>>,
+    },
+    /// The last blob a read opened: its metadata, and its body unless it was a head. Boxed:
+    /// long-term reads are the rarer ones.
+    Blob(Box<(Metadata, Option<Body>)>),
 }
 
 impl OpIo {
     /// A small put's: its metadata and payload.
     pub fn small_put(meta: Metadata, payload: Bytes) -> OpIo {
+        OpIo::carrying(Carry::Small { meta, payload })
+    }
+
+    /// A large put's: its metadata and body.
+    pub fn large_put(meta: Metadata, body: Body) -> OpIo {
+        OpIo::carrying(Carry::Large {
+            meta,
+            body: Some(body),
+            staged: None,
+        })
+    }
+
+    fn carrying(carry: Carry) -> OpIo {
         OpIo {
-            meta: Some(meta),
-            payload: Some(payload),
-            ..OpIo::default()
+            row: None,
+            error: None,
+            carry,
+        }
+    }
+
+    /// The blob the last long-term read opened, taken.
+    pub fn take_blob(&mut self) -> Option<(Metadata, Option<Body>)> {
+        match std::mem::take(&mut self.carry) {
+            Carry::Blob(blob) => Some(*blob),
+            _ => None,
         }
     }
 }
@@ -265,7 +296,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 return Answer::Plain(cas(done, io));
             }
             Request::LtPut { blob, .. } => {
-                let written = match io.staged.take() {
+                let Carry::Large { meta, body, staged } = &mut io.carry else {
+                    unreachable!("only a large put writes a blob")
+                };
+                let written = match staged.take() {
                     // Written while the record committed: only its publication is left.
                     Some(Ok(staged)) if staged.revision() == blob.revision => {
                         staged.publish().await
@@ -278,11 +312,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                     ))),
                     Some(Err(e)) => Err(e),
                     None => {
-                        let body = io
-                            .body
+                        let body = body
                             .take()
                             .expect("the core writes a large put's blob once");
-                        let meta = io.meta.as_ref().expect("a put carries its metadata");
                         self.lt.put(blob, meta, body).await
                     }
                 };
@@ -290,12 +322,14 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             }
             Request::LtGet { blob, span } => self.lt.get(blob, span).await.map(|found| {
                 let hit = found.is_some();
-                io.blob = found.map(|(meta, body)| Box::new((meta, Some(body))));
+                io.carry = found.map_or(Carry::Nothing, |(meta, body)| {
+                    Carry::Blob(Box::new((meta, Some(body))))
+                });
                 Answer::Plain(Completion::Blob { found: hit })
             }),
             Request::LtHead { blob } => self.lt.head(blob).await.map(|found| {
                 let hit = found.is_some();
-                io.blob = found.map(|meta| Box::new((meta, None)));
+                io.carry = found.map_or(Carry::Nothing, |meta| Carry::Blob(Box::new((meta, None))));
                 Answer::Plain(Completion::Blob { found: hit })
             }),
             Request::LtDelete { blob } => self
@@ -307,32 +341,34 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 // Held before it can be scanned, so recovery never reclaims a live operation's entry.
                 crate::memory_lock(&self.held).insert(id);
                 let record = self.log.record(id, change);
-                let recorded = match (change.new, io.body.take()) {
+                let large = match (change.new, &mut io.carry) {
+                    (Some(revision), Carry::Large { meta, body, staged }) => {
+                        body.take().map(|b| (revision, &*meta, b, body, staged))
+                    }
+                    _ => None,
+                };
+                let recorded = match large {
                     // A large put: its blob is staged (written where nothing sees it) while the
                     // record commits, and published only when the core asks for it, after the
                     // record is durable. The record is polled first, so its commit is under
                     // way before the blob's bytes go out. The body is consumed even if the
                     // record fails (a retried record reuses the staged blob; a record that
                     // fails for good drops it).
-                    (Some(revision), Some(body)) => {
+                    Some((revision, meta, taken, body, staged)) => {
                         let blob = BlobId {
                             key: change.key,
                             revision,
                         };
-                        let meta = io.meta.as_ref().expect("a put carries its metadata");
-                        let stage = self.lt.stage(blob, meta, body);
+                        let stage = self.lt.stage(blob, meta, taken);
                         let (recorded, staging) = futures_lite::future::zip(record, stage).await;
                         match staging {
-                            Staging::Staged(staged) => io.staged = Some(Ok(staged)),
-                            Staging::Failed(e) => io.staged = Some(Err(e)),
-                            Staging::Unsupported(body) => io.body = Some(body),
+                            Staging::Staged(s) => *staged = Some(Ok(s)),
+                            Staging::Failed(e) => *staged = Some(Err(e)),
+                            Staging::Unsupported(taken) => *body = Some(taken),
                         }
                         recorded
                     }
-                    (_, body) => {
-                        io.body = body;
-                        record.await
-                    }
+                    None => record.await,
                 };
                 recorded.map(|()| Answer::Plain(Completion::Done))
             }
@@ -384,16 +420,14 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
 
 /// A small put's metadata and payload, as the driver holds them.
 fn inline(io: &OpIo, core: ObjectMeta) -> (&Metadata, &Bytes) {
-    let meta = io.meta.as_ref().expect("a small put carries its metadata");
+    let Carry::Small { meta, payload } = &io.carry else {
+        unreachable!("only a small put writes an inline row")
+    };
     debug_assert_eq!(
         meta.core(),
         core,
         "the core writes the metadata the driver holds"
     );
-    let payload = io
-        .payload
-        .as_ref()
-        .expect("a small put carries its payload");
     (meta, payload)
 }
 
@@ -414,7 +448,12 @@ fn to_write(write: HvWrite, io: &OpIo) -> Write<'_> {
 #[inline(always)]
 fn serve_hv(hv: &dyn SyncHvBackend, request: Request<'_>, io: &mut OpIo) -> Completion<'static> {
     match request {
-        Request::HvRead { key, payload, now } => row(hv.read(key, payload, now), io),
+        Request::HvRead { key, payload, now } => {
+            match hv.read_into(key, payload, now, &mut io.row) {
+                Ok(view) => Completion::Row(view),
+                Err(e) => failed(e, io),
+            }
+        }
         Request::HvPutNonTombstone { key, meta, now } => {
             let (m, payload) = inline(io, meta);
             guarded(hv.put_non_tombstone(key, m, payload, now), io)

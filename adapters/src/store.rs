@@ -375,11 +375,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 *crate::memory_lock(&seen) = Some(io::Error::new(e.kind(), e.to_string()));
             })
         }));
-        let mut io = OpIo {
-            meta: Some(meta),
-            body: Some(body),
-            ..OpIo::default()
-        };
+        let mut io = OpIo::large_put(meta, body);
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
         let body_error = crate::memory_lock(&body_error).take();
         self.finish(key, done, io.error, body_error)
@@ -633,7 +629,7 @@ fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>,
             })
         }
         Some(Found::LongTerm { tombstone, span }) => {
-            let Some((meta, Some(body))) = io.blob.take().map(|b| *b) else {
+            let Some((meta, Some(body))) = io.take_blob() else {
                 unreachable!("a long-term find follows an opened blob")
             };
             Some(Object {
@@ -647,6 +643,7 @@ fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>,
 }
 
 /// What a head found, as the caller receives it.
+#[inline]
 fn info(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<ObjectInfo>, Error> {
     Ok(match read_result(found, io)? {
         None => None,
@@ -660,7 +657,7 @@ fn info(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<ObjectInfo
             })
         }
         Some(Found::LongTerm { tombstone, .. }) => {
-            let Some((meta, _)) = io.blob.take().map(|b| *b) else {
+            let Some((meta, _)) = io.take_blob() else {
                 unreachable!("a long-term find follows a head")
             };
             Some(ObjectInfo {
@@ -684,6 +681,7 @@ enum PutPlan {
     },
 }
 
+#[inline]
 fn read_result(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Found>, Error> {
     found.map_err(|e| match e {
         ReadError::Range(r) => Error::InvalidRange { size: r.size },

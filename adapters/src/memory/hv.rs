@@ -218,20 +218,41 @@ fn live(row: Option<&Stored>, now: Instant) -> HvRow {
     row.map_or(HvRow::Absent, |r| r.core().at(now))
 }
 
+/// The row a read returns for `stored`, whose live view is `view`.
+#[inline(always)]
+fn answer(view: HvRow, stored: Option<&Stored>, payload: bool) -> Row {
+    match (view, stored) {
+        (HvRow::Absent, _) => Row::Absent,
+        (HvRow::Tombstone(t), _) => Row::Tombstone(t),
+        (HvRow::Inline(_), Some(Stored::Inline(row))) => Row::Inline {
+            meta: row.meta(),
+            payload: payload.then(|| row.payload.clone()),
+        },
+        (HvRow::Inline(_), _) => unreachable!("an inline view comes from an inline row"),
+    }
+}
+
 impl SyncHvBackend for MemoryHv {
     #[inline]
     fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
         let rows = lock(&self.rows);
         let stored = rows.get(key.as_bytes());
-        Ok(match (live(stored, now), stored) {
-            (HvRow::Absent, _) => Row::Absent,
-            (HvRow::Tombstone(t), _) => Row::Tombstone(t),
-            (HvRow::Inline(_), Some(Stored::Inline(row))) => Row::Inline {
-                meta: row.meta(),
-                payload: payload.then(|| row.payload.clone()),
-            },
-            (HvRow::Inline(_), _) => unreachable!("an inline view comes from an inline row"),
-        })
+        Ok(answer(live(stored, now), stored, payload))
+    }
+
+    #[inline]
+    fn read_into(
+        &self,
+        key: &Key,
+        payload: bool,
+        now: Instant,
+        into: &mut Option<Row>,
+    ) -> BackendResult<HvRow> {
+        let rows = lock(&self.rows);
+        let stored = rows.get(key.as_bytes());
+        let view = live(stored, now);
+        *into = Some(answer(view, stored, payload));
+        Ok(view)
     }
 
     #[inline]
@@ -360,5 +381,46 @@ mod tests {
         }
         let listed = hv.list(b"k", None, 10, now).expect("list");
         assert_eq!(listed.len(), 4);
+    }
+
+    #[test]
+    fn read_into_builds_the_row_read_returns_and_answers_its_view() {
+        let hv = MemoryHv::new();
+        let (t0, later) = (Instant::from_millis(10), Instant::from_millis(1_000));
+        let plain = Metadata::default();
+        let labelled = Metadata {
+            size: 1,
+            content_type: Some("text/plain".into()),
+            expires: Some(Instant::from_millis(500)),
+            user: vec![("owner".into(), "ada".into())],
+            ..Metadata::default()
+        };
+        let x = Bytes::from_static(b"x");
+        let key = |k: &'static str| Key::new(k.as_bytes()).expect("valid");
+        hv.put_non_tombstone(key("plain"), &plain, &x, t0)
+            .expect("put");
+        hv.put_non_tombstone(key("labelled"), &labelled, &x, t0)
+            .expect("put");
+        let tombstone = Tombstone {
+            revision: Revision(7),
+            size: 5 << 20,
+            expires: Some(Instant::from_millis(500)),
+        };
+        let write = Write::Tombstone(tombstone);
+        assert!(hv
+            .compare_and_write(key("big"), None, write, t0)
+            .expect("cas"));
+        for k in ["plain", "labelled", "big", "missing"] {
+            for now in [t0, later] {
+                for payload in [true, false] {
+                    let read = hv.read(key(k), payload, now).expect("read");
+                    // A slot holding another row beforehand: it is replaced, not merged.
+                    let mut into = Some(Row::Tombstone(tombstone));
+                    let view = hv.read_into(key(k), payload, now, &mut into).expect("read");
+                    assert_eq!(into.as_ref(), Some(&read), "{k} at {now:?}");
+                    assert_eq!(view, read.core(), "{k} at {now:?}");
+                }
+            }
+        }
     }
 }
