@@ -69,7 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info = store.head("notes/hello")?.expect("just written");
     println!(
         "   head: {} bytes, {:?}, content type {:?}",
-        info.meta.size, info.location, info.meta.content_type
+        info.meta.size,
+        info.location,
+        info.meta.content_type()
     );
     tiers.show();
 

@@ -12,7 +12,7 @@ use cairn_adapters::backend::LtBackend;
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
-use cairn_adapters::{BlockingStore, Body, Error, ManualClock, Metadata, PutOptions};
+use cairn_adapters::{BlockingStore, Body, Error, Labels, ManualClock, Metadata, PutOptions};
 use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span, Tier, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::{FutureExt, Stream};
@@ -169,10 +169,12 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn meta() -> Metadata {
     Metadata {
         size: 0,
-        content_type: Some("application/octet-stream".into()),
         created: Instant::from_millis(T0),
         expires: None,
-        user: vec![("owner".into(), "ada".into())],
+        labels: Labels::shared(
+            Some("application/octet-stream".into()),
+            vec![("owner".into(), "ada".into())],
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ use cairn_adapters::memory::{MemoryHv, MemoryLog};
 use cairn_adapters::sqlite::{
     CasMode, OpenError, SqliteDb, SqliteError, SqliteErrorKind, SqliteOptions, Synchronous,
 };
-use cairn_adapters::{ManualClock, Metadata};
+use cairn_adapters::{Labels, ManualClock, Metadata};
 use cairn_core::{
     cas_verdict, Change, ChangeId, Duration, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf,
     Revision, Rng, Tombstone,
@@ -68,10 +68,12 @@ fn at(ms: u64) -> Instant {
 fn meta(size: u64, expires: Option<Instant>) -> Metadata {
     Metadata {
         size,
-        content_type: Some("application/x-test".into()),
         created: at(0),
         expires,
-        user: vec![("who".into(), "test".into())],
+        labels: Labels::shared(
+            Some("application/x-test".into()),
+            vec![("who".into(), "test".into())],
+        ),
     }
 }
 
@@ -433,10 +435,12 @@ fn empty_payloads_and_every_metadata_field_round_trip() {
     let hv = db.hv();
     let m = Metadata {
         size: 0,
-        content_type: None,
         created: at(3),
         expires: Some(Instant::from_millis(u64::MAX >> 1)),
-        user: vec![("a".into(), "".into()), ("ü".into(), "√".into())],
+        labels: Labels::shared(
+            None,
+            vec![("a".into(), "".into()), ("ü".into(), "√".into())],
+        ),
     };
     block_on(hv.put_non_tombstone(key(b"e"), &m, &Bytes::new(), at(0))).unwrap();
     assert_eq!(

@@ -26,7 +26,7 @@
 //! the file is synced and renamed into place. No file at a final path has a placeholder size.
 
 use super::layout::corrupt;
-use crate::{Metadata, MAX_CONTENT_TYPE_LEN, MAX_USER_METADATA_LEN};
+use crate::{Labels, Metadata, MAX_CONTENT_TYPE_LEN, MAX_USER_METADATA_LEN};
 use cairn_core::limits::MAX_KEY_LEN;
 use cairn_core::{Instant, Key, KeyBuf, Revision};
 use std::io::{self, Read};
@@ -84,12 +84,12 @@ impl Draft {
     /// is one a reader accepts.
     pub(crate) fn new(key: &Key, revision: Revision, meta: &Metadata) -> io::Result<Draft> {
         let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
-        let content_type = meta.content_type.as_deref().map(str::as_bytes);
+        let content_type = meta.content_type().map(str::as_bytes);
         if content_type.is_some_and(|c| c.len() > MAX_CONTENT_TYPE_LEN) {
             return Err(invalid("blob directory: content type too long"));
         }
-        let user_len: usize = meta.user.iter().map(|(n, v)| n.len() + v.len()).sum();
-        if user_len > MAX_USER_METADATA_LEN || meta.user.iter().any(|(n, _)| n.is_empty()) {
+        let user_len: usize = meta.user().iter().map(|(n, v)| n.len() + v.len()).sum();
+        if user_len > MAX_USER_METADATA_LEN || meta.user().iter().any(|(n, _)| n.is_empty()) {
             return Err(invalid(
                 "blob directory: user metadata too large or unnamed",
             ));
@@ -116,11 +116,11 @@ impl Draft {
         // Each length was checked against a limit that fits in u16 (asserted above).
         b.extend_from_slice(&(key.as_bytes().len() as u16).to_le_bytes());
         b.extend_from_slice(&(content_type.len() as u16).to_le_bytes());
-        b.extend_from_slice(&(meta.user.len() as u16).to_le_bytes());
+        b.extend_from_slice(&(meta.user().len() as u16).to_le_bytes());
         debug_assert_eq!(b.len(), FIXED_LEN);
         b.extend_from_slice(key.as_bytes());
         b.extend_from_slice(content_type);
-        for (name, value) in &meta.user {
+        for (name, value) in meta.user() {
             b.extend_from_slice(&(name.len() as u16).to_le_bytes());
             b.extend_from_slice(name.as_bytes());
             b.extend_from_slice(&(value.len() as u16).to_le_bytes());
@@ -242,10 +242,12 @@ impl Header {
             revision,
             meta: Metadata {
                 size,
-                content_type: (flags & FLAG_CONTENT_TYPE != 0).then_some(content_type),
                 created,
                 expires: (flags & FLAG_EXPIRES != 0).then_some(expires),
-                user,
+                labels: Labels::shared(
+                    (flags & FLAG_CONTENT_TYPE != 0).then_some(content_type),
+                    user,
+                ),
             },
             len,
         })
@@ -307,13 +309,15 @@ mod tests {
     fn meta() -> Metadata {
         Metadata {
             size: 0,
-            content_type: Some("text/plain".into()),
             created: Instant::from_millis(1_700_000_000_000),
             expires: Some(Instant::from_millis(1_700_000_060_000)),
-            user: vec![
-                ("owner".into(), "ada".into()),
-                ("empty".into(), String::new()),
-            ],
+            labels: Labels::shared(
+                Some("text/plain".into()),
+                vec![
+                    ("owner".into(), "ada".into()),
+                    ("empty".into(), String::new()),
+                ],
+            ),
         }
     }
 
@@ -348,12 +352,12 @@ mod tests {
     #[test]
     fn an_empty_content_type_is_kept_apart_from_none() {
         let m = Metadata {
-            content_type: Some(String::new()),
+            labels: Labels::shared(Some(String::new()), Vec::new()),
             ..Metadata::default()
         };
         assert_eq!(
-            read(draft(&m).bytes()).unwrap().meta.content_type,
-            Some(String::new())
+            read(draft(&m).bytes()).unwrap().meta.content_type(),
+            Some("")
         );
     }
 
@@ -361,25 +365,27 @@ mod tests {
     fn the_largest_metadata_fits_and_more_is_refused() {
         let key = Key::new(&[b'k'; MAX_KEY_LEN]).unwrap();
         let big = Metadata {
-            content_type: Some("c".repeat(MAX_CONTENT_TYPE_LEN)),
-            user: (0..MAX_USER_METADATA_LEN / 2)
-                .map(|_| ("n".into(), "v".into()))
-                .collect(),
+            labels: Labels::shared(
+                Some("c".repeat(MAX_CONTENT_TYPE_LEN)),
+                (0..MAX_USER_METADATA_LEN / 2)
+                    .map(|_| ("n".into(), "v".into()))
+                    .collect(),
+            ),
             ..meta()
         };
         let d = Draft::new(key, Revision(1), &big).unwrap();
         assert!(d.bytes().len() <= MAX_HEADER_LEN);
         assert_eq!(
-            read(d.bytes()).unwrap().meta.user.len(),
+            read(d.bytes()).unwrap().meta.user().len(),
             MAX_USER_METADATA_LEN / 2
         );
 
         let too_long = Metadata {
-            content_type: Some("c".repeat(MAX_CONTENT_TYPE_LEN + 1)),
+            labels: Labels::shared(Some("c".repeat(MAX_CONTENT_TYPE_LEN + 1)), Vec::new()),
             ..meta()
         };
         let too_many = Metadata {
-            user: vec![("n".into(), "v".repeat(MAX_USER_METADATA_LEN))],
+            labels: Labels::shared(None, vec![("n".into(), "v".repeat(MAX_USER_METADATA_LEN))]),
             ..meta()
         };
         for m in [too_long, too_many] {

@@ -1,13 +1,13 @@
 use crate::backend::{BackendResult, ListEntry, Row, SyncHvBackend, Write};
 use crate::memory_lock as lock;
-use crate::Metadata;
+use crate::{Labels, Metadata};
 use bytes::Bytes;
 use cairn_core::{
     cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, ObjectMeta, Revision,
     Tombstone,
 };
 use hashbrown::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What a compare-and-write does when the row is already in its target state. Both are legal;
 /// cairn must be correct under either, and the tests run both.
@@ -101,46 +101,29 @@ struct Inline {
     size: u64,
     created: Instant,
     expires: Option<Instant>,
-    /// Content type and user pairs, out of line: most objects have neither.
-    extra: Option<Box<Extra>>,
-}
-
-#[derive(Clone, Debug)]
-struct Extra {
-    content_type: Option<String>,
-    user: Vec<(String, String)>,
+    /// Content type and user pairs, shared with the metadata written and read.
+    labels: Option<Arc<Labels>>,
 }
 
 impl Inline {
     #[inline]
     fn new(meta: &Metadata, payload: &Bytes) -> Inline {
-        let extra = (meta.content_type.is_some() || !meta.user.is_empty()).then(|| {
-            Box::new(Extra {
-                content_type: meta.content_type.clone(),
-                user: meta.user.clone(),
-            })
-        });
         Inline {
             payload: payload.clone(),
             size: meta.size,
             created: meta.created,
             expires: meta.expires,
-            extra,
+            labels: meta.labels.clone(),
         }
     }
 
     #[inline]
     fn meta(&self) -> Metadata {
-        let (content_type, user) = match &self.extra {
-            Some(extra) => (extra.content_type.clone(), extra.user.clone()),
-            None => (None, Vec::new()),
-        };
         Metadata {
             size: self.size,
-            content_type,
             created: self.created,
             expires: self.expires,
-            user,
+            labels: self.labels.clone(),
         }
     }
 }
@@ -390,9 +373,11 @@ mod tests {
         let plain = Metadata::default();
         let labelled = Metadata {
             size: 1,
-            content_type: Some("text/plain".into()),
             expires: Some(Instant::from_millis(500)),
-            user: vec![("owner".into(), "ada".into())],
+            labels: Labels::shared(
+                Some("text/plain".into()),
+                vec![("owner".into(), "ada".into())],
+            ),
             ..Metadata::default()
         };
         let x = Bytes::from_static(b"x");

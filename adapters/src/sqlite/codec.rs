@@ -3,7 +3,7 @@
 //! sizes as integers. Decoding never trusts the file: anything malformed is a [`Corrupt`] error,
 //! never a panic.
 
-use crate::Metadata;
+use crate::{Labels, Metadata};
 use cairn_core::Instant;
 
 /// The first byte of every encoded metadata blob.
@@ -19,24 +19,24 @@ pub(crate) struct Corrupt(pub String);
 /// `01 | created: u64 | has_content_type: u8 | [len: u32, utf-8]? | pairs: u32 | (len: u32, utf-8,
 /// len: u32, utf-8) × pairs`.
 pub(crate) fn encode_meta(meta: &Metadata) -> Vec<u8> {
-    let strings: usize = meta.content_type.as_ref().map_or(0, String::len)
+    let strings: usize = meta.content_type().map_or(0, str::len)
         + meta
-            .user
+            .user()
             .iter()
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum::<usize>();
     let mut out = Vec::with_capacity(1 + 8 + 1 + 4 + 4 + strings);
     out.push(META_VERSION);
     out.extend_from_slice(&meta.created.as_millis().to_le_bytes());
-    match &meta.content_type {
+    match meta.content_type() {
         Some(ct) => {
             out.push(1);
             put_str(&mut out, ct);
         }
         None => out.push(0),
     }
-    put_len(&mut out, meta.user.len());
-    for (name, value) in &meta.user {
+    put_len(&mut out, meta.user().len());
+    for (name, value) in meta.user() {
         put_str(&mut out, name);
         put_str(&mut out, value);
     }
@@ -96,10 +96,9 @@ pub(crate) fn decode_meta(
     }
     Ok(Metadata {
         size,
-        content_type,
         created,
         expires,
-        user,
+        labels: Labels::shared(content_type, user),
     })
 }
 
@@ -185,10 +184,12 @@ mod tests {
     fn meta() -> Metadata {
         Metadata {
             size: 42,
-            content_type: Some("text/plain; charset=utf-8".into()),
             created: Instant::from_millis(1_700_000_000_123),
             expires: Some(Instant::from_millis(1_700_000_060_000)),
-            user: vec![("owner".into(), "ada".into()), ("é".into(), String::new())],
+            labels: Labels::shared(
+                Some("text/plain; charset=utf-8".into()),
+                vec![("owner".into(), "ada".into()), ("é".into(), String::new())],
+            ),
         }
     }
 

@@ -349,11 +349,8 @@ pub async fn metadata_round_trips_through_both_tiers(
         api.put(key, bytes(len, 1), &o).await.unwrap();
         let info = api.head(key).await.unwrap().unwrap();
         assert_eq!(info.meta.size, len as u64);
-        assert_eq!(info.meta.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(
-            info.meta.user,
-            vec![("owner".to_string(), "ada".to_string())]
-        );
+        assert_eq!(info.meta.content_type(), Some("text/plain"));
+        assert_eq!(info.meta.user(), [("owner".to_string(), "ada".to_string())]);
         assert_eq!(info.meta.created, t.now());
         assert_eq!(info.meta.expires, Some(t.now() + Duration::from_secs(60)));
     }

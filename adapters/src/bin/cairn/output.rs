@@ -34,10 +34,10 @@ pub fn meta_json(key: &str, meta: &Metadata, at: &Location) -> Value {
         "size": meta.size,
         "tier": tier,
         "revision": revision,
-        "content_type": meta.content_type,
+        "content_type": meta.content_type(),
         "created": time(meta.created),
         "expires": meta.expires.map(time),
-        "meta": meta.user.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
+        "meta": meta.user().iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
     })
 }
 
@@ -47,11 +47,11 @@ pub fn meta_text(key: &str, meta: &Metadata, at: &Location) -> String {
         "key:          {key}\nsize:         {} bytes\ntier:         {}\ncontent type: {}\ncreated:      {}\nexpires:      {}\n",
         meta.size,
         location(at),
-        meta.content_type.as_deref().unwrap_or("-"),
+        meta.content_type().unwrap_or("-"),
         time(meta.created),
         meta.expires.map_or_else(|| "never".into(), time),
     );
-    for (name, value) in &meta.user {
+    for (name, value) in meta.user() {
         out.push_str(&format!("meta:         {name}={value}\n"));
     }
     out
