@@ -40,9 +40,9 @@
 //! # Group commit
 //!
 //! The writer thread takes the first queued request, opens a `BEGIN IMMEDIATE` transaction and
-//! runs it, then runs every other request already queued (up to 256; if the previous batch was
-//! larger, it waits a moment — at most half the previous commit's time — for the rest of
-//! those callers, running each as it arrives), commits, and then answers every caller. Each
+//! runs it, then runs every other request already queued (up to 256; if one of the last three
+//! batches was larger, it waits a moment — at most half the previous commit's time — for the
+//! rest of those callers, running each as it arrives), commits, and then answers every caller. Each
 //! request is isolated: one that writes with a single statement is undone by SQLite if that
 //! statement fails, any other runs in its own `SAVEPOINT`, so one failing request fails alone.
 //! N concurrent writers thus share one fsync; [`SqliteDb::writer_stats`] counts commits and

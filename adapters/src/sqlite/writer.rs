@@ -352,9 +352,8 @@ struct Thread<'q> {
     /// Whether the connection is at `synchronous=NORMAL` for a lazy batch although the
     /// configured level is `FULL`; set back before the next durable batch begins.
     relaxed: bool,
-    /// The previous durable batch's size and commit time, to gather the next one (see
-    /// [`Gather`]).
-    last: (usize, Duration),
+    /// The last durable batches, to gather the next one (see [`Gather`]).
+    recent: Recent,
     /// The jobs of the batch being run, in the order they ran.
     batch: Vec<Box<dyn Job>>,
     /// How many of them (lease renewals aside) took effect so far.
@@ -370,7 +369,7 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
         queue,
         carried: None,
         relaxed: false,
-        last: (0, Duration::ZERO),
+        recent: Recent::default(),
         batch: Vec::with_capacity(MAX_BATCH + 1),
         succeeded: 0,
     };
@@ -382,7 +381,7 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
                 Ok(job) => Some(job),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Idle for a tick: whoever was writing together has stopped.
-                    thread.last = (0, Duration::ZERO);
+                    thread.recent = Recent::default();
                     None
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -410,6 +409,29 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
     let _ = lease::release(&thread.conn, thread.shared.lease.instance);
 }
 
+/// The sizes of the last few durable batches and the latest one's commit time.
+#[derive(Debug, Default)]
+struct Recent {
+    sizes: [usize; 3],
+    commit: Duration,
+}
+
+impl Recent {
+    fn record(&mut self, size: usize, commit: Duration) {
+        self.sizes.rotate_right(1);
+        self.sizes[0] = size;
+        self.commit = commit;
+    }
+
+    /// How many callers to wait for: the largest of the last few batches. Not the last one
+    /// alone: a batch split by a straggler would otherwise teach the next batch to stop short,
+    /// and the split would feed on itself (batches of 16 writers were seen to fall apart into
+    /// 5, 7, 3, 3 before they gathered again).
+    fn callers(&self) -> usize {
+        self.sizes.into_iter().max().unwrap_or(0)
+    }
+}
+
 /// How long a batch keeps taking jobs. Every job already queued joins at once; and if the
 /// previous batch was larger, the writer also waits briefly for the rest of its callers:
 /// answered all at once, they come back a few microseconds apart, and a writer that committed
@@ -426,10 +448,10 @@ struct Gather {
 }
 
 impl Gather {
-    fn after(started: Instant, (last_size, last_commit): (usize, Duration)) -> Gather {
+    fn after(started: Instant, recent: &Recent) -> Gather {
         Gather {
-            want: last_size.min(MAX_BATCH),
-            deadline: started + (last_commit / 2).min(MAX_GATHER_WAIT),
+            want: recent.callers().min(MAX_BATCH),
+            deadline: started + (recent.commit / 2).min(MAX_GATHER_WAIT),
         }
     }
 
@@ -548,7 +570,7 @@ impl Thread<'_> {
         let gather = if lazy {
             Gather::none()
         } else {
-            Gather::after(started, self.last)
+            Gather::after(started, &self.recent)
         };
         let renewed = renewal.is_some();
         let mut pending: Option<Box<dyn Job>> = match renewal {
@@ -600,7 +622,7 @@ impl Thread<'_> {
         if !lazy {
             // The commit's own time (an fsync under FULL) bounds the next gather, not the
             // gathering and running that preceded it.
-            self.last = (jobs, commit_time);
+            self.recent.record(jobs, commit_time);
         }
         for job in self.batch.drain(..) {
             job.finish(outcome.clone());
@@ -680,6 +702,30 @@ mod tests {
     use crate::sqlite::{SqliteDb, SqliteOptions};
     use futures_lite::future::block_on;
     use std::sync::mpsc::{sync_channel, Receiver};
+
+    #[test]
+    fn a_batch_waits_for_the_callers_of_the_last_few_batches() {
+        let fsync = Duration::from_micros(200);
+        let mut recent = Recent::default();
+        let want = |r: &Recent| Gather::after(Instant::now(), r).want;
+        assert_eq!(want(&recent), 0, "nothing seen: take what is queued");
+        recent.record(16, fsync);
+        // A straggler split the next batch: the one after it still waits for all sixteen.
+        recent.record(5, fsync);
+        assert_eq!(want(&recent), 16);
+        recent.record(11, fsync);
+        assert_eq!(want(&recent), 16);
+        // Three batches later the sixteen are forgotten: a lone writer never waits.
+        recent.record(1, fsync);
+        assert_eq!(want(&recent), 11);
+        recent.record(1, fsync);
+        recent.record(1, fsync);
+        assert_eq!(want(&recent), 1);
+        let gather = Gather::after(Instant::now(), &recent);
+        assert!(gather.deadline <= Instant::now() + fsync / 2);
+        recent.record(MAX_BATCH * 2, fsync);
+        assert_eq!(want(&recent), MAX_BATCH);
+    }
 
     /// A fresh database in a directory removed on drop.
     struct Db {
