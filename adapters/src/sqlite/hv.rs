@@ -32,26 +32,21 @@ pub(crate) const READ_FULL_SQL: &str =
     "SELECT kind, revision, size, expires, meta, payload FROM rows WHERE key = ?1";
 /// What a conditional write needs to decide: the head alone.
 const PROBE_SQL: &str = "SELECT kind, revision, size, expires FROM rows WHERE key = ?1";
+/// Writes a row. With `?8` NULL it always writes; with `?8` = now it leaves a tombstone that has
+/// not expired by then alone (expired means `expires <= now`), and a row of an unknown kind too,
+/// so that the probe after a write that did not happen reports it as corrupt, as a probe before
+/// the write would have. A put that a live tombstone blocks is thus decided and written in one
+/// statement.
 const UPSERT_SQL: &str = "
     INSERT INTO rows (key, kind, meta, revision, size, expires, payload)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, meta = excluded.meta,
         revision = excluded.revision, size = excluded.size, expires = excluded.expires,
-        payload = excluded.payload";
-const DELETE_SQL: &str = "DELETE FROM rows WHERE key = ?1";
-/// A put that a live tombstone blocks, decided and written in one statement: it writes unless
-/// the row is a tombstone that has not expired at `?8` (expired means `expires <= now`). A row
-/// of any other kind is left alone too, so that the probe after a write that did not happen
-/// reports it as corrupt, as it would have before the write.
-const GUARDED_UPSERT_SQL: &str = "
-    INSERT INTO rows (key, kind, meta, revision, size, expires, payload)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-    ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, meta = excluded.meta,
-        revision = excluded.revision, size = excluded.size, expires = excluded.expires,
         payload = excluded.payload
-    WHERE rows.kind = 1 OR rows.expires <= ?8";
-/// The delete that a live tombstone blocks, likewise.
-const GUARDED_DELETE_SQL: &str = "DELETE FROM rows WHERE key = ?1 AND (kind = 1 OR expires <= ?2)";
+    WHERE ?8 IS NULL OR rows.kind = 1 OR rows.expires <= ?8";
+/// Deletes a row; `?2` as in [`UPSERT_SQL`].
+const DELETE_SQL: &str =
+    "DELETE FROM rows WHERE key = ?1 AND (?2 IS NULL OR kind = 1 OR expires <= ?2)";
 /// Live rows in `[lower, upper)`, bytewise (BLOB comparison is `memcmp`), never `LIKE`.
 const LIST_RANGE_SQL: &str = "
     SELECT key, kind, revision, size, expires, meta FROM rows
@@ -265,36 +260,7 @@ fn guarded(
     write: &OwnedWrite,
     now: Instant,
 ) -> Result<Guarded, SqliteError> {
-    let shared = cx.shared;
-    let err = shared.sqlite_err("writing a row");
-    let now_sql = instant_to_sql(now);
-    let changed = match write {
-        OwnedWrite::Inline { meta, payload } => {
-            let size = size_to_sql(meta.size)
-                .map_err(|c| SqliteError::new(&shared.path, SqliteErrorKind::Sqlite, c.0))?;
-            cx.conn
-                .prepare_cached(GUARDED_UPSERT_SQL)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        key.as_bytes(),
-                        KIND_INLINE,
-                        encode_meta(meta),
-                        None::<&[u8]>,
-                        size,
-                        meta.expires.map(instant_to_sql),
-                        &payload[..],
-                        now_sql,
-                    ])
-                })
-        }
-        OwnedWrite::Delete => cx
-            .conn
-            .prepare_cached(GUARDED_DELETE_SQL)
-            .and_then(|mut s| s.execute(params![key.as_bytes(), now_sql])),
-        OwnedWrite::Tombstone(_) => unreachable!("a tombstone is written by compare-and-write"),
-    }
-    .map_err(err)?;
-    if changed > 0 {
+    if write_row(cx, key, write, Some(now))? > 0 {
         return Ok(Guarded::Applied);
     }
     match (probe(cx, key, now)?, write) {
@@ -302,61 +268,74 @@ fn guarded(
         // There was nothing to delete.
         (_, OwnedWrite::Delete) => Ok(Guarded::Applied),
         // Never under one writer: a row the statement should have taken. Written the plain way.
-        _ => {
-            store(cx, key, write)?;
-            Ok(Guarded::Applied)
-        }
+        _ => store(cx, key, write).map(|()| Guarded::Applied),
     }
 }
 
+/// Writes `write` unconditionally.
 fn store(cx: &WriteCx<'_>, key: &Key, write: &OwnedWrite) -> Result<(), SqliteError> {
+    write_row(cx, key, write, None).map(drop)
+}
+
+/// Writes `write` at `key`, unless `unless_tombstone_at` is given and the row is a tombstone live
+/// at that instant (see [`UPSERT_SQL`]); returns how many rows changed.
+fn write_row(
+    cx: &WriteCx<'_>,
+    key: &Key,
+    write: &OwnedWrite,
+    unless_tombstone_at: Option<Instant>,
+) -> Result<usize, SqliteError> {
     let shared = cx.shared;
     let err = shared.sqlite_err("writing a row");
     let too_large = |c: Corrupt| SqliteError::new(&shared.path, SqliteErrorKind::Sqlite, c.0);
-    let empty: &[u8] = &[];
+    let guard = unless_tombstone_at.map(instant_to_sql);
+    let upsert = |kind, meta: &[u8], revision: Option<&[u8]>, size, expires, payload| {
+        cx.conn.prepare_cached(UPSERT_SQL).and_then(|mut s| {
+            s.execute(params![
+                key.as_bytes(),
+                kind,
+                meta,
+                revision,
+                size,
+                expires,
+                payload,
+                guard
+            ])
+        })
+    };
     match write {
         OwnedWrite::Inline { meta, payload } => {
             let size = size_to_sql(meta.size).map_err(too_large)?;
-            cx.conn
-                .prepare_cached(UPSERT_SQL)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        key.as_bytes(),
-                        KIND_INLINE,
-                        encode_meta(meta),
-                        None::<&[u8]>,
-                        size,
-                        meta.expires.map(instant_to_sql),
-                        &payload[..],
-                    ])
-                })
-                .map_err(err)?;
+            let expires = meta.expires.map(instant_to_sql);
+            let payload: Option<&[u8]> = Some(payload);
+            upsert(
+                KIND_INLINE,
+                &encode_meta(meta),
+                None,
+                size,
+                expires,
+                payload,
+            )
         }
         OwnedWrite::Tombstone(t) => {
             let size = size_to_sql(t.size).map_err(too_large)?;
-            cx.conn
-                .prepare_cached(UPSERT_SQL)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        key.as_bytes(),
-                        KIND_TOMBSTONE,
-                        empty,
-                        &id_to_blob(t.revision.0)[..],
-                        size,
-                        t.expires.map(instant_to_sql),
-                        None::<&[u8]>,
-                    ])
-                })
-                .map_err(err)?;
+            let revision = id_to_blob(t.revision.0);
+            let expires = t.expires.map(instant_to_sql);
+            upsert(
+                KIND_TOMBSTONE,
+                &[],
+                Some(&revision[..]),
+                size,
+                expires,
+                None,
+            )
         }
-        OwnedWrite::Delete => {
-            cx.conn
-                .prepare_cached(DELETE_SQL)
-                .and_then(|mut s| s.execute([key.as_bytes()]))
-                .map_err(err)?;
-        }
+        OwnedWrite::Delete => cx
+            .conn
+            .prepare_cached(DELETE_SQL)
+            .and_then(|mut s| s.execute(params![key.as_bytes(), guard])),
     }
-    Ok(())
+    .map_err(err)
 }
 
 /// The smallest byte string greater than every string that starts with `prefix`, if any: the
