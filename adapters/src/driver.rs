@@ -72,6 +72,11 @@ impl OpIo {
         }
     }
 
+    /// Whether this is a put's: its input must outlive every request of the put.
+    fn carries_a_put(&self) -> bool {
+        matches!(self.carry, Carry::Small { .. } | Carry::Large { .. })
+    }
+
     /// The blob the last long-term read opened, taken.
     pub fn take_blob(&mut self) -> Option<(Metadata, Option<Body>)> {
         match std::mem::take(&mut self.carry) {
@@ -322,6 +327,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             }
             Request::LtGet { blob, span } => self.lt.get(blob, span).await.map(|found| {
                 let hit = found.is_some();
+                debug_assert!(!io.carries_a_put(), "only a read opens a blob");
                 io.carry = found.map_or(Carry::Nothing, |(meta, body)| {
                     Carry::Blob(Box::new((meta, Some(body))))
                 });
@@ -329,6 +335,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
             }),
             Request::LtHead { blob } => self.lt.head(blob).await.map(|found| {
                 let hit = found.is_some();
+                debug_assert!(!io.carries_a_put(), "only a read opens a blob");
                 io.carry = found.map_or(Carry::Nothing, |meta| Carry::Blob(Box::new((meta, None))));
                 Answer::Plain(Completion::Blob { found: hit })
             }),

@@ -1,13 +1,12 @@
 use crate::backend::{BackendResult, ListEntry, Row, SyncHvBackend, Write};
 use crate::memory_lock as lock;
-use crate::{Labels, Metadata};
+use crate::Metadata;
 use bytes::Bytes;
 use cairn_core::{
-    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, ObjectMeta, Revision,
-    Tombstone,
+    cas_verdict, CasVerdict, Guarded, HvRow, HvWrite, Instant, Key, KeyBuf, Revision, Tombstone,
 };
 use hashbrown::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// What a compare-and-write does when the row is already in its target state. Both are legal;
 /// cairn must be correct under either, and the tests run both.
@@ -98,11 +97,8 @@ enum Stored {
 #[derive(Clone, Debug)]
 struct Inline {
     payload: Bytes,
-    size: u64,
-    created: Instant,
-    expires: Option<Instant>,
-    /// Content type and user pairs, shared with the metadata written and read.
-    labels: Option<Arc<Labels>>,
+    /// 32 bytes; its content type and user pairs are shared with the metadata written and read.
+    meta: Metadata,
 }
 
 impl Inline {
@@ -110,20 +106,7 @@ impl Inline {
     fn new(meta: &Metadata, payload: &Bytes) -> Inline {
         Inline {
             payload: payload.clone(),
-            size: meta.size,
-            created: meta.created,
-            expires: meta.expires,
-            labels: meta.labels.clone(),
-        }
-    }
-
-    #[inline]
-    fn meta(&self) -> Metadata {
-        Metadata {
-            size: self.size,
-            created: self.created,
-            expires: self.expires,
-            labels: self.labels.clone(),
+            meta: meta.clone(),
         }
     }
 }
@@ -132,11 +115,7 @@ impl Stored {
     #[inline]
     fn core(&self) -> HvRow {
         match self {
-            Stored::Inline(row) => HvRow::Inline(ObjectMeta {
-                size: row.size,
-                created: row.created,
-                expires: row.expires,
-            }),
+            Stored::Inline(row) => HvRow::Inline(row.meta.core()),
             Stored::Tombstone(t) => HvRow::Tombstone(**t),
         }
     }
@@ -208,7 +187,7 @@ fn answer(view: HvRow, stored: Option<&Stored>, payload: bool) -> Row {
         (HvRow::Absent, _) => Row::Absent,
         (HvRow::Tombstone(t), _) => Row::Tombstone(t),
         (HvRow::Inline(_), Some(Stored::Inline(row))) => Row::Inline {
-            meta: row.meta(),
+            meta: row.meta.clone(),
             payload: payload.then(|| row.payload.clone()),
         },
         (HvRow::Inline(_), _) => unreachable!("an inline view comes from an inline row"),
@@ -337,6 +316,7 @@ impl SyncHvBackend for MemoryHv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Labels;
 
     #[test]
     fn a_row_stays_small() {
