@@ -907,6 +907,25 @@ fn damaged_rows_are_errors_not_panics_and_can_still_be_overwritten() {
     }
     assert!(block_on(hv.list(b"", None, 10, at(0))).is_err());
     assert!(db.rows(None, 10).is_err());
+    // A guarded put or delete meeting a row of an unknown kind, expired or not, or a damaged
+    // live tombstone, reports it instead of writing over it.
+    let raw = rusqlite::Connection::open(dir.db()).unwrap();
+    raw.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE rows SET expires = 5 WHERE key = CAST('kind' AS BLOB);",
+    )
+    .unwrap();
+    drop(raw);
+    let m = meta(2, None);
+    for now in [at(0), at(10)] {
+        for k in [&b"kind"[..], b"rev"] {
+            let put = hv.put_non_tombstone(key(k), &m, &payload, now);
+            let err = block_on(put).unwrap_err();
+            assert_eq!(kind(&err), Some(SqliteErrorKind::Corrupt), "{err}");
+            let err = block_on(hv.delete_non_tombstone(key(k), now)).unwrap_err();
+            assert_eq!(kind(&err), Some(SqliteErrorKind::Corrupt), "{err}");
+        }
+    }
     // A row whose metadata is damaged can still be replaced: the verdict never decodes it.
     block_on(hv.put_non_tombstone(key(b"meta"), &meta(2, None), &payload, at(0))).unwrap();
     assert!(block_on(hv.read(key(b"meta"), true, at(0))).is_ok());

@@ -32,21 +32,22 @@ pub(crate) const READ_FULL_SQL: &str =
     "SELECT kind, revision, size, expires, meta, payload FROM rows WHERE key = ?1";
 /// What a conditional write needs to decide: the head alone.
 const PROBE_SQL: &str = "SELECT kind, revision, size, expires FROM rows WHERE key = ?1";
-/// Writes a row. With `?8` NULL it always writes; with `?8` = now it leaves a tombstone that has
-/// not expired by then alone (expired means `expires <= now`), and a row of an unknown kind too,
-/// so that the probe after a write that did not happen reports it as corrupt, as a probe before
-/// the write would have. A put that a live tombstone blocks is thus decided and written in one
-/// statement.
+/// Writes a row. With `?8` NULL it always writes. With `?8` = now it replaces an inline row or a
+/// tombstone that has expired by then (`expires <= now`), and leaves a live tombstone alone, and
+/// a row of an unknown kind too: the probe after a write that did not happen then reports the
+/// tombstone, or the row as corrupt, as a probe before the write would have. A put that a live
+/// tombstone blocks is thus decided and written in one statement. (An inline row, or an expired
+/// tombstone, whose head is damaged is replaced rather than reported: the write makes it whole.)
 const UPSERT_SQL: &str = "
     INSERT INTO rows (key, kind, meta, revision, size, expires, payload)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, meta = excluded.meta,
         revision = excluded.revision, size = excluded.size, expires = excluded.expires,
         payload = excluded.payload
-    WHERE ?8 IS NULL OR rows.kind = 1 OR rows.expires <= ?8";
+    WHERE ?8 IS NULL OR rows.kind = 1 OR (rows.kind = 2 AND rows.expires <= ?8)";
 /// Deletes a row; `?2` as in [`UPSERT_SQL`].
-const DELETE_SQL: &str =
-    "DELETE FROM rows WHERE key = ?1 AND (?2 IS NULL OR kind = 1 OR expires <= ?2)";
+const DELETE_SQL: &str = "
+    DELETE FROM rows WHERE key = ?1 AND (?2 IS NULL OR kind = 1 OR (kind = 2 AND expires <= ?2))";
 /// Live rows in `[lower, upper)`, bytewise (BLOB comparison is `memcmp`), never `LIKE`.
 const LIST_RANGE_SQL: &str = "
     SELECT key, kind, revision, size, expires, meta FROM rows

@@ -432,13 +432,14 @@ impl Recent {
     }
 }
 
-/// How long a batch keeps taking jobs. Every job already queued joins at once; and if the
-/// previous batch was larger, the writer also waits briefly for the rest of its callers:
+/// How long a batch keeps taking jobs. Every job already queued joins at once; and if one of
+/// the last three batches was larger, the writer also waits briefly for the rest of its callers:
 /// answered all at once, they come back a few microseconds apart, and a writer that committed
 /// whatever had arrived first would split them into a large and a small batch, paying two
 /// commits for one. The wait is bounded by half the previous commit's time (an fsync, under
-/// `synchronous=FULL`), so it costs little where it helps and nothing where commits are cheap;
-/// a lone writer (previous batch of one) never waits. Jobs run as they arrive, so the wait
+/// `synchronous=FULL`), so it costs little where it helps and nothing where commits are cheap.
+/// A lone writer never waits, except in the three batches right after a burst (at most half a
+/// commit each, or until the writer idles for a tick). Jobs run as they arrive, so the wait
 /// overlaps the batch's own work. (16 threads answered at once on 2 virtual CPUs came back
 /// over 30 to 60 µs; with a 150 µs fsync a quarter of it split about one batch in ten, and
 /// half of it raised the writes per commit of 16 writers from 13-14 to about 15.)
