@@ -28,7 +28,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -746,12 +746,74 @@ fn rate_tokio(
     (writers * puts) as f64 / secs
 }
 
+/// What this machine charges for waking parked threads, with no storage involved: `n` threads
+/// park, this one sleeps for a while (as the writer does in an fsync, so that idle processors
+/// go to sleep too), then unparks every one of them in turn and polls until all `n` have run
+/// again. The median over `rounds`, in µs. With 16 it is the floor under a group commit's
+/// cycle that no writer design on this side of the kernel removes: 16 callers blocked on one
+/// commit must each be woken before they can send their next put.
+fn wake_floor(n: usize, rounds: usize) -> f64 {
+    let arrived = AtomicUsize::new(0);
+    let go: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    let wait_for = |count: usize| {
+        while arrived.load(Ordering::Acquire) < count {
+            std::thread::yield_now();
+        }
+    };
+    std::thread::scope(|s| {
+        let threads: Vec<_> = go
+            .iter()
+            .map(|go| {
+                let arrived = &arrived;
+                s.spawn(move || {
+                    // Round 0 is the start; `usize::MAX` is the end.
+                    for round in 1.. {
+                        arrived.fetch_add(1, Ordering::Release);
+                        let mut seen = go.load(Ordering::Acquire);
+                        while seen < round {
+                            std::thread::park();
+                            seen = go.load(Ordering::Acquire);
+                        }
+                        if seen == usize::MAX {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut samples = Vec::with_capacity(rounds);
+        for round in 1..=rounds {
+            wait_for(n * round);
+            std::thread::sleep(Duration::from_micros(200));
+            let start = Instant::now();
+            for (go, thread) in go.iter().zip(&threads) {
+                go.store(round, Ordering::Release);
+                thread.thread().unpark();
+            }
+            wait_for(n * (round + 1));
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        wait_for(n * (rounds + 1));
+        for (go, thread) in go.iter().zip(&threads) {
+            go.store(usize::MAX, Ordering::Release);
+            thread.thread().unpark();
+        }
+        median(samples)
+    })
+}
+
 fn concurrent(
     data: &Embedded<InlineRuntime>,
     root: &Path,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) {
+    notes.push(format!(
+        "concurrent: waking parked threads until each has run (no storage): 16 threads {:.0} µs, \
+         1 thread {:.0} µs (medians)",
+        wake_floor(WRITERS, 300),
+        wake_floor(1, 300)
+    ));
     group_commit(
         "16 writers vs 1, threads",
         data.db(),
