@@ -215,7 +215,7 @@ fn recover_reports_what_it_did() {
     ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"v")));
     let text = ok(&cairn(&data, &["recover"]));
     assert!(
-        text.starts_with("recovery: 0 change-log entr(ies) examined"),
+        text.starts_with("recovery: 0 change-log entries examined"),
         "{text}"
     );
     let report = json(&cairn(&data, &["--json", "recover"]));

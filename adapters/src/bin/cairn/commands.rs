@@ -209,8 +209,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 );
             } else {
                 println!(
-                    "recovery: {} change-log entr(ies) examined, {} cleaned, {} deferred, {} blob delete(s)",
-                    report.entries, report.cleaned, report.deferred, report.blobs_deleted
+                    "recovery: {} examined, {} cleaned, {} deferred, {}",
+                    output::count(report.entries, "change-log entry", "change-log entries"),
+                    report.cleaned,
+                    report.deferred,
+                    output::count(report.blobs_deleted, "blob delete", "blob deletes")
                 );
             }
         }
@@ -383,8 +386,9 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
         );
     } else {
         println!(
-            "checked {} high-volume row(s) and {} blob file(s)",
-            report.rows, report.blobs
+            "checked {} and {}",
+            output::count(report.rows, "high-volume row", "high-volume rows"),
+            output::count(report.blobs, "blob file", "blob files")
         );
         for (k, r) in &report.dangling {
             println!(
@@ -410,8 +414,10 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
         }
         if let Some(r) = &report.recovered {
             println!(
-                "recovery: {} entr(ies) examined, {} cleaned, {} blob delete(s)",
-                r.entries, r.cleaned, r.blobs_deleted
+                "recovery: {} examined, {} cleaned, {}",
+                output::count(r.entries, "entry", "entries"),
+                r.cleaned,
+                output::count(r.blobs_deleted, "blob delete", "blob deletes")
             );
         }
         println!("{}", if left == 0 { "ok" } else { "problems found" });
@@ -419,7 +425,10 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
     if left == 0 {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(CliError::Problems(format!("fsck found {left} problem(s)")))
+        Err(CliError::Problems(format!(
+            "fsck found {}",
+            output::count(left, "problem", "problems")
+        )))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cairn demo`: a self-contained tour on a fresh data directory, explaining each step.
 
 use crate::commands::{self, location_of, CliError};
+use crate::output;
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
 use cairn_adapters::embedded::{BLOB_DIR, DB_FILE};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Op};
@@ -62,8 +63,10 @@ fn tiers(dir: &Path, data: &commands::Data) -> Result<(), CliError> {
         })?
         .len();
     println!(
-        "   data dir: {rows} key(s) in {DB_FILE}, {} blob file(s) in {BLOB_DIR}/, {entries} change-log entr(ies)",
-        files_under(&dir.join(BLOB_DIR))
+        "   data dir: {} in {DB_FILE}, {} in {BLOB_DIR}/, {}",
+        output::count(rows, "key", "keys"),
+        output::count(files_under(&dir.join(BLOB_DIR)), "blob file", "blob files"),
+        output::count(entries, "change-log entry", "change-log entries")
     );
     Ok(())
 }
@@ -187,8 +190,9 @@ fn tour(dir: &Path) -> Result<(), CliError> {
     })?;
     let held = entries.iter().filter(|e| e.owner_live).count();
     println!(
-        "   {held} of {} change-log entr(ies) still belong to the dead writer until its lease runs out;",
-        entries.len()
+        "   {held} of {} still {} to the dead writer until its lease runs out;",
+        output::count(entries.len(), "change-log entry", "change-log entries"),
+        if held == 1 { "belongs" } else { "belong" }
     );
     println!("   until then recovery leaves them alone, since a live writer could be mid-commit");
     drop(data);

@@ -15,6 +15,12 @@ pub fn time(at: Instant) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// `n` things in words: `count(1, "entry", "entries")` is "1 entry", 0 or 2 take the plural.
+pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    let word = if n == N::from(1) { one } else { many };
+    format!("{n} {word}")
+}
+
 /// Where an object lives, in words.
 pub fn location(location: &Location) -> String {
     match location {
@@ -73,4 +79,16 @@ pub fn progress(what: &str, total: Option<u64>, json: bool) -> Option<ProgressBa
     );
     bar.set_message(what.to_string());
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(count(0usize, "entry", "entries"), "0 entries");
+        assert_eq!(count(1u64, "entry", "entries"), "1 entry");
+        assert_eq!(count(2u32, "blob file", "blob files"), "2 blob files");
+    }
 }
