@@ -314,7 +314,8 @@ fn main() {
 
 const LEGEND: &[&str] = &[
     "small put: cairn `put` of 1 KiB through the embedded store: one guarded write job on the",
-    "  writer thread (BEGIN IMMEDIATE, probe SELECT, upsert, COMMIT) and a round trip to it;",
+    "  writer thread (BEGIN IMMEDIATE, the guarded upsert, COMMIT; a probe SELECT only when the",
+    "  guard let nothing change) and a round trip to it;",
     "  vs raw rusqlite on one connection: one prepared upsert of the same row",
     "  (cairn's `rows` table, 14 B meta with a fresh stamp, 1 KiB payload) in its own autocommit",
     "  transaction. Both WAL, synchronous=FULL: one WAL fsync per put on either side.",
