@@ -798,6 +798,16 @@ mod tests {
         (answer, release)
     }
 
+    /// The `synchronous` level a lone job of `shape` runs at. (Not through `queue`: with no
+    /// gate holding the writer, the answer may come before a first poll.)
+    fn level(db: &SqliteDb, shape: Shape) -> i64 {
+        block_on(
+            db.writer
+                .submit_shaped("test", shape, |cx| Ok(synchronous(cx))),
+        )
+        .unwrap()
+    }
+
     /// The connection's `synchronous` level inside the running batch: 1 NORMAL, 2 FULL.
     fn synchronous(cx: &WriteCx<'_>) -> i64 {
         cx.conn
@@ -902,19 +912,11 @@ mod tests {
     fn only_a_batch_of_lazy_jobs_alone_commits_without_the_fsync() {
         let Db { db, .. } = &Db::open(Synchronous::Full);
         let lazy_commits = || db.writer_stats().lazy_commits;
-        let level = |shape| {
-            // Not `queue`: with no gate holding the writer, the answer may come before a poll.
-            block_on(
-                db.writer
-                    .submit_shaped("test", shape, |cx| Ok(synchronous(cx))),
-            )
-            .unwrap()
-        };
         // Alone, a lazy job commits lazily; the next durable one durably again.
-        assert_eq!(level(Shape::Lazy), 1);
+        assert_eq!(level(db, Shape::Lazy), 1);
         assert_eq!(lazy_commits(), 1);
-        assert_eq!(level(Shape::Atomic), 2);
-        assert_eq!(level(Shape::Savepoint), 2);
+        assert_eq!(level(db, Shape::Atomic), 2);
+        assert_eq!(level(db, Shape::Savepoint), 2);
         assert_eq!(lazy_commits(), 1);
 
         // A lazy job that joins a durable batch commits durably with it.
@@ -943,16 +945,8 @@ mod tests {
     #[test]
     fn under_synchronous_normal_nothing_is_relaxed_or_counted_as_lazy() {
         let Db { db, .. } = &Db::open(Synchronous::Normal);
-        let level = |shape| {
-            // Not `queue`: with no gate holding the writer, the answer may come before a poll.
-            block_on(
-                db.writer
-                    .submit_shaped("test", shape, |cx| Ok(synchronous(cx))),
-            )
-            .unwrap()
-        };
-        assert_eq!(level(Shape::Lazy), 1);
-        assert_eq!(level(Shape::Atomic), 1);
+        assert_eq!(level(db, Shape::Lazy), 1);
+        assert_eq!(level(db, Shape::Atomic), 1);
         assert_eq!(db.writer_stats().lazy_commits, 0);
     }
 }
