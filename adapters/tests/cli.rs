@@ -170,6 +170,21 @@ fn bad_input_exits_2_and_writes_nothing() {
     assert!(ls.is_empty(), "{ls}");
     let err = json(&cairn(&data, &["--json", "put", "", "-"]));
     assert_eq!(err["kind"], "input");
+    // A command line the parser refuses answers a script in JSON too, with the same exit code.
+    for args in [
+        &["--json", "put", "k", "-", "--ttl", "10"][..],
+        &["--json", "frobnicate"],
+    ] {
+        let out = cairn(&data, args);
+        assert_eq!(code(&out), 2, "{args:?}");
+        let err = json(&out);
+        assert_eq!(err["kind"], "input", "{args:?}");
+        assert!(
+            !err["error"].as_str().unwrap_or_default().is_empty(),
+            "{args:?} says why"
+        );
+    }
+    assert!(ok(&cairn(&data, &["ls"])).is_empty(), "and wrote nothing");
     // A range past the end is the caller's fault too.
     ok(&cairn_with_stdin(
         &data,

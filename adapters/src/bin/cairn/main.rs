@@ -17,6 +17,7 @@ mod workload;
 mod workload_plan;
 
 use clap::{Parser, Subcommand};
+use commands::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -124,20 +125,49 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = cli.json;
     match commands::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": e.to_string(), "kind": e.kind() })
-                );
-            } else {
-                eprintln!("cairn: {e}");
-            }
-            e.exit_code()
-        }
+        Err(e) => report(&e, json),
     }
+}
+
+/// Says why a command failed: a JSON document on standard output under `--json`, a line on
+/// standard error otherwise. Returns the exit code.
+fn report(e: &CliError, json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": e.to_string(), "kind": e.kind() })
+        );
+    } else {
+        eprintln!("cairn: {e}");
+    }
+    e.exit_code()
+}
+
+/// A command line clap refused. Help and version requests, and every refusal without `--json`,
+/// print as clap prints them; with `--json` on the command line a script gets the same JSON
+/// document as for any other bad input, and the same exit code (2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    let request = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || request {
+        e.exit();
+    }
+    // clap's first line is the reason ("error: ..."); the rest is usage help for people.
+    let text = e.to_string();
+    let reason = text.lines().next().unwrap_or_default();
+    let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+    report(&CliError::Input(reason.to_string()), true)
 }
