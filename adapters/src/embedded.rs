@@ -98,6 +98,10 @@ pub struct FsckReport {
     pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
     /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
     pub stale_entries: Vec<LoggedChange>,
+    /// Files in the blob directory that are not readable blobs — a foreign file, a damaged
+    /// header, a blob under another blob's name — each as an error naming the file. Repair
+    /// never deletes them: they may be someone's data, or the only copy of a damaged object.
+    pub unreadable: Vec<String>,
     /// With repair: orphan blobs deleted.
     pub orphans_deleted: u64,
     /// With repair: what the recovery pass did.
@@ -107,7 +111,10 @@ pub struct FsckReport {
 impl FsckReport {
     /// Whether nothing is wrong (after repair, whether nothing was left to fix is not implied).
     pub fn is_clean(&self) -> bool {
-        self.dangling.is_empty() && self.orphans.is_empty() && self.stale_entries.is_empty()
+        self.dangling.is_empty()
+            && self.orphans.is_empty()
+            && self.stale_entries.is_empty()
+            && self.unreadable.is_empty()
     }
 }
 
@@ -237,9 +244,9 @@ impl<R: Runtime> Embedded<R> {
             tier: cairn_core::Tier::Hv,
             source,
         };
-        let lt = |e: std::io::Error| Error::Read {
+        let lt_read = |source| Error::Read {
             tier: cairn_core::Tier::Lt,
-            source: e.into(),
+            source,
         };
         let log = |source| Error::Read {
             tier: cairn_core::Tier::Log,
@@ -280,7 +287,13 @@ impl<R: Runtime> Embedded<R> {
                 revision,
                 meta,
                 path,
-            } = blob.map_err(lt)?;
+            } = match blob {
+                Ok(blob) => blob,
+                Err(e) => {
+                    report.unreadable.push(e.to_string());
+                    continue;
+                }
+            };
             report.blobs += 1;
             if is_expired(meta.expires, now) {
                 continue;
@@ -291,10 +304,34 @@ impl<R: Runtime> Embedded<R> {
             }
             live_blobs.insert(id);
         }
-        report.dangling = tombstones
-            .into_iter()
-            .filter(|id| !live_blobs.contains(id))
-            .collect();
+        // The three reads above were made one after another while writes went on, so each
+        // finding is looked at again. A put logs its entry before its blob exists and drops the
+        // entry only after its tombstone committed or its blob was deleted; an overwrite or a
+        // delete drops the old blob only after the tombstone stopped pointing at it; and
+        // revisions are never reused. Hence a blob listed above that neither a tombstone nor an
+        // entry refers to now is an orphan (or gone already). And a tombstone found above that
+        // still points at its revision now pointed at it throughout, so its blob, missing in
+        // between, is really missing.
+        let mut orphans = Vec::with_capacity(report.orphans.len());
+        for orphan in std::mem::take(&mut report.orphans) {
+            if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)? {
+                orphans.push(orphan);
+            }
+        }
+        report.orphans = orphans;
+        for (key, revision) in tombstones {
+            if live_blobs.contains(&(key.clone(), revision)) {
+                continue;
+            }
+            let id = BlobId {
+                key: &key,
+                revision,
+            };
+            let missing = self.blobs().head(id).await.map_err(lt_read)?.is_none();
+            if missing && self.db().tombstone_is(&key, revision, now).map_err(hv)? {
+                report.dangling.push((key, revision));
+            }
+        }
         report.dangling.sort();
         report.orphans.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
 
@@ -306,10 +343,7 @@ impl<R: Runtime> Embedded<R> {
                         revision: *revision,
                     })
                     .await
-                    .map_err(|source| Error::Read {
-                        tier: cairn_core::Tier::Lt,
-                        source,
-                    })?;
+                    .map_err(lt_read)?;
                 report.orphans_deleted += 1;
             }
         }

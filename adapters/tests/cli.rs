@@ -224,6 +224,34 @@ fn fsck_reports_an_orphan_and_repair_removes_it() {
 }
 
 #[test]
+fn fsck_goes_on_past_a_stray_file_and_reports_it_in_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "big", "-"],
+        Some(&vec![1u8; 2 << 20]),
+    ));
+    let stray = data
+        .join("blobs")
+        .join("blobs")
+        .join("00")
+        .join(".DS_Store");
+    std::fs::write(&stray, b"finder").unwrap();
+    let out = cairn(&data, &["--json", "fsck", "--repair"]);
+    assert_eq!(code(&out), 1);
+    let report = json(&out);
+    assert_eq!(report["problems"], 1, "{report}");
+    assert_eq!(report["blobs"], 1, "{report}");
+    let files = report["unreadable_files"].as_array().expect("a list");
+    assert!(files[0].as_str().unwrap().contains(".DS_Store"), "{report}");
+    assert!(stray.exists(), "repair never deletes what is not a blob");
+    let text = String::from_utf8(cairn(&data, &["fsck"]).stdout).unwrap();
+    assert!(text.contains("not a readable blob"), "{text}");
+    assert!(text.ends_with("problems found\n"), "{text}");
+}
+
+#[test]
 fn recover_reports_what_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -62,6 +62,15 @@ const LIST_FROM_SQL: &str = "
 const ROWS_SQL: &str = "
     SELECT key, kind, revision, size, expires, meta FROM rows
     WHERE key > ?1 ORDER BY key LIMIT ?2";
+/// Whether a tombstone, or a change-log entry, refers to blob `?2` of key `?1`: one statement,
+/// so both are read in one snapshot.
+const REFERENCED_SQL: &str = "
+    SELECT EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND kind = 2 AND revision = ?2)
+        OR EXISTS (SELECT 1 FROM changes WHERE key = ?1 AND (new = ?2 OR old = ?2))";
+/// Whether the row of key `?1` is a tombstone for revision `?2`, live at `?3`.
+const TOMBSTONE_SQL: &str = "
+    SELECT EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND kind = 2 AND revision = ?2
+        AND (expires IS NULL OR expires > ?3))";
 /// At most `?2` rows whose expiry has passed at `?1`.
 const SWEEP_SQL: &str = "
     DELETE FROM rows WHERE rowid IN
@@ -538,6 +547,35 @@ impl SqliteDb {
         })?;
         let rows = rows.into_iter().map(|(key, stored)| (key, stored.core()));
         Ok(rows.collect())
+    }
+
+    /// Whether a tombstone (live or expired) or a change-log entry refers to blob `revision`
+    /// of `key` now, both read in one snapshot: what `fsck` asks before it calls a blob an
+    /// orphan. (Its walk reads rows, log and blobs one after another, while a put moves its
+    /// blob's cover from its log entry to its tombstone.)
+    pub fn blob_referenced(&self, key: &Key, revision: Revision) -> BackendResult<bool> {
+        self.exists(
+            REFERENCED_SQL,
+            params![key.as_bytes(), id_to_blob(revision.0)],
+        )
+    }
+
+    /// Whether the row of `key` is a tombstone for `revision`, live at `now`.
+    pub fn tombstone_is(&self, key: &Key, revision: Revision, now: Instant) -> BackendResult<bool> {
+        let now = instant_to_sql(now);
+        self.exists(
+            TOMBSTONE_SQL,
+            params![key.as_bytes(), id_to_blob(revision.0), now],
+        )
+    }
+
+    fn exists(&self, sql: &str, params: impl rusqlite::Params) -> BackendResult<bool> {
+        let found = self.readers.with(|conn| {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params, |r| r.get(0)))
+                .map_err(self.shared.sqlite_err("checking what refers to a blob"))
+        })?;
+        Ok(found)
     }
 
     /// Deletes up to `limit` rows whose expiry has passed at `now`; returns how many went.

@@ -28,7 +28,8 @@ pub enum CliError {
     /// The key holds nothing.
     #[error("no object under key {0}")]
     NotFound(String),
-    /// A check found problems (already reported).
+    /// A check found problems, which it has reported already (under `--json`, in its one
+    /// document: nothing more is printed).
     #[error("{0}")]
     Problems(String),
     /// The data directory could not be opened.
@@ -369,6 +370,7 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
     // dangling tombstone's bytes are gone and cannot be repaired.
     let left = report.dangling.len()
         + report.stale_entries.len()
+        + report.unreadable.len()
         + if repair { 0 } else { report.orphans.len() };
     if json {
         println!(
@@ -379,8 +381,10 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": lossy(k), "revision": r.to_string()})).collect::<Vec<_>>(),
                 "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": lossy(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
                 "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": lossy(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "unreadable_files": report.unreadable,
                 "repaired": repair,
                 "orphans_deleted": report.orphans_deleted,
+                "problems": left,
                 "clean": left == 0,
             })
         );
@@ -392,7 +396,8 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
         );
         for (k, r) in &report.dangling {
             println!(
-                "dangling tombstone: {} -> revision {r} (its blob is missing; the object is lost)",
+                "dangling tombstone: {} -> revision {r} (its blob is missing: the object is lost; \
+                 `cairn rm` the key to clear it)",
                 lossy(k)
             );
         }
@@ -403,6 +408,9 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 lossy(k),
                 p.display()
             );
+        }
+        for e in &report.unreadable {
+            println!("not a readable blob (left alone): {e}");
         }
         for e in &report.stale_entries {
             println!(

@@ -139,7 +139,9 @@ fn main() -> ExitCode {
 /// Says why a command failed: a JSON document on standard output under `--json`, a line on
 /// standard error otherwise. Returns the exit code.
 fn report(e: &CliError, json: bool) -> ExitCode {
-    if json {
+    if json && matches!(e, CliError::Problems(_)) {
+        // The command's own document says so already.
+    } else if json {
         println!(
             "{}",
             serde_json::json!({ "error": e.to_string(), "kind": e.kind() })
