@@ -183,6 +183,16 @@ pub trait HvBackend: Send + Sync + 'static {
     fn as_sync(&self) -> Option<&dyn SyncHvBackend> {
         None
     }
+    /// Resolves once every write this backend accepted before the call has taken effect or
+    /// failed for good — those whose callers stopped waiting included. A store calls it when
+    /// a put or delete is dropped (cancelled) half way: only then may recovery in the same
+    /// process take over the operation's change-log entry, since a write of it still landing
+    /// after recovery decided would undo the decision. A backend whose writes end when their
+    /// futures are dropped keeps the default, which resolves at once; one that hands writes to
+    /// a queue or a server that carries on without the caller must override it.
+    fn settled(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
     /// [`read`](HvBackend::read) on the spot, for a backend whose *reads* never wait even if
     /// its writes do (an embedded database with a writer thread): `None` means "await `read`
     /// instead". The driver then serves a get's read with a plain call. The default answers

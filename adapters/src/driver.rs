@@ -9,8 +9,8 @@ use crate::runtime::Runtime;
 use crate::{Body, Clock, Metadata};
 use bytes::Bytes;
 use cairn_core::{
-    BlobId, Change, ChangeId, Completion, Duration, Guarded, HvWrite, Instant, LogEntry, Machine,
-    ObjectMeta, Poll, Request, Tier,
+    BlobId, Change, ChangeId, Completion, Guarded, HvWrite, Instant, LogEntry, Machine, ObjectMeta,
+    Poll, Request, Tier,
 };
 use std::collections::HashSet;
 use std::future::{poll_fn, Future};
@@ -416,13 +416,6 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
     pub fn now(&self) -> Instant {
         self.clock.now()
     }
-
-    /// Sleeps on the runtime.
-    pub async fn sleep(&self, d: Duration) {
-        self.runtime
-            .sleep(std::time::Duration::from_millis(d.as_millis()))
-            .await;
-    }
 }
 
 /// A small put's metadata and payload, as the driver holds them.
@@ -524,7 +517,7 @@ mod tests {
     use crate::memory::{MemoryHv, MemoryLog, MemoryLt};
     use crate::runtime::block_on;
     use crate::ManualClock;
-    use cairn_core::{BlobId, Key, Revision};
+    use cairn_core::{BlobId, Duration, Key, Revision};
     use std::sync::Arc;
 
     enum Step {

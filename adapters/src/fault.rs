@@ -281,6 +281,9 @@ impl<B: HvBackend> HvBackend for Faulty<B> {
         let call = self.inner.compare_and_write(key, expected, write, now);
         apply(Op::HvCas, fault, call).await
     }
+    fn settled(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.settled()
+    }
     async fn list(
         &self,
         prefix: &[u8],

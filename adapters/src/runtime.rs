@@ -14,6 +14,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn spawn(&self, task: Task);
     /// Completes after `duration`.
     fn sleep(&self, duration: Duration) -> Task;
+    /// Whether [`spawn`](Runtime::spawn) runs the task to its end before it returns, as
+    /// [`InlineRuntime`] does. Work that repeats for the store's lifetime
+    /// ([`TieredStore::recover_every`](crate::TieredStore::recover_every)) then gets a thread
+    /// of its own instead of never handing the caller's thread back.
+    fn runs_inline(&self) -> bool {
+        false
+    }
 }
 
 /// The tokio runtime (feature `tokio`).
@@ -81,6 +88,9 @@ impl Runtime for InlineRuntime {
     fn sleep(&self, duration: Duration) -> Task {
         std::thread::sleep(duration);
         Box::pin(std::future::ready(()))
+    }
+    fn runs_inline(&self) -> bool {
+        true
     }
 }
 

@@ -277,7 +277,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 let now = meta.created;
                 let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
                 let mut io = OpIo::small_put(meta, bytes);
+                let in_flight = self.in_flight(id);
                 let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
+                in_flight.finished();
                 self.finish(key, done, io.error, None)
             }
             PutPlan::Large { meta, body } => self.large_put(key, meta, body).await,
@@ -376,32 +378,41 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             })
         }));
         let mut io = OpIo::large_put(meta, body);
+        let in_flight = self.in_flight(id);
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
+        in_flight.finished();
         let body_error = crate::memory_lock(&body_error).take();
         self.finish(key, done, io.error, body_error)
     }
 
     /// Deletes `key`; deleting a missing key succeeds.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<WriteOutcome, Error> {
-        let (mut machine, now) = self.plan_delete(key.as_ref())?;
+        let (mut machine, now, id) = self.plan_delete(key.as_ref())?;
         let mut io = OpIo::default();
+        let in_flight = self.in_flight(id);
         let done = self.inner.driver.drive(&mut machine, &mut io, now).await;
+        in_flight.finished();
         self.finish(machine.key(), done, io.error, None)
     }
 
     /// [`delete`](TieredStore::delete) on the calling thread.
     pub(crate) fn delete_blocking(&self, key: &[u8]) -> Result<WriteOutcome, Error> {
-        let (mut machine, now) = self.plan_delete(key)?;
+        let (mut machine, now, _) = self.plan_delete(key)?;
         let mut io = OpIo::default();
         let done = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
         self.finish(machine.key(), done, io.error, None)
     }
 
-    fn plan_delete<'k>(&self, key: &'k [u8]) -> Result<(Delete<'k>, Instant), Error> {
+    fn plan_delete<'k>(&self, key: &'k [u8]) -> Result<(Delete<'k>, Instant, ChangeId), Error> {
         let key = Key::new(key)?;
         let now = self.inner.driver.now();
         let id = self.inner.change_ids.mint(now);
-        Ok((Delete::new(key, id, self.inner.config), now))
+        Ok((Delete::new(key, id, self.inner.config), now, id))
+    }
+
+    /// Marks the put or delete logging as `id` as running, until [`InFlight::finished`].
+    fn in_flight(&self, id: ChangeId) -> InFlight<'_, H, L, C, R> {
+        InFlight { store: self, id }
     }
 
     fn finish(
@@ -426,12 +437,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 
     fn spawn_cleanup(&self, key: &Key, pending: PendingCleanup) {
         let mut cleanup = Cleanup::new(key.to_key_buf(), pending, self.inner.config);
-        self.inner.tasks.running.fetch_add(1, Ordering::AcqRel);
-        let task = TaskCount {
-            store: self.inner.clone(),
-        };
-        let inner = self.inner.clone();
-        self.inner.driver.runtime.spawn(Box::pin(async move {
+        self.spawn_task(|inner| async move {
             let now = inner.driver.now();
             let report = inner
                 .driver
@@ -442,7 +448,23 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 CleanupOutcome::Finished | CleanupOutcome::Deferred(_)
             ));
             inner.driver.release(report.id);
-            drop(task);
+        });
+    }
+
+    /// Runs `task` in the background on the store's runtime, counted for [`join`](Self::join).
+    fn spawn_task<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Arc<Inner<Driver<H, L, C, R>>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let count = TaskCount {
+            store: self.inner.clone(),
+        };
+        let run = task(self.inner.clone());
+        self.inner.driver.runtime.spawn(Box::pin(async move {
+            run.await;
+            drop(count);
         }));
     }
 
@@ -559,10 +581,33 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         Fut: std::future::Future<Output = bool> + Send,
     {
         let weak: Weak<Inner<Driver<H, L, C, R>>> = Arc::downgrade(&self.inner);
-        self.inner.driver.runtime.spawn(Box::pin(async move {
+        // Only the weak handle is kept between passes, so the store closes (and its files,
+        // threads and lease go) as soon as its last handle is dropped.
+        let period = std::time::Duration::from_millis(interval.as_millis());
+        let runtime = &self.inner.driver.runtime;
+        if runtime.runs_inline() {
+            // Spawned inline, the loop would keep the caller's thread for the store's lifetime:
+            // it gets a thread of its own. If none can be had there is no background work, as
+            // when a runtime fails to spawn.
+            let _ = std::thread::Builder::new()
+                .name("cairn-every".into())
+                .spawn(move || loop {
+                    std::thread::sleep(period);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if !crate::runtime::block_on(std::pin::pin!(pass(TieredStore { inner }))) {
+                        return;
+                    }
+                });
+            return;
+        }
+        runtime.spawn(Box::pin(async move {
             loop {
+                let sleep = match weak.upgrade() {
+                    Some(inner) => inner.driver.runtime.sleep(period),
+                    None => return,
+                };
+                sleep.await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.driver.sleep(interval).await;
                 if !pass(TieredStore { inner }).await {
                     return;
                 }
@@ -588,6 +633,36 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     /// Number of background cleanups running now.
     pub fn background_tasks(&self) -> usize {
         self.inner.tasks.running.load(Ordering::Acquire)
+    }
+}
+
+/// A put or delete under way. Its change-log entry is *held* from the moment it is recorded:
+/// recovery in this process leaves it to the operation, whose cleanup releases it. If the
+/// operation's future is dropped half way (a timeout, a cancelled request), the entry is released
+/// here instead — once the high-volume tier has settled, so that no write of the operation can
+/// land after recovery took the entry over — and the next recovery pass cleans up after it.
+struct InFlight<'s, H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> {
+    store: &'s TieredStore<H, L, C, R>,
+    id: ChangeId,
+}
+
+impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> InFlight<'_, H, L, C, R> {
+    /// The operation ran to its end: its cleanup (if any) owns the entry now.
+    fn finished(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_, H, L, C, R> {
+    fn drop(&mut self) {
+        let id = self.id;
+        if !crate::memory_lock(&self.store.inner.driver.held).contains(&id) {
+            return; // dropped before it logged anything
+        }
+        self.store.spawn_task(move |inner| async move {
+            inner.driver.hv.settled().await;
+            inner.driver.release(id);
+        });
     }
 }
 

@@ -8,14 +8,14 @@
 #![cfg(feature = "blobdir")]
 
 use bytes::Bytes;
-use cairn_adapters::backend::LtBackend;
+use cairn_adapters::backend::{BackendResult, LtBackend};
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
 use cairn_adapters::{BlockingStore, Body, Error, Labels, ManualClock, Metadata, PutOptions};
 use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span, Tier, WriteOutcome};
 use futures_lite::future::block_on;
-use futures_lite::{FutureExt, Stream};
+use futures_lite::{FutureExt, Stream, StreamExt};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -844,4 +844,90 @@ fn a_put_dropped_while_its_record_waits_leaves_no_staged_file() {
     assert!(f.temp_files().is_empty(), "the staged file went with it");
     assert!(f.blobs().is_empty());
     assert!(store.get("big").unwrap().is_none());
+}
+
+/// Cancelled half way, a put's change-log entry must not stay held by an operation that no
+/// longer exists: recovery in the same process takes it over and cleans up after it.
+#[test]
+fn a_put_dropped_while_its_compare_and_write_waits_is_cleaned_up_by_recovery() {
+    let f = Fixture::new();
+    let faults = Faults::new();
+    let store = BlockingStore::new(
+        Faulty::new(MemoryHv::new(), faults.clone()),
+        f.dir.clone(),
+        MemoryLog::new(),
+    );
+    let old = Bytes::from(data(2 * MIB, 15));
+    let options = PutOptions::default();
+    store.put("big", old.clone(), &options).unwrap();
+    let gate = Gate::new();
+    faults.inject(Op::HvCas, Fault::Pause(gate.clone()));
+    {
+        let mut put = Box::pin(store.inner().put("big", data(3 * MIB, 16), &options));
+        let waker = std::task::Waker::noop();
+        while !gate.is_reached() {
+            assert!(put.poll(&mut Context::from_waker(waker)).is_pending());
+        }
+        assert_eq!(
+            f.blobs().len(),
+            2,
+            "the new blob is published, the old one kept"
+        );
+        // The caller gives up: the put's future is dropped before its tombstone is written.
+    }
+    gate.release();
+    assert_eq!(store.inner().log().len(), 1, "its entry is left in the log");
+    let report = store.recover().unwrap();
+    assert_eq!((report.entries, report.cleaned), (1, 1), "{report:?}");
+    assert!(store.inner().log().is_empty());
+    assert_eq!(f.blobs().len(), 1, "the dropped put's blob is deleted");
+    assert_eq!(store.get_bytes("big").unwrap().unwrap(), old);
+}
+
+/// A long-term tier whose stored bodies fail after their first chunk, as a disk failing under
+/// a read does.
+struct FailingReads(BlobDir);
+
+impl LtBackend for FailingReads {
+    async fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> BackendResult<u64> {
+        self.0.put(blob, meta, body).await
+    }
+    async fn get(
+        &self,
+        blob: BlobId<'_>,
+        span: Option<Span>,
+    ) -> BackendResult<Option<(Metadata, Body)>> {
+        let found = self.0.get(blob, span).await?;
+        Ok(found.map(|(meta, body)| {
+            let failing = body
+                .take(1)
+                .chain(futures_lite::stream::once(Err(io::Error::other(
+                    "EIO reading blob",
+                ))));
+            (meta, Body::from_stream(failing))
+        }))
+    }
+    async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
+        self.0.head(blob).await
+    }
+    async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
+        self.0.delete(blob).await
+    }
+}
+
+/// A stored object that cannot be read back is the long-term tier's failure, not the caller's.
+#[test]
+fn a_stored_body_failing_midway_is_a_read_error_of_the_long_term_tier() {
+    let f = Fixture::new();
+    let store = BlockingStore::new(
+        MemoryHv::new(),
+        FailingReads(f.dir.clone()),
+        MemoryLog::new(),
+    );
+    store
+        .put("big", data(3 * MIB, 17), &PutOptions::default())
+        .unwrap();
+    let err = store.get_bytes("big").unwrap_err();
+    assert!(matches!(err, Error::Read { tier: Tier::Lt, .. }), "{err:?}");
+    assert!(!err.is_caller_error());
 }

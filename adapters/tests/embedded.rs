@@ -6,11 +6,12 @@
 use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, BLOB_DIR};
-use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions};
-use cairn_core::{BlobId, Instant, Key, Revision};
+use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
+use cairn_core::{BlobId, Duration, Instant, Key, Revision};
 use futures_lite::future::block_on;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Larger than the inline threshold (1 MiB): stored as a blob behind a tombstone.
 fn large(fill: u8) -> Bytes {
@@ -137,4 +138,69 @@ fn files_that_are_not_blobs_are_reported_and_never_repaired_away() {
         .expect("get")
         .expect("kept");
     assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+}
+
+/// A runtime of threads whose first sleeps are over at once and whose later ones never end:
+/// maintenance passes run back to back a few times, then the loop waits for good — as a real
+/// one waits through a long interval.
+static SLEEPS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone, Copy)]
+struct Threads;
+
+impl Runtime for Threads {
+    fn spawn(&self, task: Task) {
+        std::thread::spawn(move || block_on(task));
+    }
+    fn sleep(&self, _: std::time::Duration) -> Task {
+        if SLEEPS.fetch_add(1, Ordering::Relaxed) < 3 {
+            Box::pin(std::future::ready(()))
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+#[test]
+fn background_maintenance_ends_with_the_last_handle_and_keeps_nothing_open() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = Arc::new(
+        block_on(Embedded::open(
+            dir.path(),
+            EmbeddedOptions::default(),
+            Threads,
+        ))
+        .expect("open"),
+    );
+    let opened = data.maintenance_passes();
+    data.maintain_every(Duration::from_millis(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while data.maintenance_passes() < opened + 3 {
+        assert!(std::time::Instant::now() < deadline, "no maintenance ran");
+        std::thread::yield_now();
+    }
+    let db = Arc::downgrade(data.db());
+    drop(data);
+    // The third pass may still be under way (it holds the store until it ends); then the
+    // loop sleeps for good, holding nothing.
+    while db.upgrade().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store was kept open"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// On the inline runtime (the CLI's, `BlockingStore`'s) spawning runs a task to its end on the
+/// caller's thread: the maintenance loop gets a thread of its own instead, so the call returns,
+/// and between passes that thread holds nothing open.
+#[test]
+fn background_maintenance_on_the_inline_runtime_returns_and_keeps_nothing_open() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = Arc::new(open(dir.path()));
+    data.maintain_every(Duration::from_secs(3600));
+    let db = Arc::downgrade(data.db());
+    drop(data);
+    assert!(db.upgrade().is_none(), "the store was kept open");
 }

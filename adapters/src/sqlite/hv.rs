@@ -420,6 +420,18 @@ impl HvBackend for SqliteHv {
         self.read_on_the_spot(key, payload, now)
     }
 
+    /// A write handed to the writer thread runs even if its caller stops waiting; the writer
+    /// takes jobs in order and answers each only after its batch committed, so an empty job
+    /// sent now is answered after every write sent before it has committed or failed.
+    async fn settled(&self) {
+        // Lazy: a batch of nothing but it commits without an fsync (it writes nothing anyway).
+        let _ = self
+            .db()
+            .writer
+            .submit_shaped("waiting for earlier writes", Shape::Lazy, |_| Ok(()))
+            .await;
+    }
+
     /// Reads run on the calling thread (on a pooled read connection), never behind the writer.
     #[inline]
     fn read_now(&self, key: &Key, payload: bool, now: Instant) -> Option<BackendResult<Row>> {

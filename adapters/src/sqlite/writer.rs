@@ -832,6 +832,27 @@ mod tests {
             .unwrap()
     }
 
+    /// What a store relies on when a put is dropped half way: `settled` answers only once a
+    /// write queued before it has committed, though nobody awaits that write any more.
+    #[test]
+    fn settled_answers_after_every_earlier_write_even_one_nobody_awaits() {
+        use crate::backend::HvBackend;
+        let db = Db::open(Synchronous::Full);
+        let (held, release) = gate(&db.db, Shape::Atomic);
+        drop(queue(&db.db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (7)")
+        }));
+        let hv = db.db.hv();
+        let mut settled = Box::pin(hv.settled());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(keys(&db.db), [0i64; 0], "not committed yet");
+        release.send(()).unwrap();
+        block_on(settled);
+        assert_eq!(keys(&db.db), [7]);
+        block_on(held).unwrap();
+    }
+
     #[test]
     fn a_job_whose_one_statement_fails_leaves_no_trace_and_fails_alone() {
         let Db { db, .. } = &Db::open(Synchronous::Normal);

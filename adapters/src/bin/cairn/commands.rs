@@ -287,7 +287,13 @@ fn sink(
     };
     let mut written = 0u64;
     while let Some(chunk) = block_on(body.next()) {
-        let chunk = chunk.map_err(|e| CliError::Store(Error::Body(e)))?;
+        // The body comes from the store: a failure is the long-term tier's, not the caller's.
+        let chunk = chunk.map_err(|e| {
+            CliError::Store(Error::Read {
+                tier: cairn_core::Tier::Lt,
+                source: e.into(),
+            })
+        })?;
         out.write_all(&chunk).map_err(file_err)?;
         written += chunk.len() as u64;
         if let Some(bar) = &bar {
