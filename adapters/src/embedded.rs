@@ -150,6 +150,8 @@ impl<R: Runtime> Embedded<R> {
             path: root.to_path_buf(),
             source,
         };
+        // Bad settings are refused before anything is created.
+        options.config.validate().map_err(Error::from)?;
         std::fs::create_dir_all(root).map_err(dir_err)?;
         let clock = options.clock;
         let db = SqliteDb::open(&root.join(DB_FILE), options.sqlite.clock(clock.clone()))?;

@@ -47,7 +47,8 @@ pub use body::Body;
 pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use metadata::{
-    Labels, Metadata, MetadataError, PutOptions, MAX_CONTENT_TYPE_LEN, MAX_USER_METADATA_LEN,
+    Labels, Metadata, MetadataError, PutOptions, MAX_CONTENT_TYPE_LEN, MAX_TTL,
+    MAX_USER_METADATA_LEN,
 };
 #[cfg(feature = "smol")]
 pub use runtime::SmolRuntime;

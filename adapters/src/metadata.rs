@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 /// Longest content type accepted, in bytes (HTTP servers commonly cap header values near here).
 pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// Longest time to live accepted: 1,000 years (in milliseconds, years of 365.25 days). Any
+/// expiry is then a date every tier stores alike and every calendar can print.
+pub const MAX_TTL: Duration = Duration::from_millis(1000 * 31_557_600_000);
 /// Largest total size of user metadata (names plus values), in bytes: S3's limit, so objects
 /// move between cairn and S3-compatible stores without loss.
 pub const MAX_USER_METADATA_LEN: usize = 2048;
@@ -138,8 +141,14 @@ impl PutOptions {
     #[inline]
     pub fn validate(&self) -> Result<(), MetadataError> {
         if let Some(ct) = &self.content_type {
-            if ct.len() > MAX_CONTENT_TYPE_LEN || ct.chars().any(char::is_control) {
+            if ct.is_empty() || ct.len() > MAX_CONTENT_TYPE_LEN || ct.chars().any(char::is_control)
+            {
                 return Err(MetadataError::ContentType);
+            }
+        }
+        if let Some(ttl) = self.ttl {
+            if ttl == Duration::ZERO || ttl > MAX_TTL {
+                return Err(MetadataError::Ttl);
             }
         }
         let user_len: usize = self.user.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -176,8 +185,11 @@ impl PutOptions {
 /// Metadata that breaks a limit. The caller's fault; nothing was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetadataError {
-    /// The content type is longer than [`MAX_CONTENT_TYPE_LEN`] or has control characters.
+    /// The content type is empty, longer than [`MAX_CONTENT_TYPE_LEN`] or has control
+    /// characters.
     ContentType,
+    /// The time to live is zero or longer than [`MAX_TTL`].
+    Ttl,
     /// User metadata exceeds [`MAX_USER_METADATA_LEN`] bytes.
     UserTooLarge {
         /// Its total size.
@@ -192,8 +204,11 @@ impl fmt::Display for MetadataError {
         match self {
             MetadataError::ContentType => write!(
                 f,
-                "content type must be at most {MAX_CONTENT_TYPE_LEN} bytes without control characters"
+                "content type must be 1 to {MAX_CONTENT_TYPE_LEN} bytes without control characters"
             ),
+            MetadataError::Ttl => {
+                f.write_str("a time to live must be at least 1 ms and at most 1,000 years")
+            }
             MetadataError::UserTooLarge { len } => write!(
                 f,
                 "user metadata is {len} bytes; the limit is {MAX_USER_METADATA_LEN}"
@@ -205,3 +220,26 @@ impl fmt::Display for MetadataError {
     }
 }
 impl std::error::Error for MetadataError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_to_live_is_at_least_a_millisecond_and_at_most_max_ttl() {
+        let with = |ttl| PutOptions::default().ttl(ttl).validate();
+        assert_eq!(with(Duration::ZERO), Err(MetadataError::Ttl));
+        assert_eq!(with(Duration::from_millis(1)), Ok(()));
+        assert_eq!(with(MAX_TTL), Ok(()));
+        let over = Duration::from_millis(MAX_TTL.as_millis() + 1);
+        assert_eq!(with(over), Err(MetadataError::Ttl));
+    }
+
+    #[test]
+    fn a_content_type_is_never_empty() {
+        let with = |ct: &str| PutOptions::default().content_type(ct).validate();
+        assert_eq!(with(""), Err(MetadataError::ContentType));
+        assert_eq!(with("text/plain"), Ok(()));
+        assert_eq!(with("text/\nplain"), Err(MetadataError::ContentType));
+    }
+}

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
-use cairn_adapters::embedded::{Embedded, EmbeddedOptions, BLOB_DIR};
+use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR};
 use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
 use cairn_core::{BlobId, Duration, Instant, Key, Revision};
 use futures_lite::future::block_on;
@@ -203,4 +203,23 @@ fn background_maintenance_on_the_inline_runtime_returns_and_keeps_nothing_open()
     let db = Arc::downgrade(data.db());
     drop(data);
     assert!(db.upgrade().is_none(), "the store was kept open");
+}
+
+/// Settings out of bounds are refused before anything exists on disk.
+#[test]
+fn an_invalid_configuration_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("data");
+    let mut options = EmbeddedOptions::default();
+    options.config.io_attempts = 0;
+    let opened = block_on(Embedded::open(&root, options, InlineRuntime));
+    assert!(
+        matches!(
+            opened,
+            Err(OpenError::Store(cairn_adapters::Error::InvalidConfig(_)))
+        ),
+        "{:?}",
+        opened.err()
+    );
+    assert!(!root.exists(), "nothing is created");
 }

@@ -961,10 +961,18 @@ fn a_foreign_sqlite_file_and_a_zero_lease_are_refused() {
     let raw = rusqlite::Connection::open(dir.db()).unwrap();
     raw.execute_batch("CREATE TABLE theirs (x)").unwrap();
     drop(raw);
+    let before = std::fs::read(dir.db()).unwrap();
     assert!(matches!(
         SqliteDb::open(&dir.db(), fast()),
         Err(OpenError::NotCairn { .. })
     ));
+    // Refused before anything was changed: not switched to WAL, not a byte written.
+    assert_eq!(std::fs::read(dir.db()).unwrap(), before);
+    let raw = rusqlite::Connection::open(dir.db()).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
     let other = TempDir::new();
     assert!(matches!(
         SqliteDb::open(&other.db(), fast().lease(Duration::ZERO)),

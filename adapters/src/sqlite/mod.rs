@@ -286,6 +286,19 @@ impl SqliteDb {
         }
         let path: Arc<Path> = Arc::from(path);
         let conn = schema::connect(&path, &options, true)?;
+        let refused = |e| match e {
+            schema::SetupError::Sqlite(e) => OpenError::Sqlite(e),
+            schema::SetupError::NotCairn => OpenError::NotCairn {
+                path: path.to_path_buf(),
+            },
+            schema::SetupError::Version(found) => OpenError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+            },
+        };
+        // Whose file it is, before anything changes it (turning on WAL rewrites its header).
+        schema::check(&conn, &path).map_err(refused)?;
+        schema::writer_mode(&conn, &path, &options)?;
         let now = options.clock.now();
         let until = now + options.lease;
         let err = |what: &'static str| {
@@ -295,21 +308,7 @@ impl SqliteDb {
         let instance = (|| {
             conn.execute_batch("BEGIN IMMEDIATE")
                 .map_err(err("opening"))?;
-            match schema::setup(&conn, &path) {
-                Ok(()) => {}
-                Err(schema::SetupError::Sqlite(e)) => return Err(e.into()),
-                Err(schema::SetupError::NotCairn) => {
-                    return Err(OpenError::NotCairn {
-                        path: path.to_path_buf(),
-                    })
-                }
-                Err(schema::SetupError::Version(found)) => {
-                    return Err(OpenError::UnsupportedVersion {
-                        path: path.to_path_buf(),
-                        found,
-                    })
-                }
-            }
+            schema::setup(&conn, &path).map_err(refused)?;
             let instance = lease::register(&conn, until).map_err(err("registering"))?;
             lease::prune(&conn, instance, now).map_err(err("pruning instances"))?;
             conn.execute_batch("COMMIT").map_err(err("opening"))?;

@@ -70,8 +70,8 @@ pub(crate) enum SetupError {
     Version(i32),
 }
 
-/// Opens one connection with cairn's pragmas. The writer creates the file and turns on WAL (which
-/// is persistent); readers only read.
+/// Opens one connection with cairn's pragmas. The writer creates the file (then see
+/// [`writer_mode`]); readers only read.
 pub(crate) fn connect(
     path: &Arc<Path>,
     options: &SqliteOptions,
@@ -86,7 +86,21 @@ pub(crate) fn connect(
     let conn = Connection::open_with_flags(path, flags).map_err(err)?;
     conn.busy_timeout(options.busy_timeout).map_err(err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-    if writer {
+    if !writer {
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+    }
+    Ok(conn)
+}
+
+/// Turns on WAL (which is persistent: it changes the file) and sets `synchronous` on the write
+/// connection — only once [`check`] found the file to be cairn's, or new.
+pub(crate) fn writer_mode(
+    conn: &Connection,
+    path: &Arc<Path>,
+    options: &SqliteOptions,
+) -> Result<(), SqliteError> {
+    let err = |e| SqliteError::sqlite(path, "opening a connection", e);
+    {
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(err)?;
@@ -102,15 +116,13 @@ pub(crate) fn connect(
             Synchronous::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-    } else {
-        conn.pragma_update(None, "query_only", true).map_err(err)?;
     }
-    Ok(conn)
+    Ok(())
 }
 
-/// Creates the tables in a fresh file, or checks that an existing one is a cairn database of a
-/// version this build reads. Runs inside the caller's write transaction.
-pub(crate) fn setup(conn: &Connection, path: &Arc<Path>) -> Result<(), SetupError> {
+/// Whether the file is a cairn database of a version this build reads (`Ok(false)`) or a new,
+/// empty one (`Ok(true)`); anything else is refused. Only reads.
+pub(crate) fn check(conn: &Connection, path: &Arc<Path>) -> Result<bool, SetupError> {
     let err = |e| SetupError::Sqlite(SqliteError::sqlite(path, "checking the schema", e));
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -119,22 +131,33 @@ pub(crate) fn setup(conn: &Connection, path: &Arc<Path>) -> Result<(), SetupErro
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
     match (app, version) {
-        (APPLICATION_ID, SCHEMA_VERSION) => Ok(()),
+        (APPLICATION_ID, SCHEMA_VERSION) => Ok(false),
         (APPLICATION_ID, found) => Err(SetupError::Version(found)),
         (0, 0) => {
             let tables: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
                 .map_err(err)?;
-            if tables != 0 {
-                return Err(SetupError::NotCairn);
+            match tables {
+                0 => Ok(true),
+                _ => Err(SetupError::NotCairn),
             }
-            conn.execute_batch(CREATE).map_err(err)?;
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .map_err(err)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(err)?;
-            Ok(())
         }
         _ => Err(SetupError::NotCairn),
     }
+}
+
+/// Creates the tables in a fresh file, or checks that an existing one is a cairn database of a
+/// version this build reads. Runs inside the caller's write transaction (so that of two
+/// processes creating the same file, one creates and the other finds it made).
+pub(crate) fn setup(conn: &Connection, path: &Arc<Path>) -> Result<(), SetupError> {
+    if !check(conn, path)? {
+        return Ok(());
+    }
+    let err = |e| SetupError::Sqlite(SqliteError::sqlite(path, "creating the schema", e));
+    conn.execute_batch(CREATE).map_err(err)?;
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    Ok(())
 }

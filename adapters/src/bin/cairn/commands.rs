@@ -1,7 +1,8 @@
 //! One function per command. Errors carry their exit code: 1 not found or problems found, 2 bad
 //! input, 3 a storage failure.
 
-use crate::{demo, output, Cli, Command};
+use crate::output::{self, out, shown};
+use crate::{demo, Cli, Command};
 use bytes::Bytes;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
@@ -38,7 +39,16 @@ pub enum CliError {
     /// The store failed.
     #[error(transparent)]
     Store(Error),
-    /// A local file could not be read or written.
+    /// A file named on the command line cannot be used (missing, a directory, not permitted);
+    /// nothing was written.
+    #[error("{}: {source}", .path.display())]
+    Path {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A local file failed while being read or written.
     #[error("{}: {source}", .path.display())]
     File {
         /// The file.
@@ -46,14 +56,19 @@ pub enum CliError {
         /// What failed.
         source: io::Error,
     },
+    /// Standard output was closed by its reader (`cairn ls | head`): the command stops, quietly
+    /// and successfully.
+    #[error("standard output was closed")]
+    Closed,
 }
 
 impl CliError {
     /// A short machine-readable name for `--json`.
     pub fn kind(&self) -> &'static str {
         match self {
-            CliError::Input(_) => "input",
+            CliError::Input(_) | CliError::Path { .. } => "input",
             CliError::Store(e) if e.is_caller_error() => "input",
+            CliError::Closed => "closed",
             CliError::NotFound(_) => "not_found",
             CliError::Problems(_) => "problems",
             CliError::Open(_) | CliError::Store(_) | CliError::File { .. } => "storage",
@@ -63,6 +78,7 @@ impl CliError {
     /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self.kind() {
+            "closed" => 0,
             "not_found" | "problems" => 1,
             "input" => 2,
             _ => 3,
@@ -84,25 +100,59 @@ impl From<Error> for CliError {
 /// A data directory as the commands use it.
 pub type Data = Embedded<InlineRuntime>;
 
-/// The data directory: `--data`, else `$CAIRN_DATA`, else `./cairn-data`.
-fn data_dir(cli: &Cli) -> PathBuf {
-    cli.data
-        .clone()
-        .or_else(|| std::env::var_os("CAIRN_DATA").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("cairn-data"))
+/// The data directory: `--data`, else `$CAIRN_DATA` (unless empty), else `./cairn-data`.
+fn data_dir(cli: &Cli) -> Result<PathBuf, CliError> {
+    match &cli.data {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            Err(CliError::Input("--data needs a directory".into()))
+        }
+        Some(dir) => Ok(dir.clone()),
+        None => Ok(std::env::var_os("CAIRN_DATA")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from("cairn-data"), PathBuf::from)),
+    }
+}
+
+/// Checks `dir` before a command opens it. Only a put creates a data directory: for every other
+/// command a missing one is a mistake (a mistyped `--data`), not an empty store to create.
+fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(CliError::Input(format!(
+            "{} is not a directory",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CliError::Input(format!(
+            "no data directory at {} (a put creates one)",
+            dir.display()
+        ))),
+        Err(source) => Err(CliError::Path {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn options(lease_ms: u64) -> EmbeddedOptions {
+    let mut options = EmbeddedOptions::default();
+    options.sqlite = options.sqlite.lease(Duration::from_millis(lease_ms.max(1)));
+    options
 }
 
 pub fn open(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
-    let mut options = EmbeddedOptions::default();
-    options.sqlite = options.sqlite.lease(Duration::from_millis(lease_ms.max(1)));
-    Ok(block_on(Embedded::open(dir, options, InlineRuntime))?)
+    Ok(block_on(Embedded::open(
+        dir,
+        options(lease_ms),
+        InlineRuntime,
+    ))?)
 }
 
 /// Opens without the recovery pass that [`open`] runs, to look at what a crash left.
-pub fn open_without_recovery(dir: &Path) -> Result<Data, CliError> {
+pub fn open_without_recovery(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
     Ok(block_on(Embedded::open_unrecovered(
         dir,
-        EmbeddedOptions::default(),
+        options(lease_ms),
         InlineRuntime,
     ))?)
 }
@@ -113,10 +163,25 @@ fn key(key: &str) -> Result<&Key, CliError> {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    let dir = data_dir(&cli);
     let json = cli.json;
+    if let Command::Demo { keep } = &cli.command {
+        if json {
+            return Err(CliError::Input(
+                "the demo narrates for people; it has no --json output".into(),
+            ));
+        }
+        return demo::run(*keep, cli.data.as_deref()).map(|()| ExitCode::SUCCESS);
+    }
+    let dir = data_dir(&cli)?;
+    check_dir(
+        &dir,
+        matches!(
+            cli.command,
+            Command::Put { .. } | Command::CrashPut { .. } | Command::Workload { .. }
+        ),
+    )?;
     match &cli.command {
-        Command::Demo { keep } => return demo::run(*keep).map(|()| ExitCode::SUCCESS),
+        Command::Demo { .. } => unreachable!("run above"),
         Command::CrashPut { key: k, size } => return demo::crash_put(&dir, cli.lease_ms, k, *size),
         Command::Workload { seed } => {
             return crate::workload::run(&open(&dir, cli.lease_ms)?, *seed)
@@ -143,7 +208,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let data = open(&dir, cli.lease_ms)?;
             let outcome = block_on(data.store().put_stream(k, body, &options))?;
             let info = block_on(data.store().head(k))?;
-            report_put(k, outcome, info.as_ref(), total, json);
+            report_put(k, outcome, info.as_ref(), total, json)?;
         }
         Command::Get {
             key: k,
@@ -151,6 +216,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             range,
         } => {
             key(k)?;
+            // `-o -` is standard output, as everywhere.
+            let out = out.as_deref().filter(|p| *p != Path::new("-"));
             if json && out.is_none() {
                 return Err(CliError::Input(
                     "--json prints metadata; give the bytes a file with -o".into(),
@@ -164,14 +231,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let object = object.ok_or_else(|| CliError::NotFound(k.clone()))?;
             let len = object.span.map_or(object.meta.size, |s| s.len());
             let bar = output::progress("get", Some(len), json || out.is_none());
-            let written = sink(object.body, out.as_deref(), bar)?;
+            let written = sink(object.body, out, bar)?;
             if json {
                 let mut doc = output::meta_json(k, &object.meta, &object.location);
                 doc["bytes_written"] = json!(written);
                 doc["range"] = json!(object.span.map(|s| [s.start, s.end - 1]));
-                println!("{doc}");
+                out!("{doc}");
             } else if let Some(path) = out {
-                eprintln!("wrote {written} bytes to {}", path.display());
+                let _ = writeln!(io::stderr(), "wrote {written} bytes to {}", path.display());
             }
         }
         Command::Head { key: k } => {
@@ -180,19 +247,24 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let info =
                 block_on(data.store().head(k))?.ok_or_else(|| CliError::NotFound(k.clone()))?;
             if json {
-                println!("{}", output::meta_json(k, &info.meta, &info.location));
+                out!("{}", output::meta_json(k, &info.meta, &info.location));
             } else {
-                print!("{}", output::meta_text(k, &info.meta, &info.location));
+                out!("{}", output::meta_text(k, &info.meta, &info.location));
             }
         }
         Command::Rm { key: k } => {
             key(k)?;
             let data = open(&dir, cli.lease_ms)?;
+            // Deleting a missing key succeeds, but says so. (What was there is read first: a
+            // concurrent writer may change it in between, which only the message would miss.)
+            let existed = block_on(data.store().head(k))?.is_some();
             block_on(data.store().delete(k))?;
             if json {
-                println!("{}", json!({ "key": k, "deleted": true }));
+                out!("{}", json!({ "key": k, "deleted": existed }));
+            } else if existed {
+                out!("deleted {}", shown(k));
             } else {
-                println!("deleted {k}");
+                out!("nothing under {}; nothing to delete", shown(k));
             }
         }
         Command::Ls { prefix } => {
@@ -200,16 +272,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             list(&data, prefix.as_deref().unwrap_or(""), json)?;
         }
         Command::Recover => {
-            let data = open(&dir, cli.lease_ms)?;
-            // Opening already recovered; a second pass reports what is left.
+            // Opened without its own recovery pass, so that this one reports all there was.
+            let data = open_without_recovery(&dir, cli.lease_ms)?;
             let report = block_on(data.store().recover())?;
             if json {
-                println!(
+                out!(
                     "{}",
                     json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted })
                 );
             } else {
-                println!(
+                out!(
                     "recovery: {} examined, {} cleaned, {} deferred, {}",
                     output::count(report.entries, "change-log entry", "change-log entries"),
                     report.cleaned,
@@ -225,17 +297,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// The body to store and its length if known, with a progress bar on large known lengths.
 fn source(file: Option<&Path>, json: bool) -> Result<(Body, Option<u64>), CliError> {
-    let file_err = |path: &Path| {
+    let path_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| CliError::File { path, source }
+        move |source| CliError::Path { path, source }
     };
     let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
         None => (Box::new(io::stdin()), None),
         Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
         Some(path) => {
-            let f = File::open(path).map_err(file_err(path))?;
-            let len = f.metadata().map_err(file_err(path))?.len();
-            (Box::new(f), Some(len))
+            let f = File::open(path).map_err(path_err(path))?;
+            let meta = f.metadata().map_err(path_err(path))?;
+            if meta.is_dir() {
+                return Err(CliError::Input(format!(
+                    "{} is a directory, not a file to store",
+                    path.display()
+                )));
+            }
+            (Box::new(f), Some(meta.len()))
         }
     };
     let bar = output::progress("put", total, json);
@@ -277,12 +355,21 @@ fn sink(
     path: Option<&Path>,
     bar: Option<indicatif::ProgressBar>,
 ) -> Result<u64, CliError> {
-    let file_err = |source| CliError::File {
-        path: path.map_or_else(|| PathBuf::from("<stdout>"), Path::to_path_buf),
-        source,
+    let file_err = |source| match path {
+        Some(path) => CliError::File {
+            path: path.to_path_buf(),
+            source,
+        },
+        None => output::stdout_error(source),
     };
     let mut out: Box<dyn Write> = match path {
-        Some(p) => Box::new(io::BufWriter::new(File::create(p).map_err(file_err)?)),
+        Some(p) => {
+            let file = File::create(p).map_err(|source| CliError::Path {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            Box::new(io::BufWriter::new(file))
+        }
         None => Box::new(io::stdout().lock()),
     };
     let mut written = 0u64;
@@ -313,7 +400,7 @@ fn report_put(
     info: Option<&cairn_adapters::ObjectInfo>,
     total: Option<u64>,
     json: bool,
-) {
+) -> Result<(), CliError> {
     let outcome = match outcome {
         WriteOutcome::Committed => "committed",
         WriteOutcome::Superseded => "superseded by a concurrent write",
@@ -322,20 +409,21 @@ fn report_put(
         (true, Some(info)) => {
             let mut doc = output::meta_json(k, &info.meta, &info.location);
             doc["outcome"] = json!(outcome);
-            println!("{doc}");
+            out!("{doc}");
         }
-        (true, None) => println!("{}", json!({ "key": k, "outcome": outcome, "size": total })),
-        (false, Some(info)) => {
-            println!(
-                "stored {k}: {} bytes, {} ({outcome})",
-                info.meta.size,
-                output::location(&info.location)
-            )
-        }
-        (false, None) => {
-            println!("stored {k} ({outcome}; it has already expired or been replaced)")
-        }
+        (true, None) => out!("{}", json!({ "key": k, "outcome": outcome, "size": total })),
+        (false, Some(info)) => out!(
+            "stored {}: {} bytes, {} ({outcome})",
+            shown(k),
+            info.meta.size,
+            output::location(&info.location)
+        ),
+        (false, None) => out!(
+            "stored {} ({outcome}; it has already expired or been replaced)",
+            shown(k)
+        ),
     }
+    Ok(())
 }
 
 fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
@@ -355,7 +443,8 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
             if json {
                 docs.push(json!({ "key": key, "size": size, "tier": tier }));
             } else {
-                let _ = writeln!(out, "{size:>12}  {tier:<9}  {key}");
+                writeln!(out, "{size:>12}  {tier:<9}  {}", shown(&key))
+                    .map_err(output::stdout_error)?;
             }
         }
         match page.next {
@@ -364,14 +453,15 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
         }
     }
     if json {
-        println!("{}", serde_json::Value::Array(docs));
+        writeln!(out, "{}", serde_json::Value::Array(docs)).map_err(output::stdout_error)?;
     }
-    Ok(())
+    out.flush().map_err(output::stdout_error)
 }
 
 fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
     let report = block_on(data.fsck(repair))?;
     let lossy = |k: &KeyBuf| String::from_utf8_lossy(k.as_bytes()).into_owned();
+    let text = |k: &KeyBuf| shown(&lossy(k)).into_owned();
     // What remains wrong after any repair: orphans are deleted and stale entries recovered; a
     // dangling tombstone's bytes are gone and cannot be repaired.
     let left = report.dangling.len()
@@ -379,14 +469,14 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
         + report.unreadable.len()
         + if repair { 0 } else { report.orphans.len() };
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "rows": report.rows,
                 "blobs": report.blobs,
-                "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": lossy(k), "revision": r.to_string()})).collect::<Vec<_>>(),
-                "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": lossy(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
-                "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": lossy(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": text(k), "revision": r.to_string()})).collect::<Vec<_>>(),
+                "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": text(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
+                "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": text(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
                 "unreadable_files": report.unreadable,
                 "repaired": repair,
                 "orphans_deleted": report.orphans_deleted,
@@ -395,46 +485,46 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             })
         );
     } else {
-        println!(
+        out!(
             "checked {} and {}",
             output::count(report.rows, "high-volume row", "high-volume rows"),
             output::count(report.blobs, "blob file", "blob files")
         );
         for (k, r) in &report.dangling {
-            println!(
+            out!(
                 "dangling tombstone: {} -> revision {r} (its blob is missing: the object is lost; \
                  `cairn rm` the key to clear it)",
-                lossy(k)
+                text(k)
             );
         }
         for (k, r, p) in &report.orphans {
             let done = if repair { " (deleted)" } else { "" };
-            println!(
+            out!(
                 "orphan blob: {} revision {r} at {}{done}",
-                lossy(k),
+                text(k),
                 p.display()
             );
         }
         for e in &report.unreadable {
-            println!("not a readable blob (left alone): {e}");
+            out!("not a readable blob (left alone): {e}");
         }
         for e in &report.stale_entries {
-            println!(
+            out!(
                 "stale change-log entry {} for {} (owner {} is gone)",
                 e.record.id,
-                lossy(&e.record.key),
+                text(&e.record.key),
                 e.owner
             );
         }
         if let Some(r) = &report.recovered {
-            println!(
+            out!(
                 "recovery: {} examined, {} cleaned, {}",
                 output::count(r.entries, "entry", "entries"),
                 r.cleaned,
                 output::count(r.blobs_deleted, "blob delete", "blob deletes")
             );
         }
-        println!("{}", if left == 0 { "ok" } else { "problems found" });
+        out!("{}", if left == 0 { "ok" } else { "problems found" });
     }
     if left == 0 {
         Ok(ExitCode::SUCCESS)

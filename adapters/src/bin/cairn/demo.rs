@@ -1,7 +1,7 @@
 //! `cairn demo`: a self-contained tour on a fresh data directory, explaining each step.
 
 use crate::commands::{self, location_of, CliError};
-use crate::output;
+use crate::output::{self, out};
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
 use cairn_adapters::embedded::{BLOB_DIR, DB_FILE};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Op};
@@ -16,8 +16,34 @@ use std::sync::Arc;
 /// The lease the crashing child takes, so the demo need not wait the default 30 s for it.
 const CHILD_LEASE_MS: u64 = 300;
 
-fn step(n: u32, what: &str) {
-    println!("\n{n}. {what}");
+fn step(n: u32, what: &str) -> Result<(), CliError> {
+    out!("\n{n}. {what}");
+    Ok(())
+}
+
+/// The directory the demo may fill: `--data DIR` if it does not exist yet or is empty, else a
+/// fresh one under the temp dir.
+fn demo_dir(asked: Option<&Path>) -> Result<PathBuf, CliError> {
+    let Some(dir) = asked else {
+        return fresh_dir();
+    };
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(source) => {
+            return Err(CliError::Path {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if !empty {
+        return Err(CliError::Input(format!(
+            "the demo needs a fresh directory, and {} is not empty",
+            dir.display()
+        )));
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn fresh_dir() -> Result<PathBuf, CliError> {
@@ -62,7 +88,7 @@ fn tiers(dir: &Path, data: &commands::Data) -> Result<(), CliError> {
             })
         })?
         .len();
-    println!(
+    out!(
         "   data dir: {} in {DB_FILE}, {} in {BLOB_DIR}/, {}",
         output::count(rows, "key", "keys"),
         output::count(files_under(&dir.join(BLOB_DIR)), "blob file", "blob files"),
@@ -71,13 +97,16 @@ fn tiers(dir: &Path, data: &commands::Data) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn run(keep: bool) -> Result<(), CliError> {
-    let dir = fresh_dir()?;
-    println!("cairn demo in {}", dir.display());
-    println!("objects up to 1 MiB live inline in SQLite; larger ones go to the blob directory behind a tombstone");
+/// Runs the tour in `--data DIR` (kept afterwards) or in a fresh temporary directory (removed
+/// unless `keep`, or the tour failed).
+pub fn run(keep: bool, asked: Option<&Path>) -> Result<(), CliError> {
+    let dir = demo_dir(asked)?;
+    let keep = keep || asked.is_some();
+    out!("cairn demo in {}", dir.display());
+    out!("objects up to 1 MiB live inline in SQLite; larger ones go to the blob directory behind a tombstone");
     let result = tour(&dir);
     if keep || result.is_err() {
-        println!("\nthe demo's data directory is kept at {}", dir.display());
+        out!("\nthe demo's data directory is kept at {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -92,13 +121,13 @@ fn tour(dir: &Path) -> Result<(), CliError> {
     step(
         1,
         "small put: 'notes/hello' (13 bytes) is stored inline, in one SQLite transaction",
-    );
+    )?;
     block_on(store.put(
         "notes/hello",
         "hello, cairn!",
         &plain.clone().content_type("text/plain"),
     ))?;
-    println!(
+    out!(
         "   head: {}",
         crate::output::location(&location_of(&data, "notes/hello")?.expect("just written"))
     );
@@ -107,31 +136,31 @@ fn tour(dir: &Path) -> Result<(), CliError> {
     step(
         2,
         "large put: 'videos/cat' (3 MiB) is streamed to a blob file, then a tombstone commits it",
-    );
+    )?;
     let video: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
     block_on(store.put("videos/cat", video.clone(), &plain))?;
     let Some(Location::LongTerm(first)) = location_of(&data, "videos/cat")? else {
         unreachable!("3 MiB is above the 1 MiB threshold")
     };
-    println!("   the tombstone points at revision {first}");
+    out!("   the tombstone points at revision {first}");
     tiers(dir, &data)?;
 
     step(
         3,
         "overwrite: a 4 MiB version commits; the old blob is deleted only after the commit",
-    );
+    )?;
     let video2: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
     block_on(store.put("videos/cat", video2.clone(), &plain))?;
     let Some(Location::LongTerm(second)) = location_of(&data, "videos/cat")? else {
         unreachable!()
     };
-    println!("   the tombstone now points at revision {second}");
+    out!("   the tombstone now points at revision {second}");
     tiers(dir, &data)?;
 
     step(
         4,
         "range read: bytes 1000-1009, read from the middle of the blob file",
-    );
+    )?;
     let part = block_on(store.get_range(
         "videos/cat",
         ByteRange::Inclusive {
@@ -140,9 +169,13 @@ fn tour(dir: &Path) -> Result<(), CliError> {
         },
     ))?
     .expect("present");
-    let bytes =
-        block_on(part.bytes()).map_err(|e| CliError::Store(cairn_adapters::Error::Body(e)))?;
-    println!("   {:?}", &bytes[..]);
+    let bytes = block_on(part.bytes()).map_err(|e| {
+        CliError::Store(cairn_adapters::Error::Read {
+            tier: cairn_core::Tier::Lt,
+            source: e.into(),
+        })
+    })?;
+    out!("   {:?}", &bytes[..]);
     assert_eq!(
         &bytes[..],
         &video2[1000..1010],
@@ -152,15 +185,20 @@ fn tour(dir: &Path) -> Result<(), CliError> {
     step(
         5,
         "delete: the tombstone goes first (the commit point), then its blob",
-    );
+    )?;
     block_on(store.delete("videos/cat"))?;
-    println!(
-        "   get now finds: {:?}",
-        block_on(store.get("videos/cat"))?.map(|o| o.meta.size)
+    let found = block_on(store.get("videos/cat"))?;
+    out!(
+        "   get now finds: {}",
+        if found.is_some() {
+            "it (unexpectedly)"
+        } else {
+            "nothing"
+        }
     );
     tiers(dir, &data)?;
 
-    step(6, "crash: another process stores 'videos/dog' (2 MiB) and dies after writing the blob, before committing");
+    step(6, "crash: another process stores 'videos/dog' (2 MiB) and dies after writing the blob, before committing")?;
     drop(data);
     let status =
         std::process::Command::new(std::env::current_exe().map_err(|source| CliError::File {
@@ -177,10 +215,8 @@ fn tour(dir: &Path) -> Result<(), CliError> {
             path: PathBuf::from("cairn __crash-put"),
             source,
         })?;
-    println!(
-        "   the writer exited with {status}; it left a blob file and a change-log entry behind"
-    );
-    let data = commands::open_without_recovery(dir)?;
+    out!("   the writer exited with {status}; it left a blob file and a change-log entry behind");
+    let data = commands::open_without_recovery(dir, 30_000)?;
     tiers(dir, &data)?;
     let entries = data.db().log_entries().map_err(|source| {
         CliError::Store(cairn_adapters::Error::Read {
@@ -189,24 +225,25 @@ fn tour(dir: &Path) -> Result<(), CliError> {
         })
     })?;
     let held = entries.iter().filter(|e| e.owner_live).count();
-    println!(
+    out!(
         "   {held} of {} still {} to the dead writer until its lease runs out;",
         output::count(entries.len(), "change-log entry", "change-log entries"),
         if held == 1 { "belongs" } else { "belong" }
     );
-    println!("   until then recovery leaves them alone, since a live writer could be mid-commit");
+    out!("   until then recovery leaves them alone, since a live writer could be mid-commit");
     drop(data);
 
-    step(7, "restart: opening the data directory recovers what the dead writer's lease no longer protects");
+    step(7, "restart: opening the data directory recovers what the dead writer's lease no longer protects")?;
     std::thread::sleep(std::time::Duration::from_millis(CHILD_LEASE_MS + 100));
     let data = commands::open(dir, 30_000)?;
-    println!(
-        "   'videos/dog' reads as: {:?} (its put never committed)",
-        location_of(&data, "videos/dog")?
-    );
+    let dog = match location_of(&data, "videos/dog")? {
+        None => "nothing".to_string(),
+        Some(at) => output::location(&at),
+    };
+    out!("   'videos/dog' reads as: {dog} (its put never committed)");
     tiers(dir, &data)?;
     let report = block_on(data.fsck(false))?;
-    println!(
+    out!(
         "   fsck: {}",
         if report.is_clean() {
             "ok"
@@ -219,7 +256,7 @@ fn tour(dir: &Path) -> Result<(), CliError> {
             "the demo's data directory did not recover".into(),
         ));
     }
-    println!("\ndone: every blob is referenced and the change log is empty");
+    out!("\ndone: every blob is referenced and the change log is empty");
     Ok(())
 }
 

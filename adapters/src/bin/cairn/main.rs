@@ -23,7 +23,13 @@ use std::process::ExitCode;
 
 /// Store and fetch objects through cairn's tiered store on this machine.
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about, long_about = None)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Store and fetch objects in a local data directory: small ones inline in SQLite, \
+             large ones in a blob directory, crash-safe",
+    long_about = None
+)]
 pub struct Cli {
     /// The data directory [default: $CAIRN_DATA, else ./cairn-data].
     #[arg(long, global = true, value_name = "DIR")]
@@ -139,15 +145,23 @@ fn main() -> ExitCode {
 /// Says why a command failed: a JSON document on standard output under `--json`, a line on
 /// standard error otherwise. Returns the exit code.
 fn report(e: &CliError, json: bool) -> ExitCode {
-    if json && matches!(e, CliError::Problems(_)) {
+    use std::io::Write;
+    // Best effort: with standard output or error gone there is nowhere left to say it.
+    match e {
+        // The reader of standard output stopped reading: nothing to say.
+        CliError::Closed => {}
         // The command's own document says so already.
-    } else if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": e.to_string(), "kind": e.kind() })
-        );
-    } else {
-        eprintln!("cairn: {e}");
+        CliError::Problems(_) if json => {}
+        _ if json => {
+            let doc = serde_json::json!({ "error": e.to_string(), "kind": e.kind() });
+            if writeln!(std::io::stdout(), "{doc}").is_err() {
+                // Standard output is what failed: say it where it can still be read.
+                let _ = writeln!(std::io::stderr(), "{doc}");
+            }
+        }
+        _ => {
+            let _ = writeln!(std::io::stderr(), "cairn: {e}");
+        }
     }
     e.exit_code()
 }
@@ -167,9 +181,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
     if !json || request {
         e.exit();
     }
-    // clap's first line is the reason ("error: ..."); the rest is usage help for people.
+    // clap's first paragraph is the reason ("error: ..." and, for a missing argument, the
+    // argument on the lines after it); the rest is usage help for people.
     let text = e.to_string();
-    let reason = text.lines().next().unwrap_or_default();
-    let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+    let reason: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let reason = reason.join(" ");
+    let reason = reason.strip_prefix("error: ").unwrap_or(&reason);
     report(&CliError::Input(reason.to_string()), true)
 }

@@ -1,18 +1,74 @@
 //! How results are shown: text for people, JSON for scripts, a progress bar on terminals.
 
+use crate::commands::CliError;
 use cairn_adapters::{Location, Metadata};
 use cairn_core::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use std::io::IsTerminal;
+use std::borrow::Cow;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+/// Prints a line on standard output, like `println!`, but a failure to write is an error the
+/// command returns instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use out;
+
+/// Writes `text` and a newline to standard output.
+pub fn line(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .map_err(stdout_error)
+}
+
+/// A failure to write standard output. A reader that closed the pipe (`cairn ls | head`) wanted
+/// no more; anything else (a full disk) is reported.
+pub fn stdout_error(source: io::Error) -> CliError {
+    if source.kind() == io::ErrorKind::BrokenPipe {
+        return CliError::Closed;
+    }
+    CliError::File {
+        path: PathBuf::from("<standard output>"),
+        source,
+    }
+}
+
+/// `text` safe to print on a terminal: control characters (an escape sequence in a key, a
+/// newline in a metadata value) are shown escaped, as `\u{1b}` or `\n`; everything else as is.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_debug().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
+}
 
 /// Transfers at least this large get a progress bar (when standard error is a terminal).
 const PROGRESS_MIN: u64 = 8 << 20;
 
-/// An instant as RFC 3339 UTC with milliseconds.
+/// An instant as RFC 3339 UTC with milliseconds; past the year 9999, which RFC 3339 cannot
+/// write, as milliseconds since the Unix epoch.
 pub fn time(at: Instant) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.as_millis());
-    humantime::format_rfc3339_millis(t).to_string()
+    use std::fmt::Write;
+    let millis = at.as_millis();
+    let mut out = String::new();
+    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(millis));
+    match t.map(|t| write!(out, "{}", humantime::format_rfc3339_millis(t))) {
+        Some(Ok(())) => out,
+        _ => format!("{millis} ms after 1970-01-01T00:00:00Z"),
+    }
 }
 
 /// `n` things in words: `count(1, "entry", "entries")` is "1 entry", 0 or 2 take the plural.
@@ -47,18 +103,19 @@ pub fn meta_json(key: &str, meta: &Metadata, at: &Location) -> Value {
     })
 }
 
-/// An object's metadata as aligned text lines.
+/// An object's metadata as aligned text lines (no newline after the last).
 pub fn meta_text(key: &str, meta: &Metadata, at: &Location) -> String {
     let mut out = format!(
-        "key:          {key}\nsize:         {} bytes\ntier:         {}\ncontent type: {}\ncreated:      {}\nexpires:      {}\n",
+        "key:          {}\nsize:         {} bytes\ntier:         {}\ncontent type: {}\ncreated:      {}\nexpires:      {}",
+        shown(key),
         meta.size,
         location(at),
-        meta.content_type().unwrap_or("-"),
+        shown(meta.content_type().unwrap_or("-")),
         time(meta.created),
         meta.expires.map_or_else(|| "never".into(), time),
     );
     for (name, value) in meta.user() {
-        out.push_str(&format!("meta:         {name}={value}\n"));
+        out.push_str(&format!("\nmeta:         {}={}", shown(name), shown(value)));
     }
     out
 }
@@ -69,11 +126,17 @@ pub fn progress(what: &str, total: Option<u64>, json: bool) -> Option<ProgressBa
     if json || !std::io::stderr().is_terminal() || total.is_some_and(|t| t < PROGRESS_MIN) {
         return None;
     }
-    let bar = match total {
-        Some(total) => ProgressBar::new(total),
-        None => ProgressBar::new_spinner(),
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        // Standard input: no total, so no bar and no estimate.
+        None => (
+            ProgressBar::new_spinner(),
+            "{msg} {spinner} {bytes} {bytes_per_sec}",
+        ),
     };
-    let template = "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
     bar.set_style(
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
@@ -83,7 +146,33 @@ pub fn progress(what: &str, total: Option<u64>, json: bool) -> Option<ProgressBa
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{count, shown, time};
+    use cairn_core::Instant;
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_nothing_else_is() {
+        assert_eq!(shown("photos/cat.jpg"), "photos/cat.jpg");
+        assert_eq!(shown("héllo/日本"), "héllo/日本");
+        assert_eq!(shown("a\u{1b}[31mred\nb"), "a\\u{1b}[31mred\\nb");
+    }
+
+    #[test]
+    fn times_past_what_rfc_3339_can_write_are_printed_as_milliseconds() {
+        assert_eq!(time(Instant::from_millis(0)), "1970-01-01T00:00:00.000Z");
+        let last = Instant::from_millis(u64::MAX);
+        assert_eq!(
+            time(last),
+            format!("{} ms after 1970-01-01T00:00:00Z", last.as_millis())
+        );
+        // The year 10000 is the first RFC 3339 cannot write.
+        let year_10000 = Instant::from_millis(253_402_300_800_000);
+        assert_eq!(
+            time(year_10000),
+            "253402300800000 ms after 1970-01-01T00:00:00Z"
+        );
+        let just_before = Instant::from_millis(253_402_300_799_999);
+        assert_eq!(time(just_before), "9999-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn counts_take_the_singular_only_for_one() {

@@ -6,8 +6,11 @@ use cairn_core::ByteRange;
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (expected e.g. 90s, 15m, 2h, 7d)"))?;
-    if d.is_zero() {
-        return Err("a time to live must be longer than zero".into());
+    if d < std::time::Duration::from_millis(1) {
+        return Err("a time to live must be at least 1ms".into());
+    }
+    if d.as_millis() > u128::from(cairn_adapters::MAX_TTL.as_millis()) {
+        return Err("a time to live must be at most 1000years".into());
     }
     Ok(d)
 }
@@ -16,7 +19,11 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 pub fn range(s: &str) -> Result<ByteRange, String> {
     let bad = || format!("`{s}` is not a range (expected START-END, START- or -N)");
     let (start, end) = s.split_once('-').ok_or_else(bad)?;
-    let number = |t: &str| t.parse::<u64>().map_err(|_| bad());
+    // Digits only: `u64::from_str` would take a leading `+`.
+    let number = |t: &str| match t.bytes().all(|b| b.is_ascii_digit()) {
+        true => t.parse::<u64>().map_err(|_| bad()),
+        false => Err(bad()),
+    };
     match (start, end) {
         ("", "") => Err(bad()),
         ("", n) => Ok(ByteRange::Suffix(number(n)?)),
@@ -48,7 +55,9 @@ mod tests {
         assert_eq!(range("0-9"), Ok(ByteRange::Inclusive { start: 0, end: 9 }));
         assert_eq!(range("100-"), Ok(ByteRange::From(100)));
         assert_eq!(range("-5"), Ok(ByteRange::Suffix(5)));
-        for bad in ["", "-", "a-b", "5", "9-3", "1-2-3", " 1-2"] {
+        for bad in [
+            "", "-", "a-b", "5", "9-3", "1-2-3", " 1-2", "+1-2", "1-+2", "-+3",
+        ] {
             assert!(range(bad).is_err(), "{bad:?} must be rejected");
         }
     }
@@ -59,6 +68,11 @@ mod tests {
         assert_eq!(duration("1h30m"), Ok(std::time::Duration::from_secs(5400)));
         assert!(duration("10").is_err());
         assert!(duration("0s").is_err());
+        assert!(duration("999us").is_err(), "less than the store's 1 ms");
+        assert_eq!(duration("1ms"), Ok(std::time::Duration::from_millis(1)));
+        assert!(duration("1000years").is_ok());
+        assert!(duration("1001years").is_err());
+        assert!(duration("18446744073709551615s").is_err());
         assert!(duration("soon").is_err());
     }
 
