@@ -259,20 +259,23 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         bytes: impl Into<Bytes>,
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
-        self.put_bytes(key.as_ref(), bytes.into(), options).await
+        self.put_bytes(key.as_ref(), bytes.into(), options, None)
+            .await
     }
 
     /// [`put`](TieredStore::put) without the generic parameters. A small put is written out
     /// here rather than awaited as a function of its own: awaiting a future moves all of it
     /// (machine, payload, driver state) into this one's.
+    /// `started`: when the put began, if not now (a streamed put that read its body first).
     pub(crate) async fn put_bytes(
         &self,
         key: &[u8],
         bytes: Bytes,
         options: &PutOptions,
+        started: Option<Instant>,
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key)?;
-        match self.plan_put(bytes, options)? {
+        match self.plan_put(bytes, options, started)? {
             PutPlan::Small { meta, bytes, id } => {
                 let now = meta.created;
                 let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
@@ -294,7 +297,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         options: &PutOptions,
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key)?;
-        match self.plan_put(bytes, options)? {
+        match self.plan_put(bytes, options, None)? {
             PutPlan::Small { meta, bytes, id } => {
                 let now = meta.created;
                 let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
@@ -310,9 +313,14 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 
     /// Validates a put of `bytes` and picks its tier; nothing is written yet. (Small: the
     /// machine and its I/O state are built where they are driven, not moved there.)
-    fn plan_put(&self, bytes: Bytes, options: &PutOptions) -> Result<PutPlan, Error> {
+    fn plan_put(
+        &self,
+        bytes: Bytes,
+        options: &PutOptions,
+        started: Option<Instant>,
+    ) -> Result<PutPlan, Error> {
         options.validate()?;
-        let now = self.inner.driver.now();
+        let now = started.unwrap_or_else(|| self.inner.driver.now());
         let meta = options.metadata(bytes.len() as u64, now);
         if !self.inner.config.fits_inline(meta.size) {
             let body = Body::from_bytes(bytes);
@@ -332,6 +340,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key.as_ref())?;
         options.validate()?;
+        // The object's time to live runs from here, however long its body takes to arrive.
+        let started = self.inner.driver.now();
         let threshold = self.inner.config.inline_threshold;
         let mut buffered: Vec<Bytes> = Vec::new();
         let mut total = 0u64;
@@ -346,14 +356,16 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 Some(Ok(chunk)) => {
                     buffered.push(chunk);
                     let head = futures_lite::stream::iter(buffered.into_iter().map(Ok));
-                    let meta = options.metadata(0, self.inner.driver.now());
+                    let meta = options.metadata(0, started);
                     return self
                         .large_put(key, meta, Body::from_stream(head.chain(body)))
                         .await;
                 }
                 None => {
                     let bytes = concat(buffered, total);
-                    return self.put_bytes(key.as_bytes(), bytes, options).await;
+                    return self
+                        .put_bytes(key.as_bytes(), bytes, options, Some(started))
+                        .await;
                 }
             }
         }
@@ -525,7 +537,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         info(found, &mut io)
     }
 
-    /// Up to `limit` (at most [`MAX_LIST_LIMIT`]) live keys starting with `prefix`, after `after`.
+    /// Up to `limit` live keys starting with `prefix`, after `after`. `limit` is taken between
+    /// 1 and [`MAX_LIST_LIMIT`]: a page of 0 would never get a listing anywhere.
     pub async fn list(
         &self,
         prefix: impl AsRef<[u8]>,

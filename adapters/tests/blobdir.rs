@@ -12,7 +12,10 @@ use cairn_adapters::backend::{BackendResult, LtBackend};
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
-use cairn_adapters::{BlockingStore, Body, Error, Labels, ManualClock, Metadata, PutOptions};
+use cairn_adapters::{
+    BlockingStore, Body, Error, InlineRuntime, Labels, ManualClock, Metadata, PutOptions,
+    TieredStore,
+};
 use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span, Tier, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::{FutureExt, Stream, StreamExt};
@@ -930,4 +933,31 @@ fn a_stored_body_failing_midway_is_a_read_error_of_the_long_term_tier() {
     let err = store.get_bytes("big").unwrap_err();
     assert!(matches!(err, Error::Read { tier: Tier::Lt, .. }), "{err:?}");
     assert!(!err.is_caller_error());
+}
+
+/// A streamed put's time to live runs from the start of the put, however long its body takes,
+/// small or large: the clock moves 10 s per chunk here, and a one-hour TTL still ends an hour
+/// after the put began.
+#[test]
+fn a_streamed_puts_time_to_live_runs_from_its_start() {
+    let f = Fixture::new();
+    let store = TieredStore::builder(MemoryHv::new(), f.dir.clone(), MemoryLog::new())
+        .clock(f.clock.clone())
+        .build(InlineRuntime)
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    let options = PutOptions::default().ttl(hour);
+    for (key, chunks) in [("small", 4), ("large", 40)] {
+        let started = f.now();
+        let clock = f.clock.clone();
+        let body = futures_lite::stream::iter(0..chunks).map(move |i| {
+            clock.advance(Duration::from_secs(10));
+            Ok(Bytes::from(data(64 * 1024, i as u8)))
+        });
+        block_on(store.put_stream(key, Body::from_stream(body), &options)).unwrap();
+        let info = block_on(store.head(key)).unwrap();
+        let info = info.unwrap_or_else(|| panic!("{key} expired while it was written"));
+        assert_eq!(info.meta.created, started, "{key}");
+        assert_eq!(info.meta.expires, Some(started + hour), "{key}");
+    }
 }
