@@ -76,11 +76,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
     pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
         block_on(pin!(async {
             match self.store.read_blocking(key.as_ref(), None)? {
-                // The body comes from the store, not the caller: a failure is the tier's.
-                Some(object) => object.bytes().await.map(Some).map_err(|e| Error::Read {
-                    tier: cairn_core::Tier::Lt,
-                    source: e.into(),
-                }),
+                Some(object) => object.bytes().await.map(Some).map_err(Error::stored_body),
                 None => Ok(None),
             }
         }))

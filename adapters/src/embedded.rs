@@ -94,13 +94,14 @@ pub struct FsckReport {
     pub blobs: u64,
     /// Live tombstones whose blob is missing or expired: the object is lost (reads say not found).
     pub dangling: Vec<(KeyBuf, Revision)>,
-    /// Live blobs that no live tombstone references and no change-log entry covers.
+    /// Live blobs that no tombstone (live or expired) references and no change-log entry covers.
     pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
     /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
     pub stale_entries: Vec<LoggedChange>,
-    /// Files in the blob directory that are not readable blobs — a foreign file, a damaged
-    /// header, a blob under another blob's name — each as an error naming the file. Repair
-    /// never deletes them: they may be someone's data, or the only copy of a damaged object.
+    /// What in the blob directory is not a readable blob — a foreign file, a damaged header, a
+    /// blob under another blob's name, a fan-out directory that cannot be listed — each as an
+    /// error naming the path. Repair never deletes them: they may be someone's data, or the
+    /// only copy of a damaged object.
     pub unreadable: Vec<String>,
     /// With repair: orphan blobs deleted.
     pub orphans_deleted: u64,
@@ -234,8 +235,8 @@ impl<R: Runtime> Embedded<R> {
 
     /// Checks the cross-tier invariants: no live tombstone without its blob, no live blob that
     /// nothing references or covers, no change-log entry whose owner is gone. With `repair`,
-    /// runs recovery and deletes orphan blobs. Meant for a quiescent data directory: writes
-    /// running in another process can show up as passing orphans.
+    /// runs recovery and deletes orphan blobs. Safe beside writes in this process or another:
+    /// every finding is looked at again, in one snapshot, before it is reported or repaired.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, Error> {
         let mut report = FsckReport::default();
         if repair {
@@ -329,7 +330,18 @@ impl<R: Runtime> Embedded<R> {
                 key: &key,
                 revision,
             };
-            let missing = self.blobs().head(id).await.map_err(lt_read)?.is_none();
+            let missing = match self.blobs().head(id).await {
+                Ok(found) => found.is_none(),
+                // There, but damaged: an unreadable file (most likely listed as such already),
+                // not a dangling tombstone.
+                Err(e) => {
+                    let e = e.to_string();
+                    if !report.unreadable.contains(&e) {
+                        report.unreadable.push(e);
+                    }
+                    false
+                }
+            };
             if missing && self.db().tombstone_is(&key, revision, now).map_err(hv)? {
                 report.dangling.push((key, revision));
             }

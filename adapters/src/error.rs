@@ -70,6 +70,16 @@ impl Error {
         )
     }
 
+    /// A body read back from the store that failed half way (a disk error under a long-term
+    /// read): the long-term tier's failure, not the caller's ([`Error::Body`] is the caller's
+    /// own stream failing).
+    pub fn stored_body(e: io::Error) -> Error {
+        Error::Read {
+            tier: Tier::Lt,
+            source: e.into(),
+        }
+    }
+
     /// For a failed write: whether it may have taken effect.
     pub fn applied(&self) -> Option<Applied> {
         match self {

@@ -276,8 +276,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key)?;
         match self.plan_put(bytes, options, started)? {
-            PutPlan::Small { meta, bytes, id } => {
-                let now = meta.created;
+            PutPlan::Small {
+                meta,
+                bytes,
+                id,
+                now,
+            } => {
                 let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
                 let mut io = OpIo::small_put(meta, bytes);
                 let in_flight = self.in_flight(id);
@@ -298,8 +302,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     ) -> Result<WriteOutcome, Error> {
         let key = Key::new(key)?;
         match self.plan_put(bytes, options, None)? {
-            PutPlan::Small { meta, bytes, id } => {
-                let now = meta.created;
+            PutPlan::Small {
+                meta,
+                bytes,
+                id,
+                now,
+            } => {
                 let mut machine = SmallPut::new(key, meta.core(), id, self.inner.config);
                 let mut io = OpIo::small_put(meta, bytes);
                 let done = self.inner.driver.drive_blocking(&mut machine, &mut io, now);
@@ -320,14 +328,20 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         started: Option<Instant>,
     ) -> Result<PutPlan, Error> {
         options.validate()?;
-        let now = started.unwrap_or_else(|| self.inner.driver.now());
-        let meta = options.metadata(bytes.len() as u64, now);
+        let now = self.inner.driver.now();
+        // Only the metadata dates from `started`: the protocol judges rows as of now.
+        let meta = options.metadata(bytes.len() as u64, started.unwrap_or(now));
         if !self.inner.config.fits_inline(meta.size) {
             let body = Body::from_bytes(bytes);
             return Ok(PutPlan::Large { meta, body });
         }
         let id = self.inner.change_ids.mint(now);
-        Ok(PutPlan::Small { meta, bytes, id })
+        Ok(PutPlan::Small {
+            meta,
+            bytes,
+            id,
+            now,
+        })
     }
 
     /// Stores a body of unknown length. At most the inline threshold plus one chunk is buffered
@@ -377,7 +391,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         meta: Metadata,
         body: Body,
     ) -> Result<WriteOutcome, Error> {
-        let now = meta.created;
+        // Not `meta.created`: a streamed put's metadata dates from its start, long ago perhaps.
+        let now = self.inner.driver.now();
         let revision = crate::memory_lock(&self.inner.revisions).revision(now);
         let id = self.inner.change_ids.mint(now);
         let mut machine = LargePut::new(key, revision, meta.expires, id, self.inner.config);
@@ -672,10 +687,28 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_,
         if !crate::memory_lock(&self.store.inner.driver.held).contains(&id) {
             return; // dropped before it logged anything
         }
-        self.store.spawn_task(move |inner| async move {
+        let release = move |inner: Arc<Inner<Driver<H, L, C, R>>>| async move {
             inner.driver.hv.settled().await;
             inner.driver.release(id);
-        });
+        };
+        if !self.store.inner.driver.runtime.runs_inline() {
+            self.store.spawn_task(release);
+            return;
+        }
+        // Spawned inline, the drop would wait for the tier to settle (a writer round trip, an
+        // fsync) on the thread that dropped the put, maybe an executor's worker. If no thread
+        // can be had, the entry stays held until the store closes, as before it was released.
+        let inner = self.store.inner.clone();
+        inner.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let count = TaskCount {
+            store: inner.clone(),
+        };
+        let _ = std::thread::Builder::new()
+            .name("cairn-release".into())
+            .spawn(move || {
+                crate::runtime::block_on(std::pin::pin!(release(inner)));
+                drop(count);
+            });
     }
 }
 
@@ -762,6 +795,8 @@ enum PutPlan {
         meta: Metadata,
         bytes: Bytes,
         id: ChangeId,
+        /// When the put was planned: the machine's first `now` (the metadata may be older).
+        now: Instant,
     },
     Large {
         meta: Metadata,

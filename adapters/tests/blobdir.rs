@@ -879,6 +879,8 @@ fn a_put_dropped_while_its_compare_and_write_waits_is_cleaned_up_by_recovery() {
         // The caller gives up: the put's future is dropped before its tombstone is written.
     }
     gate.release();
+    // The entry is released in the background once the tier has settled.
+    block_on(store.inner().join());
     assert_eq!(store.inner().log().len(), 1, "its entry is left in the log");
     let report = store.recover().unwrap();
     assert_eq!((report.entries, report.cleaned), (1, 1), "{report:?}");

@@ -326,6 +326,16 @@ fn the_data_directory_is_created_by_a_put_only() {
     assert!(dir.path().join("elsewhere").join("cairn.sqlite").exists());
     let out = run("x", &["--data", "", "ls"]);
     assert_eq!(code(&out), 2);
+    // An existing directory that holds no cairn database is not made one by a read.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let out = run("", &["--data", other.to_str().unwrap(), "ls"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        std::fs::read_dir(&other).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }
 
 /// Output that cannot be written is an error with exit 3 (not a panic), and a closed pipe ends
@@ -415,6 +425,22 @@ fn small_things_a_script_relies_on() {
     ));
     assert!(ok(&cairn(&data, &["head", "far"])).contains("expires:      30"));
     assert_eq!(json(&cairn(&data, &["--json", "rm", "k"]))["deleted"], true);
+    // A tombstone whose blob was removed from outside reads as nothing, but `rm` clears it,
+    // as fsck advises, and says so.
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "big", "-"],
+        Some(&vec![1u8; 2 << 20]),
+    ));
+    let blobs = data.join("blobs").join("blobs");
+    for fanout in std::fs::read_dir(&blobs).unwrap() {
+        for file in std::fs::read_dir(fanout.unwrap().path()).unwrap() {
+            std::fs::remove_file(file.unwrap().path()).unwrap();
+        }
+    }
+    assert_eq!(code(&cairn(&data, &["fsck"])), 1, "dangling");
+    assert!(ok(&cairn(&data, &["rm", "big"])).starts_with("deleted big"));
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
 }
 
 #[test]

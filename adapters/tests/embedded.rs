@@ -138,6 +138,16 @@ fn files_that_are_not_blobs_are_reported_and_never_repaired_away() {
         .expect("get")
         .expect("kept");
     assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+    // A live object's own blob damaged: one more unreadable file, reported once, and not a
+    // dangling tombstone (the file is there).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&kept)
+        .and_then(|f| f.set_len(10))
+        .unwrap();
+    let report = block_on(data.fsck(false)).expect("fsck goes on past a damaged blob");
+    assert_eq!(report.unreadable.len(), 5, "{report:#?}");
+    assert!(report.dangling.is_empty(), "{report:#?}");
 }
 
 /// A runtime of threads whose first sleeps are over at once and whose later ones never end:
@@ -199,9 +209,16 @@ fn background_maintenance_ends_with_the_last_handle_and_keeps_nothing_open() {
 fn background_maintenance_on_the_inline_runtime_returns_and_keeps_nothing_open() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = Arc::new(open(dir.path()));
-    data.maintain_every(Duration::from_secs(3600));
     let db = Arc::downgrade(data.db());
-    drop(data);
+    // Watched from here, so that a call that never returns fails the test instead of hanging it.
+    let (returned, has_returned) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        data.maintain_every(Duration::from_secs(3600));
+        drop(data);
+        let _ = returned.send(());
+    });
+    let waited = has_returned.recv_timeout(std::time::Duration::from_secs(30));
+    assert!(waited.is_ok(), "maintain_every never returned");
     assert!(db.upgrade().is_none(), "the store was kept open");
 }
 

@@ -422,7 +422,8 @@ impl HvBackend for SqliteHv {
 
     /// A write handed to the writer thread runs even if its caller stops waiting; the writer
     /// takes jobs in order and answers each only after its batch committed, so an empty job
-    /// sent now is answered after every write sent before it has committed or failed.
+    /// sent now is answered after every write sent before it has committed or failed. (It
+    /// shows in [`SqliteDb::writer_stats`] as one write in a lazy commit.)
     async fn settled(&self) {
         // Lazy: a batch of nothing but it commits without an fsync (it writes nothing anyway).
         let _ = self

@@ -100,24 +100,21 @@ pub(crate) fn writer_mode(
     options: &SqliteOptions,
 ) -> Result<(), SqliteError> {
     let err = |e| SqliteError::sqlite(path, "opening a connection", e);
-    {
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqliteError::new(
-                path,
-                super::SqliteErrorKind::Sqlite,
-                format!("cannot switch to WAL mode (journal_mode is {mode})"),
-            ));
-        }
-        let sync = match options.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SqliteError::new(
+            path,
+            super::SqliteErrorKind::Sqlite,
+            format!("cannot switch to WAL mode (journal_mode is {mode})"),
+        ));
     }
-    Ok(())
+    let sync = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)
 }
 
 /// Whether the file is a cairn database of a version this build reads (`Ok(false)`) or a new,

@@ -4,7 +4,7 @@
 use crate::output::{self, out, shown};
 use crate::{demo, Cli, Command};
 use bytes::Bytes;
-use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError};
+use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, DB_FILE};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
 use cairn_core::{Duration, Key, KeyBuf, WriteOutcome};
 use futures_lite::future::block_on;
@@ -114,10 +114,15 @@ fn data_dir(cli: &Cli) -> Result<PathBuf, CliError> {
 }
 
 /// Checks `dir` before a command opens it. Only a put creates a data directory: for every other
-/// command a missing one is a mistake (a mistyped `--data`), not an empty store to create.
+/// command a missing one — or a directory without cairn's database in it — is a mistake (a
+/// mistyped `--data`), not an empty store to create.
 fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() && (create || dir.join(DB_FILE).exists()) => Ok(()),
+        Ok(m) if m.is_dir() => Err(CliError::Input(format!(
+            "{} is not a cairn data directory (a put makes it one)",
+            dir.display()
+        ))),
         Ok(_) => Err(CliError::Input(format!(
             "{} is not a directory",
             dir.display()
@@ -164,24 +169,26 @@ fn key(key: &str) -> Result<&Key, CliError> {
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let json = cli.json;
-    if let Command::Demo { keep } = &cli.command {
-        if json {
-            return Err(CliError::Input(
-                "the demo narrates for people; it has no --json output".into(),
-            ));
-        }
-        return demo::run(*keep, cli.data.as_deref()).map(|()| ExitCode::SUCCESS);
+    let creates = matches!(
+        cli.command,
+        Command::Put { .. } | Command::CrashPut { .. } | Command::Workload { .. }
+    );
+    let dir = match &cli.command {
+        Command::Demo { .. } => PathBuf::new(), // the demo picks its own
+        _ => data_dir(&cli)?,
+    };
+    if !matches!(cli.command, Command::Demo { .. }) {
+        check_dir(&dir, creates)?;
     }
-    let dir = data_dir(&cli)?;
-    check_dir(
-        &dir,
-        matches!(
-            cli.command,
-            Command::Put { .. } | Command::CrashPut { .. } | Command::Workload { .. }
-        ),
-    )?;
     match &cli.command {
-        Command::Demo { .. } => unreachable!("run above"),
+        Command::Demo { keep } => {
+            if json {
+                return Err(CliError::Input(
+                    "the demo narrates for people; it has no --json output".into(),
+                ));
+            }
+            demo::run(*keep, cli.data.as_deref())?;
+        }
         Command::CrashPut { key: k, size } => return demo::crash_put(&dir, cli.lease_ms, k, *size),
         Command::Workload { seed } => {
             return crate::workload::run(&open(&dir, cli.lease_ms)?, *seed)
@@ -255,9 +262,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Rm { key: k } => {
             key(k)?;
             let data = open(&dir, cli.lease_ms)?;
-            // Deleting a missing key succeeds, but says so. (What was there is read first: a
-            // concurrent writer may change it in between, which only the message would miss.)
-            let existed = block_on(data.store().head(k))?.is_some();
+            // Deleting a missing key succeeds, but says so. What was there is read first, as a
+            // listing sees it (a tombstone whose blob is gone counts: deleting clears it); a
+            // concurrent writer may change it in between, which only the message would miss.
+            let page = block_on(data.store().list(k, None, 1))?;
+            let existed = page
+                .entries
+                .first()
+                .is_some_and(|e| e.key.as_bytes() == k.as_bytes());
             block_on(data.store().delete(k))?;
             if json {
                 out!("{}", json!({ "key": k, "deleted": existed }));
@@ -374,13 +386,7 @@ fn sink(
     };
     let mut written = 0u64;
     while let Some(chunk) = block_on(body.next()) {
-        // The body comes from the store: a failure is the long-term tier's, not the caller's.
-        let chunk = chunk.map_err(|e| {
-            CliError::Store(Error::Read {
-                tier: cairn_core::Tier::Lt,
-                source: e.into(),
-            })
-        })?;
+        let chunk = chunk.map_err(|e| CliError::Store(Error::stored_body(e)))?;
         out.write_all(&chunk).map_err(file_err)?;
         written += chunk.len() as u64;
         if let Some(bar) = &bar {

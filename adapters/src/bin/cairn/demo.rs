@@ -169,12 +169,8 @@ fn tour(dir: &Path) -> Result<(), CliError> {
         },
     ))?
     .expect("present");
-    let bytes = block_on(part.bytes()).map_err(|e| {
-        CliError::Store(cairn_adapters::Error::Read {
-            tier: cairn_core::Tier::Lt,
-            source: e.into(),
-        })
-    })?;
+    let bytes = block_on(part.bytes())
+        .map_err(|e| CliError::Store(cairn_adapters::Error::stored_body(e)))?;
     out!("   {:?}", &bytes[..]);
     assert_eq!(
         &bytes[..],

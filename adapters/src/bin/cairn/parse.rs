@@ -6,12 +6,12 @@ use cairn_core::ByteRange;
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (expected e.g. 90s, 15m, 2h, 7d)"))?;
-    if d < std::time::Duration::from_millis(1) {
-        return Err("a time to live must be at least 1ms".into());
-    }
-    if d.as_millis() > u128::from(cairn_adapters::MAX_TTL.as_millis()) {
-        return Err("a time to live must be at most 1000years".into());
-    }
+    // Whole milliseconds, as the store keeps them; then the store's own bounds.
+    let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    cairn_adapters::PutOptions::default()
+        .ttl(cairn_core::Duration::from_millis(millis))
+        .validate()
+        .map_err(|e| e.to_string())?;
     Ok(d)
 }
 
