@@ -684,6 +684,11 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> InFlight<'_, H, L, C,
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_, H, L, C, R> {
     fn drop(&mut self) {
         let id = self.id;
+        if std::thread::panicking() {
+            // Unwound, not cancelled: as after a crash, the entry goes to recovery with the
+            // rest of this instance's when the store closes (or its lease runs out).
+            return;
+        }
         if !crate::memory_lock(&self.store.inner.driver.held).contains(&id) {
             return; // dropped before it logged anything
         }
