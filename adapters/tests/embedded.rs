@@ -9,6 +9,7 @@ use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR};
 use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
 use cairn_core::{BlobId, Duration, Instant, Key, Revision};
 use futures_lite::future::block_on;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -239,4 +240,56 @@ fn an_invalid_configuration_is_refused_before_anything_is_created() {
         opened.err()
     );
     assert!(!root.exists(), "nothing is created");
+}
+
+/// A large put whose caller gives up while its body is still arriving (a timeout, a closed
+/// connection), over the real tiers: nothing of it may stay behind — no staged file, no blob,
+/// no change-log entry once recovery has run — and the value it was replacing stays readable.
+#[test]
+fn a_large_put_dropped_while_its_body_streams_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = open(dir.path());
+    let opts = PutOptions::default();
+    block_on(data.store().put("big", large(1), &opts)).expect("put");
+    let reached = Arc::new(AtomicBool::new(false));
+    let stalls = reached.clone();
+    // Past the inline threshold, then nothing more, ever.
+    let head = futures_lite::stream::iter([Ok(large(2)), Ok(large(3))]);
+    let stall = futures_lite::stream::poll_fn(move |_| {
+        stalls.store(true, Ordering::Release);
+        std::task::Poll::<Option<std::io::Result<Bytes>>>::Pending
+    });
+    let body = Body::from_stream(futures_lite::StreamExt::chain(head, stall));
+    {
+        let mut put = Box::pin(data.store().put_stream("big", body, &opts));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        // The record's commit is a round trip to the writer thread: poll until the body stalls.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !reached.load(Ordering::Acquire) {
+            assert!(put.as_mut().poll(&mut cx).is_pending());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the body was never read"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            data.db().log_entries().expect("log").len(),
+            1,
+            "the change is recorded before its blob is written"
+        );
+        // The caller gives up here.
+    }
+    block_on(data.store().join());
+    let report = block_on(data.store().recover()).expect("recover");
+    assert_eq!((report.entries, report.cleaned), (1, 1), "{report:?}");
+    assert_eq!(data.db().log_entries().expect("log").len(), 0);
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(blob_files(dir.path()).len(), 1, "only the old value's blob");
+    let object = block_on(data.store().get("big"))
+        .expect("get")
+        .expect("big");
+    assert_eq!(block_on(object.bytes()).expect("body"), large(1));
 }
