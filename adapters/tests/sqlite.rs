@@ -640,8 +640,11 @@ fn a_scan_skips_a_live_instance_s_entries_and_takes_them_over_once_its_lease_ran
     assert_eq!(block_on(put).unwrap(), Guarded::Applied);
 }
 
+/// A lapsed lease only permits a takeover. An instance whose lease ran out while nobody took
+/// it over (the process was suspended, the clock stepped forward an hour) renews inside its next
+/// write and carries on — and from then on it is live to everyone else again.
 #[test]
-fn an_instance_past_its_own_lease_is_fenced_even_before_anyone_claims_it() {
+fn an_instance_past_its_lease_that_nobody_claimed_renews_with_its_next_write() {
     let dir = TempDir::new();
     let c = clock(0);
     let a = open(
@@ -650,32 +653,108 @@ fn an_instance_past_its_own_lease_is_fenced_even_before_anyone_claims_it() {
     );
     let w = Write::Tombstone(tomb(OLD, None));
     assert!(block_on(a.hv().compare_and_write(key(b"k"), None, w, at(0))).unwrap());
-    c.set(at(1_000));
-    let err =
-        block_on(
-            a.hv()
-                .compare_and_write(key(b"k"), Some(Revision(OLD)), Write::Delete, at(0)),
-        )
-        .unwrap_err();
+    let hour = 3_600_000;
+    c.set(at(hour));
+    let hv = a.hv();
+    let delete = hv.compare_and_write(key(b"k"), Some(Revision(OLD)), Write::Delete, at(hour));
+    assert!(block_on(delete).expect("an unclaimed instance carries on"));
+    block_on(a.log().record(ChangeId(1), change(key(b"k")))).expect("and records");
+    assert!(!a.is_fenced());
+    // Live again to another process at the same time: its entry is not taken over.
+    let b = open(&dir.db(), fast().clock(clock(hour)));
+    assert_eq!(block_on(b.log().scan(None)).unwrap(), None);
+    let owners: Vec<(i64, bool)> = b
+        .log_entries()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.owner, c.owner_live))
+        .collect();
+    assert_eq!(owners, [(a.instance_id(), true)]);
+    assert_eq!(block_on(a.renew_lease(at(hour))).unwrap(), at(hour + 1_000));
+}
+
+/// A takeover claims only the instances whose entries it takes: a lapsed instance that owns
+/// nothing is left free to revive, while the lapsed owner whose entry was taken is fenced.
+#[test]
+fn a_takeover_fences_the_owner_it_took_from_and_no_other_lapsed_instance() {
+    let dir = TempDir::new();
+    let (clock_idle, clock_owner) = (clock(0), clock(0));
+    let idle = open(
+        &dir.db(),
+        fast()
+            .lease(Duration::from_secs(1))
+            .clock(clock_idle.clone()),
+    );
+    let owner = open(
+        &dir.db(),
+        fast()
+            .lease(Duration::from_secs(1))
+            .clock(clock_owner.clone()),
+    );
+    block_on(owner.log().record(ChangeId(1), change(key(b"a")))).unwrap();
+    // Both lapsed by the clock of a third process, which takes the owner's entry.
+    let b = open(&dir.db(), fast().clock(clock(5_000)));
+    let taken = block_on(b.log().scan(None))
+        .unwrap()
+        .expect("the owner's entry");
+    assert_eq!(taken.id, ChangeId(1));
+    clock_idle.set(at(5_000));
+    clock_owner.set(at(5_000));
+    let w = Write::Tombstone(tomb(OLD, None));
+    assert!(
+        block_on(idle.hv().compare_and_write(key(b"i"), None, w, at(5_000))).unwrap(),
+        "the idle instance owned nothing and was not claimed"
+    );
+    assert!(!idle.is_fenced());
+    let w = Write::Tombstone(tomb(OLD, None));
+    let err = block_on(owner.hv().compare_and_write(key(b"o"), None, w, at(5_000))).unwrap_err();
     assert_eq!(kind(&err), Some(SqliteErrorKind::Fenced), "{err}");
     assert!(err.to_string().contains("reopen"), "{err}");
+    assert!(owner.is_fenced());
     assert_eq!(
-        block_on(a.hv().read(key(b"k"), false, at(0))).unwrap(),
-        Row::Tombstone(tomb(OLD, None)),
+        block_on(b.hv().read(key(b"o"), false, at(5_000))).unwrap(),
+        Row::Absent,
         "the refused write changed nothing"
     );
     // Reopening gives a fresh, live instance.
-    let again = open(
+    let again = open(&dir.db(), fast().clock(clock_owner.clone()));
+    let w = Write::Tombstone(tomb(OLD, None));
+    assert!(block_on(again.hv().compare_and_write(key(b"o"), None, w, at(5_000))).unwrap());
+}
+
+/// An unclaimed instance that owns nothing stays on the books for a week after its lease
+/// lapsed (it may still revive), then the next open prunes it — and pruned, it is fenced.
+#[test]
+fn a_lapsed_instance_that_owns_nothing_is_pruned_after_a_week_and_then_fenced() {
+    let dir = TempDir::new();
+    let c = clock(0);
+    let a = open(
         &dir.db(),
         fast().lease(Duration::from_secs(1)).clock(c.clone()),
     );
-    assert!(block_on(again.hv().compare_and_write(
-        key(b"k"),
-        Some(Revision(OLD)),
-        Write::Delete,
-        at(0)
-    ))
-    .unwrap());
+    let raw = rusqlite::Connection::open(dir.db()).unwrap();
+    let exists = |id: i64| -> bool {
+        raw.query_row("SELECT count(*) FROM instances WHERE id = ?1", [id], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    };
+    let week: u64 = 7 * 24 * 3_600_000;
+    // The lease lapsed at T0+1000; it is kept until a week after that.
+    drop(open(&dir.db(), fast().clock(clock(999 + week))));
+    assert!(exists(a.instance_id()), "kept for a week");
+    drop(open(&dir.db(), fast().clock(clock(1_000 + week))));
+    assert!(!exists(a.instance_id()), "pruned after a week");
+    c.set(at(2_000 + week));
+    let w = Write::Tombstone(tomb(OLD, None));
+    let err = block_on(a.hv().compare_and_write(key(b"k"), None, w, at(0))).unwrap_err();
+    assert_eq!(kind(&err), Some(SqliteErrorKind::Fenced), "{err}");
+    // Each clean close above claimed its own row, so the next open pruned it at once.
+    let rows: i64 = raw
+        .query_row("SELECT count(*) FROM instances", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "only the last opener's row is left");
 }
 
 #[test]
@@ -993,7 +1072,11 @@ fn a_failing_request_fails_alone_in_a_shared_batch() {
             .lease(Duration::from_secs(1))
             .clock(c.clone()),
     );
-    // Fenced: every compare-and-write fails; puts do not depend on the lease.
+    // Fenced: taken over by another process, so every compare-and-write fails; puts do not
+    // depend on the lease.
+    block_on(db.log().record(ChangeId(1), change(key(b"x")))).unwrap();
+    let other = open(&dir.db(), fast().clock(clock(5_000)));
+    assert!(block_on(other.log().scan(None)).unwrap().is_some());
     c.set(at(5_000));
     std::thread::scope(|s| {
         for w in 0..16 {

@@ -16,9 +16,9 @@ pub enum SqliteErrorKind {
     /// write lock for longer than the busy timeout. Nothing was written; retrying later may
     /// succeed.
     Busy,
-    /// This handle's instance lease expired, or another instance claimed its change-log entries:
-    /// it may no longer record changes or compare-and-write. Reopen the database to get a fresh
-    /// instance.
+    /// This handle stalled past its instance lease and another instance claimed its change-log
+    /// entries: it may no longer record changes or compare-and-write. Reopen the database to get
+    /// a fresh instance.
     Fenced,
     /// The file holds a row cairn cannot decode (damaged metadata, a malformed revision, a key that
     /// breaks the key rules). The row is reported, never trusted.

@@ -4,18 +4,26 @@
 //! Every [`SqliteDb::open`](super::SqliteDb::open) registers a fresh instance (a row of
 //! `instances`, its id never reused thanks to `AUTOINCREMENT`) whose lease runs until
 //! `lease_until`. The writer thread renews it, inside a batch transaction, whenever less than half
-//! of it remains. An instance is *live* while `claimed = 0 AND lease_until > now`; once it is not,
-//! it never becomes live again: renewal requires a live lease.
+//! of it remains. An instance is *live* while `claimed = 0 AND lease_until > now`.
 //!
 //! - **Takeover.** A scan that meets an entry of a non-live owner claims it: in one write
-//!   transaction, every non-live instance is marked `claimed = 1` and its entries are re-owned
-//!   by the scanning instance, which must itself be live.
+//!   transaction, every non-live instance that owns entries is marked `claimed = 1` and its
+//!   entries are re-owned by the scanning instance, which must itself be live.
 //! - **Fencing.** Every `compare_and_write` and every `record` checks, inside the transaction that
-//!   writes, that its own instance is live. The check and the commit hold the database's write
-//!   lock together, so no claim can fall between them: once a claim has committed (or the lease
-//!   has run out), the stalled instance's writes fail instead of pointing a tombstone at a blob
+//!   writes, that its own instance has not been claimed. The check and the commit hold the
+//!   database's write lock together, so no claim can fall between them: once a claim has
+//!   committed, the stalled instance's writes fail instead of pointing a tombstone at a blob
 //!   whose cleanup now belongs to someone else. `claimed = 1` keeps this true even when the
-//!   stalled process's clock lags the claimer's.
+//!   stalled process's clock lags the claimer's. A claimed instance never becomes live again.
+//! - **Revival.** A lapsed lease is only a permission for others to take over. An instance that
+//!   finds its own lease lapsed while nobody claimed it (the process was suspended, the machine
+//!   slept, the clock stepped forward, a test advanced a manual clock) renews it in the same
+//!   transaction and carries on: nothing of it was taken, and from that commit on no one may
+//!   take it. Only a claim — or the instance's row having been pruned — fences it.
+//! - **Pruning.** Rows that own no entries are deleted once claimed (a clean close claims its
+//!   own), or once their lease lapsed more than [`PRUNE_AFTER`] ago (a process killed while it
+//!   owned nothing). An instance whose row was pruned is fenced: that is the one way a handle
+//!   that stalled with no entries (for over a week) must be reopened.
 
 use cairn_core::{Duration, Instant};
 use rusqlite::{params, Connection};
@@ -24,6 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::codec::instant_to_sql;
 use super::writer::WriteCx;
 use super::{SqliteError, SqliteErrorKind};
+
+/// How long after its lease lapsed an unclaimed instance that owns no entries is pruned. Until
+/// then it may revive; a week covers a laptop shut for a long weekend, and the table holds at
+/// most one row per process killed within it.
+pub(crate) const PRUNE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// This handle's lease, as the writer thread last committed it.
 #[derive(Debug)]
@@ -62,7 +75,7 @@ impl Lease {
         self.until.fetch_max(until.as_millis(), Ordering::AcqRel);
     }
 
-    /// Records that the database says this instance is no longer live. Permanent.
+    /// Records that the database says this instance was claimed (or pruned). Permanent.
     pub fn fence(&self) {
         self.fenced.store(true, Ordering::Release);
     }
@@ -80,22 +93,26 @@ pub(crate) fn register(conn: &Connection, until: Instant) -> rusqlite::Result<i6
     Ok(conn.last_insert_rowid())
 }
 
-/// Deletes non-live instances that own no entries (nothing refers to them any more; a missing
-/// instance is as non-live as a claimed one, and ids are never reused). Returns how many went.
+/// Deletes the instances that own no entries and are either claimed or lapsed more than
+/// [`PRUNE_AFTER`] before `now` (nothing refers to them any more; a missing instance is as
+/// non-live as a claimed one, and ids are never reused). Returns how many went.
 pub(crate) fn prune(conn: &Connection, me: i64, now: Instant) -> rusqlite::Result<usize> {
+    let long_ago = Instant::from_millis(now.as_millis().saturating_sub(PRUNE_AFTER.as_millis()));
     conn.prepare_cached(
         "DELETE FROM instances
          WHERE id != ?1 AND (claimed != 0 OR lease_until <= ?2)
            AND NOT EXISTS (SELECT 1 FROM changes WHERE owner = instances.id)",
     )?
-    .execute(params![me, instant_to_sql(now)])
+    .execute(params![me, instant_to_sql(long_ago)])
 }
 
-/// Fails unless this instance is live at the clock's `now`. Call inside the transaction whose
-/// commit the lease must cover.
+/// Fails unless this instance is live at the clock's `now` or, its lease lapsed, can revive:
+/// nobody claimed it, so it renews in this transaction. Call inside the transaction whose commit
+/// the lease must cover.
 pub(crate) fn ensure_live(cx: &WriteCx<'_>, what: &str) -> Result<(), SqliteError> {
     let lease = &cx.shared.lease;
     let now = cx.shared.clock.now();
+    let err = cx.shared.sqlite_err("checking the instance lease");
     let live = !lease.is_fenced()
         && cx
             .conn
@@ -106,25 +123,38 @@ pub(crate) fn ensure_live(cx: &WriteCx<'_>, what: &str) -> Result<(), SqliteErro
             .and_then(|mut s| {
                 s.query_row(params![lease.instance, instant_to_sql(now)], |r| r.get(0))
             })
-            .map_err(cx.shared.sqlite_err("checking the instance lease"))?;
-    if live {
+            .map_err(&err)?;
+    // The in-memory lease is left alone: it records commits, and this one has not committed.
+    // The writer renews by itself soon after, finding half the lease gone.
+    if live
+        || (!lease.is_fenced()
+            && renew(cx.conn, lease.instance, now, lease.duration)
+                .map_err(&err)?
+                .is_some())
+    {
         return Ok(());
     }
     lease.fence();
-    Err(SqliteError::new(
+    Err(fenced(cx, what))
+}
+
+/// The error of a write refused because this instance was claimed.
+pub(crate) fn fenced(cx: &WriteCx<'_>, what: &str) -> SqliteError {
+    SqliteError::new(
         &cx.shared.path,
         SqliteErrorKind::Fenced,
         format!(
-            "{what} refused: instance {} lost its lease (it expired at {}, or another instance \
-             claimed its change-log entries); reopen the database",
-            lease.instance,
-            lease.until()
+            "{what} refused: instance {} stalled past its lease (which ran until {}) and another \
+             instance claimed its change-log entries; reopen the database",
+            cx.shared.lease.instance,
+            cx.shared.lease.until()
         ),
-    ))
+    )
 }
 
-/// Extends this instance's lease to `now + duration` if it is still live at `now`. Returns the
-/// new end, or `None` if the instance is no longer live (then it never will be again).
+/// Extends this instance's lease to `now + duration` unless it was claimed (or pruned), reviving
+/// it if it had lapsed. Returns the new end, or `None` if it was claimed (then it never will be
+/// live again).
 pub(crate) fn renew(
     conn: &Connection,
     me: i64,
@@ -134,20 +164,22 @@ pub(crate) fn renew(
     let until = now + duration;
     let changed = conn
         .prepare_cached(
-            "UPDATE instances SET lease_until = max(lease_until, ?3)
-             WHERE id = ?1 AND claimed = 0 AND lease_until > ?2",
+            "UPDATE instances SET lease_until = max(lease_until, ?2) WHERE id = ?1 AND claimed = 0",
         )?
-        .execute(params![me, instant_to_sql(now), instant_to_sql(until)])?;
+        .execute(params![me, instant_to_sql(until)])?;
     Ok((changed == 1).then_some(until))
 }
 
-/// Takes over the entries of every instance that is not live at `now`: marks each `claimed` and
-/// re-owns its entries to `me`. Returns how many entries changed hands. The caller checks first
-/// that `me` itself is live.
+/// Takes over the entries of every instance that is not live at `now`: marks each that owns
+/// entries `claimed` and re-owns its entries to `me`. Returns how many entries changed hands.
+/// A lapsed instance that owns nothing is left unclaimed, free to revive. The caller checks
+/// first that `me` itself is live.
 pub(crate) fn claim(conn: &Connection, me: i64, now: Instant) -> rusqlite::Result<usize> {
     let now = instant_to_sql(now);
     conn.prepare_cached(
-        "UPDATE instances SET claimed = 1 WHERE id != ?1 AND claimed = 0 AND lease_until <= ?2",
+        "UPDATE instances SET claimed = 1
+         WHERE id != ?1 AND claimed = 0 AND lease_until <= ?2
+           AND EXISTS (SELECT 1 FROM changes WHERE owner = instances.id)",
     )?
     .execute(params![me, now])?;
     // Owners with no instance row at all (pruned, or never registered) are not live either.
@@ -159,10 +191,10 @@ pub(crate) fn claim(conn: &Connection, me: i64, now: Instant) -> rusqlite::Resul
     .execute(params![me, now])
 }
 
-/// Ends this instance's lease at once (on a clean close), so another instance may take over its
-/// remaining entries without waiting for the lease to run out.
+/// Ends this instance's lease at once and for good (on a clean close), so another instance may
+/// take over its remaining entries without waiting for the lease to run out, and its row may go.
 pub(crate) fn release(conn: &Connection, me: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE instances SET lease_until = 0 WHERE id = ?1")?
+    conn.prepare_cached("UPDATE instances SET lease_until = 0, claimed = 1 WHERE id = ?1")?
         .execute([me])?;
     Ok(())
 }

@@ -68,11 +68,13 @@
 //! the lease at once.
 //!
 //! The other half is the **fence**: every `compare_and_write` and every `record` checks, inside
-//! the transaction that writes it, that its own instance is still live (`claimed = 0 AND
-//! lease_until > now`, by the configured [`Clock`]). A process that stalled past its lease — and
-//! whose blobs another process may already be cleaning up — therefore can never commit a
-//! tombstone afterwards: its writes fail with [`SqliteErrorKind::Fenced`], and the handle stays
-//! fenced; open the database again for a fresh instance.
+//! the transaction that writes it, that no other instance has claimed its own. A process that
+//! stalled past its lease and whose entries another process took over — and whose blobs that
+//! process may already be cleaning up — therefore can never commit a tombstone afterwards: its
+//! writes fail with [`SqliteErrorKind::Fenced`], and the handle stays fenced; open the database
+//! again for a fresh instance. A process that stalled (or whose [`Clock`] jumped) past its lease
+//! while nobody claimed it simply renews in that transaction and carries on: a lapsed lease only
+//! permits a takeover, it does not fence by itself.
 //!
 //! # Expiry
 //!
@@ -182,8 +184,8 @@ impl SqliteOptions {
     }
 
     /// How long an instance's lease lasts without renewal (default 30 s). A process that stalls
-    /// longer than this is fenced; a crashed process's change-log entries are recovered this
-    /// long after its last renewal.
+    /// longer than this may have its change-log entries taken over by another (and is fenced if
+    /// they are); a crashed process's entries are recovered this long after its last renewal.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -364,15 +366,15 @@ impl SqliteDb {
         self.shared.lease.until()
     }
 
-    /// Whether this handle is known to be fenced: its lease ran out or was claimed, so it may no
-    /// longer record changes or compare-and-write. Open the database again.
+    /// Whether this handle is known to be fenced: another instance claimed it after its lease ran
+    /// out, so it may no longer record changes or compare-and-write. Open the database again.
     pub fn is_fenced(&self) -> bool {
         self.shared.lease.is_fenced()
     }
 
-    /// Extends this instance's lease to `now + lease`, as the writer thread does on its own; returns
-    /// the new end. Fails with [`SqliteErrorKind::Fenced`] if the instance is no longer live at
-    /// `now`.
+    /// Extends this instance's lease to `now + lease`, as the writer thread does on its own (a
+    /// lapsed lease nobody claimed revives); returns the new end. Fails with
+    /// [`SqliteErrorKind::Fenced`] if another instance claimed this one.
     pub async fn renew_lease(&self, now: Instant) -> BackendResult<Instant> {
         let until = self
             .writer
@@ -382,14 +384,7 @@ impl SqliteDb {
                     Ok(Some(until)) => Ok(until),
                     Ok(None) => {
                         lease.fence();
-                        Err(SqliteError::new(
-                            &cx.shared.path,
-                            SqliteErrorKind::Fenced,
-                            format!(
-                                "renewing the lease refused: instance {} is no longer live",
-                                lease.instance
-                            ),
-                        ))
+                        Err(lease::fenced(cx, "renewing the lease"))
                     }
                     Err(e) => Err(cx.shared.sqlite_err("renewing the instance lease")(e)),
                 }
