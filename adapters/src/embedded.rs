@@ -98,9 +98,18 @@ pub struct FsckReport {
     pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
     /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
     pub stale_entries: Vec<LoggedChange>,
-    /// What in the blob directory is not a readable blob — a foreign file, a damaged header, a
-    /// blob under another blob's name, a fan-out directory that cannot be listed — each as an
-    /// error naming the path. Repair never deletes them: they may be someone's data, or the
+    /// Not a problem: change-log entries of another live instance — a write under way in
+    /// another process, or one of a process killed less than its lease ago, which recovery
+    /// takes over once the lease has run out.
+    pub in_flight: Vec<LoggedChange>,
+    /// Not a problem: temporary files in the blob directory, of writes under way or interrupted
+    /// (those untouched for an hour go with the next maintenance pass).
+    pub temp_files: u64,
+    /// Their bytes.
+    pub temp_bytes: u64,
+    /// What in the blob directory is not a readable blob or cairn's own — a foreign file
+    /// anywhere in it, a damaged header, a blob under another blob's name, a directory that
+    /// cannot be listed — each as an error naming the path. Repair never deletes them: they may be someone's data, or the
     /// only copy of a damaged object.
     pub unreadable: Vec<String>,
     /// With repair: orphan blobs deleted.
@@ -281,7 +290,20 @@ impl<R: Runtime> Embedded<R> {
                     .map(|r| (e.record.key.clone(), r))
             })
             .collect();
-        report.stale_entries = entries.into_iter().filter(|e| !e.owner_live).collect();
+        let me = self.db().instance_id();
+        for entry in entries {
+            if !entry.owner_live {
+                report.stale_entries.push(entry);
+            } else if entry.owner != me {
+                report.in_flight.push(entry);
+            }
+        }
+        let around = self.blobs().surroundings();
+        report.temp_files = around.temp_files;
+        report.temp_bytes = around.temp_bytes;
+        report
+            .unreadable
+            .extend(around.strays.iter().map(ToString::to_string));
 
         let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
         for blob in self.blobs().blobs() {

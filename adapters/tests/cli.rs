@@ -475,3 +475,219 @@ fn demo_runs_to_the_end() {
         "{text}"
     );
 }
+
+/// Every blob file under the data directory.
+fn blob_files(data: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for fanout in std::fs::read_dir(data.join("blobs").join("blobs")).unwrap() {
+        for file in std::fs::read_dir(fanout.unwrap().path()).unwrap() {
+            found.push(file.unwrap().path());
+        }
+    }
+    found
+}
+
+/// `get -o` must never write over the store it reads from: the database, a blob, or anything
+/// else inside the data directory, however the path is spelled. A get that fails leaves an
+/// existing output file as it was.
+#[test]
+fn get_never_writes_into_the_data_directory_and_a_failed_get_keeps_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"value")));
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "big", "-"],
+        Some(&vec![7u8; 2 << 20]),
+    ));
+    let blob = blob_files(&data).pop().expect("the blob of big");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(data.join("cairn.sqlite"), &link).unwrap();
+    let sneaky = data.join("..").join("data").join("new-file");
+    for target in [
+        data.join("cairn.sqlite"),
+        blob.clone(),
+        sneaky.clone(),
+        link.clone(),
+    ] {
+        let out = cairn(&data, &["get", "big", "-o", target.to_str().unwrap()]);
+        assert_eq!(code(&out), 2, "{}: {out:?}", target.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("inside the data directory"), "{err}");
+    }
+    assert!(!sneaky.exists());
+    assert!(std::fs::metadata(&blob).unwrap().len() > 2 << 20);
+    assert_eq!(cairn(&data, &["get", "k"]).stdout, b"value");
+    assert_eq!(cairn(&data, &["get", "big"]).stdout.len(), 2 << 20);
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
+
+    // A get that fails half way (its blob damaged) leaves the old file and no temporary one.
+    let old = dir.path().join("out");
+    std::fs::write(&old, b"precious").unwrap();
+    let size = std::fs::metadata(&blob).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&blob)
+        .and_then(|f| f.set_len(size - 1000))
+        .unwrap();
+    let out = cairn(&data, &["get", "big", "-o", old.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{out:?}");
+    assert_eq!(std::fs::read(&old).unwrap(), b"precious");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "data, link, out and nothing else: {left:?}");
+    // A successful get replaces it whole.
+    ok(&cairn(&data, &["get", "k", "-o", old.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&old).unwrap(), b"value");
+}
+
+/// A plain `fsck` changes nothing: right after a crash it shows the dead writer's entry — held
+/// by its lease at first, stale once the lease ran out — and its blob, and only `--repair`
+/// cleans them up. `recover` says why it leaves a live lease's entries alone.
+#[test]
+fn fsck_shows_what_a_crash_left_and_only_repair_cleans_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"v")));
+    let crashed = cairn(
+        &data,
+        &["--lease-ms", "60000", "__crash-put", "held", "2097152"],
+    );
+    assert!(!crashed.status.success(), "the crash put aborts");
+    let report = json(&cairn(&data, &["--json", "fsck"]));
+    assert_eq!(
+        report["clean"], true,
+        "a live lease is not a problem: {report}"
+    );
+    let held = report["in_flight_log_entries"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{report}");
+    assert_eq!(held[0]["key"], "held");
+    let out = ok(&cairn(&data, &["recover"]));
+    assert!(
+        out.contains("1 change-log entry of another live instance left alone"),
+        "{out}"
+    );
+    assert_eq!(
+        json(&cairn(&data, &["--json", "recover"]))["held_by_live_instances"],
+        1
+    );
+
+    // A writer with a short lease dies, under a key a terminal would garble.
+    let key = "lost\nkey\u{1b}";
+    let crashed = cairn(&data, &["--lease-ms", "1", "__crash-put", key, "2097152"]);
+    assert!(!crashed.status.success(), "the crash put aborts");
+    let before = blob_files(&data).len();
+    for _ in 0..2 {
+        let out = cairn(&data, &["--json", "fsck"]);
+        assert_eq!(code(&out), 1, "{out:?}");
+        let report = json(&out);
+        let stale = report["stale_log_entries"].as_array().unwrap();
+        assert_eq!(stale.len(), 1, "{report}");
+        assert_eq!(stale[0]["key"], key, "JSON carries keys as they are");
+        assert_eq!(
+            blob_files(&data).len(),
+            before,
+            "a plain fsck deletes nothing"
+        );
+    }
+    let report = json(&cairn(&data, &["--json", "fsck", "--repair"]));
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(blob_files(&data).len(), before - 1);
+}
+
+/// Files in the blob directory that cairn did not put there are reported wherever they are;
+/// temporary files are counted, not reported as problems.
+#[test]
+fn fsck_finds_strays_anywhere_in_the_blob_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"v")));
+    let blobs = data.join("blobs");
+    std::fs::write(blobs.join("stray.txt"), b"x").unwrap();
+    std::fs::write(blobs.join("blobs").join("stray"), b"x").unwrap();
+    std::fs::write(blobs.join("tmp").join("not-a-temp"), b"x").unwrap();
+    std::fs::write(blobs.join("tmp").join("1-2-3.partial"), b"half").unwrap();
+    let out = cairn(&data, &["--json", "fsck", "--repair"]);
+    assert_eq!(code(&out), 1);
+    let report = json(&out);
+    assert_eq!(report["problems"], 3, "{report}");
+    assert_eq!(
+        (report["temp_files"].as_u64(), report["temp_bytes"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let text = ok_or_problems(&cairn(&data, &["fsck"]));
+    for name in ["stray.txt", "stray", "not-a-temp"] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(text.contains("1 temporary file (4 bytes)"), "{text}");
+    assert!(blobs.join("stray.txt").exists(), "never deleted");
+}
+
+fn ok_or_problems(out: &Output) -> String {
+    assert!(matches!(code(out), 0 | 1), "{out:?}");
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Small things a user runs into.
+#[test]
+fn puts_report_their_own_object_and_mistakes_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Gone before the put could look at it again, the object is still described.
+    let report = json(&cairn_with_stdin(
+        &data,
+        &["--json", "put", "brief", "-", "--ttl", "1ms"],
+        Some(b"hi"),
+    ));
+    assert_eq!(
+        (report["size"].as_u64(), report["tier"].as_str()),
+        (Some(2), Some("inline"))
+    );
+    // A dangling symbolic link as the data directory.
+    let link = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+    let out = cairn_with_stdin(&link, &["put", "k", "-"], Some(b"v"));
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link to nothing"));
+    // A key far too long is not repeated in full.
+    let long = "k".repeat(5000);
+    let out = cairn(&data, &["head", &long]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        out.stderr.len() < 300,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `put KEY` without a file on a terminal would store whatever is typed before Ctrl-D — or
+/// nothing — over the key: refused, nothing read or written.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_put_without_a_file_refuses_to_read_a_terminal() {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"value")));
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data")
+        .arg(&data)
+        .args(["put", "k"])
+        .stdin(Stdio::from(terminal))
+        .output()
+        .expect("run cairn");
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass - to type it"));
+    assert_eq!(cairn(&data, &["get", "k"]).stdout, b"value");
+}

@@ -119,3 +119,72 @@ impl Iterator for Blobs {
         }
     }
 }
+
+/// What lies outside the fan-out directories, as [`BlobDir::surroundings`](super::BlobDir::surroundings)
+/// finds it.
+#[derive(Debug, Default)]
+pub struct Surroundings {
+    /// Temporary files: writes in progress, or left by writes that crashed (swept once old).
+    pub temp_files: u64,
+    /// Their bytes.
+    pub temp_bytes: u64,
+    /// Anything cairn did not put there — a file beside `LAYOUT`, `tmp/` and `blobs/`, an entry
+    /// of `blobs/` that is not a fan-out directory, a file in `tmp/` that is not a temporary
+    /// file — and listings that failed, each as an error naming the path.
+    pub strays: Vec<io::Error>,
+}
+
+/// Walks the root, `tmp/` and `blobs/` (not the fan-out directories under it).
+pub(crate) fn surroundings(layout: &Layout) -> Surroundings {
+    let mut found = Surroundings::default();
+    let root = layout.root();
+    let fanout: Vec<PathBuf> = (0..FANOUT_DIRS).map(|i| layout.fanout_dir(i)).collect();
+    let expected = |path: &std::path::Path| {
+        path == layout.tag_path() || path == layout.tmp() || path == layout.blobs()
+    };
+    let mut list = |dir: &std::path::Path, each: &mut dyn FnMut(PathBuf, &mut Surroundings)| {
+        match std::fs::read_dir(dir) {
+            Ok(listing) => {
+                for entry in listing {
+                    match entry {
+                        Ok(entry) => each(entry.path(), &mut found),
+                        Err(e) => found.strays.push(context("listing", dir)(e)),
+                    }
+                }
+            }
+            Err(e) => found.strays.push(context("listing", dir)(e)),
+        }
+    };
+    list(root, &mut |path, found| {
+        if !expected(&path) {
+            found
+                .strays
+                .push(corrupt(&path, "unexpected entry in blob directory"));
+        }
+    });
+    list(layout.blobs(), &mut |path, found| {
+        if !fanout.contains(&path) || !path.is_dir() {
+            found
+                .strays
+                .push(corrupt(&path, "unexpected entry in blob directory"));
+        }
+    });
+    list(layout.tmp(), &mut |path, found| {
+        let temp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(super::layout::TEMP_SUFFIX));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if temp && m.is_file() => {
+                found.temp_files += 1;
+                found.temp_bytes += m.len();
+            }
+            // Finished (renamed or removed) since it was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            _ => found
+                .strays
+                .push(corrupt(&path, "unexpected entry in blob directory")),
+        }
+    });
+    found
+}

@@ -67,7 +67,7 @@ mod read;
 mod sweep;
 mod write;
 
-pub use list::BlobInfo;
+pub use list::{BlobInfo, Surroundings};
 pub use sweep::SweepReport;
 
 use crate::backend::{BackendError, BackendResult, LtBackend, Staging};
@@ -204,6 +204,12 @@ impl BlobDir {
     /// wrong name is an `Err` item naming it, and the walk goes on.
     pub fn blobs(&self) -> impl Iterator<Item = io::Result<BlobInfo>> + Send + 'static {
         list::Blobs::new(self.inner.clone())
+    }
+
+    /// What lies around the blobs, for `fsck`: the temporary files, and whatever cairn did not
+    /// put there (each reported, never removed).
+    pub fn surroundings(&self) -> Surroundings {
+        list::surroundings(&self.inner.layout)
     }
 }
 

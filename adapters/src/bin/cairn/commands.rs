@@ -6,14 +6,16 @@ use crate::{demo, Cli, Command};
 use bytes::Bytes;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, DB_FILE};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
-use cairn_core::{Duration, Key, KeyBuf, WriteOutcome};
+use cairn_core::{Config, Duration, Key, KeyBuf, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::StreamExt;
 use serde_json::json;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Bytes read from a file or standard input per chunk.
 const CHUNK: usize = 256 * 1024;
@@ -127,6 +129,10 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
             "{} is not a directory",
             dir.display()
         ))),
+        // Creating it would fail on the link with a puzzling "File exists".
+        Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_symlink() => Err(CliError::Input(
+            format!("{} is a symbolic link to nothing", dir.display()),
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CliError::Input(format!(
             "no data directory at {} (a put creates one)",
@@ -164,7 +170,12 @@ pub fn open_without_recovery(dir: &Path, lease_ms: u64) -> Result<Data, CliError
 
 /// Validates a key from the command line before anything is opened.
 fn key(key: &str) -> Result<&Key, CliError> {
-    Key::new(key.as_bytes()).map_err(|e| CliError::Input(format!("invalid key {key:?}: {e}")))
+    Key::new(key.as_bytes()).map_err(|e| {
+        // A key far too long is named by its start, not repeated in full.
+        let shown: String = key.chars().take(64).collect();
+        let more = if shown.len() < key.len() { "…" } else { "" };
+        CliError::Input(format!("invalid key {shown:?}{more}: {e}"))
+    })
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -211,11 +222,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             options
                 .validate()
                 .map_err(|e| CliError::Input(e.to_string()))?;
-            let (body, total) = source(file.as_deref(), json)?;
+            let (body, read) = source(file.as_deref(), json)?;
             let data = open(&dir, cli.lease_ms)?;
             let outcome = block_on(data.store().put_stream(k, body, &options))?;
-            let info = block_on(data.store().head(k))?;
-            report_put(k, outcome, info.as_ref(), total, json)?;
+            let size = read.load(Ordering::Acquire);
+            // What is under the key now, if it is what this put stored: another writer may have
+            // replaced it already (and a superseded put's value was never there).
+            let info = match outcome {
+                WriteOutcome::Committed => block_on(data.store().head(k))?.filter(|i| {
+                    i.meta.size == size && i.meta.content_type() == options.content_type.as_deref()
+                }),
+                WriteOutcome::Superseded => None,
+            };
+            report_put(k, outcome, info.as_ref(), size, &options, json)?;
         }
         Command::Get {
             key: k,
@@ -229,6 +248,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 return Err(CliError::Input(
                     "--json prints metadata; give the bytes a file with -o".into(),
                 ));
+            }
+            if let Some(out) = out {
+                check_output(out, &dir)?;
             }
             let data = open(&dir, cli.lease_ms)?;
             let object = match range {
@@ -287,10 +309,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // Opened without its own recovery pass, so that this one reports all there was.
             let data = open_without_recovery(&dir, cli.lease_ms)?;
             let report = block_on(data.store().recover())?;
+            let me = data.db().instance_id();
+            let held = data
+                .db()
+                .log_entries()
+                .map_err(|source| Error::Read {
+                    tier: cairn_core::Tier::Log,
+                    source,
+                })?
+                .iter()
+                .filter(|e| e.owner_live && e.owner != me)
+                .count();
             if json {
                 out!(
                     "{}",
-                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted })
+                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held })
                 );
             } else {
                 out!(
@@ -300,20 +333,36 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     report.deferred,
                     output::count(report.blobs_deleted, "blob delete", "blob deletes")
                 );
+                if held > 0 {
+                    out!("{}", held_note(held));
+                }
             }
         }
-        Command::Fsck { repair } => return fsck(&open(&dir, cli.lease_ms)?, *repair, json),
+        // Opened without recovery, so that the check sees what a crash left (repair recovers).
+        Command::Fsck { repair } => {
+            return fsck(&open_without_recovery(&dir, cli.lease_ms)?, *repair, json)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The body to store and its length if known, with a progress bar on large known lengths.
-fn source(file: Option<&Path>, json: bool) -> Result<(Body, Option<u64>), CliError> {
+/// The body to store, and a count of the bytes it has read, with a progress bar on large
+/// transfers.
+fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), CliError> {
     let path_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CliError::Path { path, source }
     };
     let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
+        // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
+        // the key: typing the object in takes an explicit `-`.
+        None if io::stdin().is_terminal() => {
+            return Err(CliError::Input(
+                "no FILE to store, and standard input is a terminal: name a file, pipe the \
+                 object in, or pass - to type it (end with Ctrl-D)"
+                    .into(),
+            ))
+        }
         None => (Box::new(io::stdin()), None),
         Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
         Some(path) => {
@@ -328,75 +377,148 @@ fn source(file: Option<&Path>, json: bool) -> Result<(Body, Option<u64>), CliErr
             (Box::new(f), Some(meta.len()))
         }
     };
-    let bar = output::progress("put", total, json);
-    Ok((chunks(reader, bar), total))
+    let read = Arc::new(AtomicU64::new(0));
+    let bar = output::Progress::new("put", total, json);
+    Ok((chunks(reader, bar, read.clone()), read))
 }
 
-/// A body that reads `reader` a chunk at a time as the store pulls it.
-fn chunks(reader: Box<dyn Read + Send>, bar: Option<indicatif::ProgressBar>) -> Body {
-    let stream = futures_lite::stream::unfold(Some((reader, bar)), |state| async move {
-        let (mut reader, bar) = state?;
-        let mut buf = vec![0; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some((Err(e), None)),
+/// A body that reads `reader` a chunk at a time as the store pulls it, counting into `read`.
+fn chunks(reader: Box<dyn Read + Send>, bar: output::Progress, read: Arc<AtomicU64>) -> Body {
+    let stream = futures_lite::stream::unfold(Some((reader, bar)), move |state| {
+        let read = read.clone();
+        async move {
+            let (mut reader, mut bar) = state?;
+            let mut buf = vec![0; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some((Err(e), None)),
+                }
             }
-        }
-        if let Some(bar) = &bar {
+            read.fetch_add(filled as u64, Ordering::AcqRel);
             bar.inc(filled as u64);
-        }
-        if filled == 0 {
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
+            if filled == 0 {
+                bar.finish();
+                return None;
             }
-            return None;
+            buf.truncate(filled);
+            Some((Ok(Bytes::from(buf)), Some((reader, bar))))
         }
-        buf.truncate(filled);
-        Some((Ok(Bytes::from(buf)), Some((reader, bar))))
     });
     Body::from_stream(stream)
 }
 
-/// Streams `body` to `path` (or standard output), returning the bytes written.
+/// Refuses an output file inside the data directory `data`: written there, a get could
+/// overwrite the database or a blob — the store itself. Symbolic links are followed.
+fn check_output(path: &Path, data: &Path) -> Result<(), CliError> {
+    let path_err = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| CliError::Path { path, source }
+    };
+    let data = std::fs::canonicalize(data).map_err(path_err(data))?;
+    let target = match std::fs::canonicalize(path) {
+        Ok(target) => target,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let name = path.file_name().ok_or_else(|| {
+                CliError::Input(format!("{} does not name a file", path.display()))
+            })?;
+            std::fs::canonicalize(parent)
+                .map_err(path_err(parent))?
+                .join(name)
+        }
+        Err(source) => return Err(path_err(path)(source)),
+    };
+    if target.starts_with(&data) {
+        return Err(CliError::Input(format!(
+            "refusing to write {} inside the data directory {}: it could overwrite the store",
+            path.display(),
+            data.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Streams `body` to `path` (or standard output), returning the bytes written. A regular file
+/// is written beside its final name and renamed into place at the end, so a get that fails half
+/// way leaves an existing file as it was; a device or a pipe is written directly.
 fn sink(
     mut body: Body,
     path: Option<&Path>,
     bar: Option<indicatif::ProgressBar>,
 ) -> Result<u64, CliError> {
-    let file_err = |source| match path {
-        Some(path) => CliError::File {
-            path: path.to_path_buf(),
+    let Some(path) = path else {
+        let mut out = io::stdout().lock();
+        let written = copy(&mut body, &mut out, bar.as_ref(), output::stdout_error)?;
+        out.flush().map_err(output::stdout_error)?;
+        return Ok(written);
+    };
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::File {
+            path: path.clone(),
             source,
-        },
-        None => output::stdout_error(source),
-    };
-    let mut out: Box<dyn Write> = match path {
-        Some(p) => {
-            let file = File::create(p).map_err(|source| CliError::Path {
-                path: p.to_path_buf(),
-                source,
-            })?;
-            Box::new(io::BufWriter::new(file))
         }
-        None => Box::new(io::stdout().lock()),
     };
-    let mut written = 0u64;
-    while let Some(chunk) = block_on(body.next()) {
-        let chunk = chunk.map_err(|e| CliError::Store(Error::stored_body(e)))?;
-        out.write_all(&chunk).map_err(file_err)?;
-        written += chunk.len() as u64;
-        if let Some(bar) = &bar {
-            bar.inc(chunk.len() as u64);
+    let path_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Path { path, source }
+    };
+    // Through a symbolic link to the file it names.
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let special = std::fs::metadata(&target).is_ok_and(|m| !m.is_file());
+    if special {
+        let mut out = File::create(&target).map_err(path_err(path))?;
+        let written = copy(&mut body, &mut out, bar.as_ref(), file_err(path));
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
+        return written;
     }
-    out.flush().map_err(file_err)?;
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let temp = target.with_file_name(format!(".{name}.cairn-{}.partial", std::process::id()));
+    let written = File::create_new(&temp)
+        .map_err(path_err(&temp))
+        .and_then(|file| {
+            let mut out = io::BufWriter::new(file);
+            let written = copy(&mut body, &mut out, bar.as_ref(), file_err(path))?;
+            out.into_inner()
+                .map_err(|e| file_err(path)(e.into_error()))?;
+            std::fs::rename(&temp, &target).map_err(file_err(path))?;
+            Ok(written)
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    written
+}
+
+/// Copies `body` into `out`, advancing `bar`.
+fn copy(
+    body: &mut Body,
+    out: &mut impl Write,
+    bar: Option<&indicatif::ProgressBar>,
+    write_err: impl Fn(io::Error) -> CliError,
+) -> Result<u64, CliError> {
+    let mut written = 0u64;
+    while let Some(chunk) = block_on(body.next()) {
+        let chunk = chunk.map_err(|e| CliError::Store(Error::stored_body(e)))?;
+        out.write_all(&chunk).map_err(&write_err)?;
+        written += chunk.len() as u64;
+        if let Some(bar) = bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    out.flush().map_err(write_err)?;
     Ok(written)
 }
 
@@ -404,30 +526,55 @@ fn report_put(
     k: &str,
     outcome: WriteOutcome,
     info: Option<&cairn_adapters::ObjectInfo>,
-    total: Option<u64>,
+    size: u64,
+    options: &PutOptions,
     json: bool,
 ) -> Result<(), CliError> {
     let outcome = match outcome {
         WriteOutcome::Committed => "committed",
         WriteOutcome::Superseded => "superseded by a concurrent write",
     };
-    match (json, info) {
-        (true, Some(info)) => {
-            let mut doc = output::meta_json(k, &info.meta, &info.location);
-            doc["outcome"] = json!(outcome);
-            out!("{doc}");
+    let Some(info) = info else {
+        // Only what this put itself knows: the object is no longer there to ask.
+        let tier = if size > Config::DEFAULT.inline_threshold {
+            "long-term"
+        } else {
+            "inline"
+        };
+        if json {
+            out!(
+                "{}",
+                json!({
+                    "key": k,
+                    "size": size,
+                    "tier": tier,
+                    "revision": null,
+                    "content_type": options.content_type,
+                    "created": null,
+                    "expires": null,
+                    "meta": options.user.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
+                    "outcome": outcome,
+                })
+            );
+        } else {
+            out!(
+                "stored {}: {size} bytes, {tier} ({outcome}; since replaced, deleted or expired)",
+                shown(k)
+            );
         }
-        (true, None) => out!("{}", json!({ "key": k, "outcome": outcome, "size": total })),
-        (false, Some(info)) => out!(
+        return Ok(());
+    };
+    if json {
+        let mut doc = output::meta_json(k, &info.meta, &info.location);
+        doc["outcome"] = json!(outcome);
+        out!("{doc}");
+    } else {
+        out!(
             "stored {}: {} bytes, {} ({outcome})",
             shown(k),
             info.meta.size,
             output::location(&info.location)
-        ),
-        (false, None) => out!(
-            "stored {} ({outcome}; it has already expired or been replaced)",
-            shown(k)
-        ),
+        );
     }
     Ok(())
 }
@@ -480,9 +627,12 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             json!({
                 "rows": report.rows,
                 "blobs": report.blobs,
-                "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": text(k), "revision": r.to_string()})).collect::<Vec<_>>(),
-                "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": text(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
-                "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": text(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "dangling_tombstones": report.dangling.iter().map(|(k, r)| json!({"key": lossy(k), "revision": r.to_string()})).collect::<Vec<_>>(),
+                "orphan_blobs": report.orphans.iter().map(|(k, r, p)| json!({"key": lossy(k), "revision": r.to_string(), "path": p})).collect::<Vec<_>>(),
+                "stale_log_entries": report.stale_entries.iter().map(|e| json!({"id": e.record.id.to_string(), "key": lossy(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "in_flight_log_entries": report.in_flight.iter().map(|e| json!({"id": e.record.id.to_string(), "key": lossy(&e.record.key), "owner": e.owner})).collect::<Vec<_>>(),
+                "temp_files": report.temp_files,
+                "temp_bytes": report.temp_bytes,
                 "unreadable_files": report.unreadable,
                 "repaired": repair,
                 "orphans_deleted": report.orphans_deleted,
@@ -522,6 +672,17 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 e.owner
             );
         }
+        if !report.in_flight.is_empty() {
+            out!("{}", held_note(report.in_flight.len()));
+        }
+        if report.temp_files > 0 {
+            out!(
+                "{} ({} bytes) of writes under way or interrupted; maintenance removes them once \
+                 an hour old",
+                output::count(report.temp_files, "temporary file", "temporary files"),
+                report.temp_bytes
+            );
+        }
         if let Some(r) = &report.recovered {
             out!(
                 "recovery: {} examined, {} cleaned, {}",
@@ -540,6 +701,15 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             output::count(left, "problem", "problems")
         )))
     }
+}
+
+/// Why `held` change-log entries were left alone.
+fn held_note(held: usize) -> String {
+    format!(
+        "{} of another live instance left alone: a write under way in another process, or of \
+         one killed less than its lease (30 s by default) ago; recovery takes them over once it has run out",
+        output::count(held, "change-log entry", "change-log entries")
+    )
 }
 
 /// Used by the demo: where an object lives.

@@ -106,9 +106,11 @@ pub enum Command {
         repair: bool,
     },
     /// A guided tour on a fresh data directory: small and large puts, overwrite, range read,
-    /// delete, a simulated crash and recovery, each step explained.
+    /// delete, a simulated crash and recovery, each step explained. It runs in a new temporary
+    /// directory (never in $CAIRN_DATA or ./cairn-data), or in `--data DIR` if given, which must
+    /// be new or empty and is kept.
     Demo {
-        /// Keep the demo's data directory instead of removing it.
+        /// Keep the demo's temporary data directory instead of removing it.
         #[arg(long)]
         keep: bool,
     },

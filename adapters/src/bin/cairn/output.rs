@@ -120,6 +120,47 @@ pub fn meta_text(key: &str, meta: &Metadata, at: &Location) -> String {
     out
 }
 
+/// Progress of a transfer whose length may be unknown (standard input): a bar from the start
+/// when it is known and large, a spinner once an unknown one has turned out large.
+pub struct Progress {
+    what: &'static str,
+    bar: Option<ProgressBar>,
+    /// Whether a spinner may still start (unknown length, on a terminal, not `--json`).
+    may_spin: bool,
+    done: u64,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: Option<u64>, json: bool) -> Progress {
+        Progress {
+            what,
+            bar: total.and_then(|_| progress(what, total, json)),
+            may_spin: total.is_none() && !json && std::io::stderr().is_terminal(),
+            done: 0,
+        }
+    }
+
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        if self.may_spin && self.done >= PROGRESS_MIN {
+            self.may_spin = false;
+            self.bar = progress(self.what, None, false);
+            if let Some(bar) = &self.bar {
+                bar.set_position(self.done - n);
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// A progress bar for a transfer of `total` bytes (if known), or none when not on a terminal or
 /// the transfer is small.
 pub fn progress(what: &str, total: Option<u64>, json: bool) -> Option<ProgressBar> {
