@@ -2,7 +2,7 @@
 
 use crate::backend::BackendError;
 use crate::MetadataError;
-use cairn_core::{Applied, ConfigError, KeyError, Tier, WriteError};
+use cairn_core::{Applied, ConfigError, KeyError, Revision, Tier, WriteError};
 use std::io;
 
 /// Why a store call failed.
@@ -13,6 +13,7 @@ use std::io;
 /// - A backend's fault: [`Write`](Error::Write) (with whether it may have applied) and
 ///   [`Read`](Error::Read).
 /// - Contention: [`Unstable`](Error::Unstable).
+/// - Damage done outside cairn: [`Lost`](Error::Lost).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -55,6 +56,17 @@ pub enum Error {
     /// The key was overwritten under the read too many times in a row; retrying may succeed.
     #[error("the key kept changing under the read; try again")]
     Unstable,
+    /// The key's tombstone points at a blob the long-term tier does not have: it was removed
+    /// outside cairn, and the object is lost. `fsck` lists it as a dangling tombstone;
+    /// overwriting or deleting the key clears it.
+    #[error(
+        "the object's blob (revision {revision}) is missing from the long-term tier: it was \
+         removed outside cairn, and the object is lost (delete or overwrite the key to clear it)"
+    )]
+    Lost {
+        /// The revision the tombstone points at.
+        revision: Revision,
+    },
 }
 
 impl Error {

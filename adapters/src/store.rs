@@ -814,6 +814,7 @@ fn read_result(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Fou
     found.map_err(|e| match e {
         ReadError::Range(r) => Error::InvalidRange { size: r.size },
         ReadError::Unstable => Error::Unstable,
+        ReadError::Lost(revision) => Error::Lost { revision },
         ReadError::Io(tier) => Error::Read {
             tier,
             source: io

@@ -425,8 +425,8 @@ fn small_things_a_script_relies_on() {
     ));
     assert!(ok(&cairn(&data, &["head", "far"])).contains("expires:      30"));
     assert_eq!(json(&cairn(&data, &["--json", "rm", "k"]))["deleted"], true);
-    // A tombstone whose blob was removed from outside reads as nothing, but `rm` clears it,
-    // as fsck advises, and says so.
+    // A tombstone whose blob was removed from outside reads as lost (a storage failure, not
+    // a missing key); `rm` clears it, as fsck advises, and says so.
     ok(&cairn_with_stdin(
         &data,
         &["put", "big", "-"],
@@ -439,6 +439,11 @@ fn small_things_a_script_relies_on() {
         }
     }
     assert_eq!(code(&cairn(&data, &["fsck"])), 1, "dangling");
+    for command in ["get", "head"] {
+        let out = cairn(&data, &[command, "big"]);
+        assert_eq!(code(&out), 3, "{command}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the object is lost"));
+    }
     assert!(ok(&cairn(&data, &["rm", "big"])).starts_with("deleted big"));
     assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
 }

@@ -5,7 +5,7 @@
 //! I/O failure reported by a backend, with what is known about whether the mutation took effect,
 //! and a get that could not settle on a version.
 
-use crate::{RangeNotSatisfiable, Tier};
+use crate::{RangeNotSatisfiable, Revision, Tier};
 use core::fmt;
 
 /// Whether a failed mutation may have taken effect.
@@ -52,6 +52,11 @@ pub enum ReadError {
     /// The key was overwritten and cleaned up under the read more than
     /// [`MAX_REDIRECT_HOPS`](crate::limits::MAX_REDIRECT_HOPS) times in a row.
     Unstable,
+    /// The key's tombstone points at this revision's blob, and the long-term tier does not have
+    /// it — twice, with nothing changed in between: it was removed outside cairn (cairn never
+    /// deletes a blob a live tombstone references), and the object is lost. Overwriting or
+    /// deleting the key clears the tombstone.
+    Lost(Revision),
 }
 
 impl fmt::Display for ReadError {
@@ -62,6 +67,11 @@ impl fmt::Display for ReadError {
                 write!(f, "range not satisfiable for an object of {} bytes", r.size)
             }
             ReadError::Unstable => f.write_str("key kept changing under the read; try again"),
+            ReadError::Lost(revision) => write!(
+                f,
+                "the object's blob (revision {revision}) is missing from the long-term tier: it \
+                 was removed outside cairn, and the object is lost"
+            ),
         }
     }
 }

@@ -993,7 +993,7 @@ mod get {
     }
 
     #[test]
-    fn get_same_tombstone_after_vanished_blob_is_not_found() {
+    fn get_same_tombstone_after_vanished_blob_is_lost() {
         let mut get = get(None);
         expect(&mut get, READ, row(A));
         expect(
@@ -1002,7 +1002,11 @@ mod get {
             Completion::Blob { found: false },
         );
         expect(&mut get, READ, row(A));
-        assert_eq!(done(&mut get), Ok(None), "removed behind cairn's back");
+        assert_eq!(
+            done(&mut get),
+            Err(ReadError::Lost(A)),
+            "removed behind cairn's back"
+        );
     }
 
     #[test]

@@ -670,10 +670,10 @@ fn get_and_head_paths_do_not_allocate() {
         matches!(result, Ok(Some(Found::LongTerm { tombstone, .. })) if tombstone.revision == B)
     );
 
-    // The blob was removed behind cairn's back: the same tombstone again means not found.
+    // The blob was removed behind cairn's back: the same tombstone again means it is lost.
     let mut dangling = harness(Given::Tombstone);
     dangling.world.remove_blob(key(), A);
-    assert_eq!(read(&mut dangling, get(None)), Ok(None));
+    assert_eq!(read(&mut dangling, get(None)), Err(ReadError::Lost(A)));
 
     // Overwritten under every read: gives up as unstable.
     let mut next = 0xB0_u128;

@@ -56,7 +56,8 @@ enum State {
 /// read again and the new target followed, at most
 /// [`MAX_REDIRECT_HOPS`](crate::limits::MAX_REDIRECT_HOPS) times. A concurrent overwrite never
 /// shows as not-found. If the re-read finds the *same* tombstone, its blob was removed behind
-/// cairn's back, and the object is reported not found.
+/// cairn's back: the object is lost, and the read fails with [`ReadError::Lost`] rather than
+/// pass the loss off as a key that never held anything.
 ///
 /// ```
 /// use cairn_core::*;
@@ -131,8 +132,10 @@ impl<'k> Get<'k> {
                     .map(|span| Some(Found::Inline { meta, span })),
             ),
             // The tombstone we just followed is still there but its blob is not: it was removed
-            // behind cairn's back (cairn never deletes a referenced blob). Not found, not an error.
-            HvRow::Tombstone(t) if Some(t.revision) == vanished => State::Finished(Ok(None)),
+            // behind cairn's back (cairn never deletes a referenced blob). The object is lost.
+            HvRow::Tombstone(t) if Some(t.revision) == vanished => {
+                State::Finished(Err(ReadError::Lost(t.revision)))
+            }
             HvRow::Tombstone(tombstone) => match self.span(tombstone.size) {
                 Ok(span) => State::AwaitBlob {
                     tombstone,
