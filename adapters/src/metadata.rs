@@ -162,6 +162,19 @@ impl PutOptions {
         {
             return Err(MetadataError::UserName);
         }
+        if self.user.len() > 1 {
+            let mut names: Vec<String> = self
+                .user
+                .iter()
+                .map(|(k, _)| k.to_ascii_lowercase())
+                .collect();
+            names.sort_unstable();
+            if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err(MetadataError::UserDuplicate {
+                    name: twice[0].clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -183,7 +196,7 @@ impl PutOptions {
 }
 
 /// Metadata that breaks a limit. The caller's fault; nothing was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataError {
     /// The content type is empty, longer than [`MAX_CONTENT_TYPE_LEN`] or has control
     /// characters.
@@ -197,6 +210,12 @@ pub enum MetadataError {
     },
     /// A user metadata name is empty or has control characters.
     UserName,
+    /// Two user metadata names differ only in ASCII case, or not at all: as in S3 (whose names
+    /// are HTTP headers), a name holds one value.
+    UserDuplicate {
+        /// The name given twice.
+        name: String,
+    },
 }
 
 impl fmt::Display for MetadataError {
@@ -216,6 +235,10 @@ impl fmt::Display for MetadataError {
             MetadataError::UserName => {
                 f.write_str("user metadata names must be non-empty without control characters")
             }
+            MetadataError::UserDuplicate { name } => write!(
+                f,
+                "user metadata name {name:?} is given more than once (names ignore ASCII case)"
+            ),
         }
     }
 }
@@ -241,5 +264,21 @@ mod tests {
         assert_eq!(with(""), Err(MetadataError::ContentType));
         assert_eq!(with("text/plain"), Ok(()));
         assert_eq!(with("text/\nplain"), Err(MetadataError::ContentType));
+    }
+
+    #[test]
+    fn a_user_metadata_name_holds_one_value_whatever_its_case() {
+        let two = |a: &str, b: &str| PutOptions::default().user(a, "1").user(b, "2").validate();
+        assert_eq!(two("colour", "size"), Ok(()));
+        let twice = Err(MetadataError::UserDuplicate {
+            name: "colour".into(),
+        });
+        assert_eq!(two("colour", "colour"), twice);
+        assert_eq!(two("colour", "Colour"), twice);
+        assert_eq!(
+            two("é", "É"),
+            Ok(()),
+            "only ASCII case is folded, as HTTP does"
+        );
     }
 }

@@ -656,6 +656,15 @@ fn puts_report_their_own_object_and_mistakes_are_explained() {
     let out = cairn_with_stdin(&link, &["put", "k", "-"], Some(b"v"));
     assert_eq!(code(&out), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link to nothing"));
+    // A time to live finer than a millisecond would be cut short; a name given twice, lost.
+    for args in [
+        &["put", "t", "-", "--ttl", "1999us"][..],
+        &["put", "t", "-", "--meta", "a=1", "--meta", "A=2"][..],
+    ] {
+        let out = cairn_with_stdin(&data, args, Some(b"v"));
+        assert_eq!(code(&out), 2, "{args:?}: {out:?}");
+    }
+    assert_eq!(code(&cairn(&data, &["head", "t"])), 1, "nothing was stored");
     // A key far too long is not repeated in full.
     let long = "k".repeat(5000);
     let out = cairn(&data, &["head", &long]);

@@ -2,10 +2,17 @@
 
 use cairn_core::ByteRange;
 
-/// `90s`, `15m`, `2h`, `7d`, `1h30m`, … (humantime syntax).
+/// `90s`, `15min`, `2h`, `7d`, `1h30m`, … (humantime syntax: `m` is minutes, `M` months),
+/// whole milliseconds.
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (expected e.g. 90s, 15m, 2h, 7d)"))?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        // Cut to whole milliseconds it would silently be shorter (`1999us` would be 1 ms).
+        return Err(format!(
+            "`{s}` is not a whole number of milliseconds, the finest a time to live can be"
+        ));
+    }
     // Whole milliseconds, as the store keeps them; then the store's own bounds.
     let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     cairn_adapters::PutOptions::default()
