@@ -44,7 +44,9 @@ pub enum Error {
         #[source]
         source: BackendError,
     },
-    /// A read, listing or recovery failed in a backend.
+    /// A read, listing, recovery or maintenance pass (a sweep of expired rows and blobs, fsck's
+    /// repair) failed in a backend. Such passes only collect garbage: a failed one leaves the
+    /// objects as they were, and the next pass tries again.
     #[error("{tier} failed: {source}")]
     Read {
         /// The tier that failed.
