@@ -8,7 +8,10 @@
 //! **Failure contract.** When a method returns `Err`, the request has either already taken effect
 //! or never will. A backend that may still apply a request after reporting it failed (a timed-out
 //! RPC that lands later) must cancel or fence it first; otherwise cleanup can delete a blob that a
-//! late compare-and-write then points at.
+//! late compare-and-write then points at. A backend that knows a failed request took no effect
+//! (it could not get a lock in time, its statement was undone before the commit point) says so
+//! with [`BackendError::refused`]: a high-volume write refused that way is reported to the caller
+//! as certainly not applied ([`Applied::No`](cairn_core::Applied::No)) instead of unknown.
 
 use crate::{Body, Metadata};
 use bytes::Bytes;
@@ -22,14 +25,32 @@ use std::pin::Pin;
 /// A failure reported by a backend. Opaque to cairn, kept for the caller.
 pub struct BackendError {
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    refused: bool,
 }
 
 impl BackendError {
-    /// Wraps any error.
+    /// Wraps any error: the request may or may not have taken effect.
     pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         BackendError {
             source: source.into(),
+            refused: false,
         }
+    }
+
+    /// Wraps the error of a request that certainly took no effect and never will. Only for a
+    /// failure before the request's commit point: a refusal that had in fact applied lets
+    /// cleanup delete the blob a committed tombstone points at. When in doubt, use
+    /// [`new`](Self::new).
+    pub fn refused(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        BackendError {
+            source: source.into(),
+            refused: true,
+        }
+    }
+
+    /// Whether the request certainly took no effect (see [`refused`](Self::refused)).
+    pub fn is_refused(&self) -> bool {
+        self.refused
     }
 
     /// The underlying error.

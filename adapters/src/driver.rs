@@ -474,11 +474,16 @@ fn serve_hv(hv: &dyn SyncHvBackend, request: Request<'_>, io: &mut OpIo) -> Comp
     }
 }
 
-/// A failed call: the error is kept for the caller, the machine sees `Failed`.
+/// A failed call: the error is kept for the caller, the machine sees `Failed` (or `Refused`).
 #[cold]
 fn failed(e: BackendError, io: &mut OpIo) -> Completion<'static> {
+    let completion = if e.is_refused() {
+        Completion::Refused
+    } else {
+        Completion::Failed
+    };
     io.error = Some(e);
-    Completion::Failed
+    completion
 }
 
 /// A row read: the driver keeps the row, the machine sees its core view.

@@ -319,3 +319,68 @@ fn a_clock_jumping_past_the_lease_leaves_the_store_working() {
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "{report:#?}");
 }
+
+/// Another process holding the database's write lock past the busy timeout: every write fails
+/// before its commit point, so each says it certainly did not apply — a caller may retry
+/// without wondering — and nothing of any of them is left behind.
+#[test]
+fn writes_locked_out_by_another_process_fail_as_certainly_not_applied() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut options = EmbeddedOptions::default();
+    options.sqlite = options
+        .sqlite
+        .busy_timeout(std::time::Duration::from_millis(100));
+    // The refused large put's cleanup runs inline and meets the lock too: give up on it soon
+    // (recovery below finishes it).
+    options.config.cleanup_attempts = 2;
+    options.config.backoff_initial = Duration::from_millis(1);
+    let data = block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("open");
+    let store = data.store();
+    let opts = PutOptions::default();
+    block_on(store.put("small", Bytes::from_static(b"old"), &opts)).expect("put");
+    block_on(store.put("big", large(1), &opts)).expect("put");
+
+    let other = rusqlite::Connection::open(dir.path().join("cairn.sqlite")).expect("connect");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let refused = |result: Result<cairn_core::WriteOutcome, cairn_adapters::Error>| {
+        let err = result.expect_err("locked out");
+        assert_eq!(err.applied(), Some(cairn_core::Applied::No), "{err}");
+        let cairn_adapters::Error::Write { source, .. } = &err else {
+            panic!("a write error: {err}")
+        };
+        assert!(source.is_refused(), "{err}");
+        assert!(err.to_string().contains("busy"), "{err}");
+    };
+    refused(block_on(store.put(
+        "small",
+        Bytes::from_static(b"new"),
+        &opts,
+    )));
+    refused(block_on(store.put(
+        "big",
+        Bytes::from_static(b"small now"),
+        &opts,
+    )));
+    refused(block_on(store.put("big", large(2), &opts)));
+    refused(block_on(store.delete("small")));
+    refused(block_on(store.delete("big")));
+    other.execute_batch("ROLLBACK").expect("let go");
+
+    block_on(store.join());
+    let report = block_on(data.fsck(true)).expect("fsck");
+    assert!(
+        report.dangling.is_empty() && report.orphans.is_empty(),
+        "{report:#?}"
+    );
+    let small = block_on(store.get("small")).expect("get").expect("small");
+    assert_eq!(block_on(small.bytes()).expect("body"), &b"old"[..]);
+    let big = block_on(store.get("big")).expect("get").expect("big");
+    assert_eq!(block_on(big.bytes()).expect("body"), large(1));
+    assert_eq!(
+        blob_files(dir.path()).len(),
+        1,
+        "the refused large put left no blob"
+    );
+}

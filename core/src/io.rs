@@ -236,6 +236,25 @@ pub enum Completion<'a> {
     /// the machine cannot tell which. (A backend that may still apply a request after reporting
     /// its failure breaks this contract.)
     Failed,
+    /// The request failed and certainly took no effect, nor ever will: the backend refused it
+    /// before its commit point (a lock it could not get in time, a lease that no longer covers
+    /// it). Machines take it as [`Failed`](Completion::Failed), except that a write refused at
+    /// its commit point is reported as [`Applied::No`](crate::Applied::No). Answering `Refused`
+    /// for a request that may have taken effect breaks the machines' guarantees; when in doubt,
+    /// answer `Failed`.
+    Refused,
+}
+
+impl Completion<'_> {
+    /// [`Refused`](Completion::Refused) as the [`Failed`](Completion::Failed) it also is; any
+    /// other answer as it is. For machines (and steps) to which the difference does not matter.
+    #[inline]
+    pub fn or_failed(self) -> Self {
+        match self {
+            Completion::Refused => Completion::Failed,
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for Request<'_> {
@@ -332,6 +351,7 @@ impl fmt::Display for Completion<'_> {
                 fmt_opt(f, e.change.old)
             }
             Completion::Failed => f.write_str("FAILED"),
+            Completion::Refused => f.write_str("REFUSED"),
         }
     }
 }

@@ -568,6 +568,41 @@ mod small_put {
         assert_eq!(done.result, unknown(Tier::Hv));
         assert_eq!(phase(&done), Some(Phase::Unknown));
     }
+
+    #[test]
+    fn refused_opening_is_not_applied_without_cleanup() {
+        let mut put = put();
+        expect(&mut put, Io::PutNonTombstone(meta(5)), Completion::Refused);
+        let done = done(&mut put);
+        assert_eq!(done.result, not_applied(Tier::Hv));
+        assert!(done.cleanup.is_none(), "nothing was recorded");
+    }
+
+    #[test]
+    fn refused_cas_is_not_applied_and_cleanup_only_removes_the_entry() {
+        let mut put = at_cas();
+        expect(&mut put, cas(), Completion::Refused);
+        let done = done(&mut put);
+        assert_eq!(done.result, not_applied(Tier::Hv));
+        assert_eq!(phase(&done), Some(Phase::Recorded), "no re-read needed");
+        let mut cleanup = cleanup_of(&done);
+        expect(&mut cleanup, Io::Remove(ID), Completion::Done);
+        assert_eq!(super::done(&mut cleanup).blobs_deleted, 0, "old is kept");
+    }
+
+    #[test]
+    fn a_refused_record_is_retried_like_a_failed_one() {
+        let mut put = put();
+        expect(&mut put, Io::PutNonTombstone(meta(5)), blocked(A));
+        let record = Io::Record {
+            id: ID,
+            new: None,
+            old: Some(A),
+        };
+        expect(&mut put, record, Completion::Refused);
+        expect(&mut put, record, Completion::Done);
+        assert_eq!(io(&mut put), cas(), "on to the commit point");
+    }
 }
 
 // --- Large put -------------------------------------------------------------------------------
@@ -722,6 +757,18 @@ mod large_put {
         assert_eq!(io(&mut put), Io::HvRead { payload: false }, "no second CAS");
         expect(&mut put, Io::HvRead { payload: false }, row(B));
         assert_eq!(done(&mut put).result, Ok(WriteOutcome::Committed));
+    }
+
+    #[test]
+    fn refused_cas_is_not_applied_and_cleanup_deletes_the_new_blob_only() {
+        let mut put = at_cas(row(A), Some(A));
+        expect(&mut put, cas(Some(A)), Completion::Refused);
+        let done = done(&mut put);
+        assert_eq!(done.result, not_applied(Tier::Hv));
+        let mut cleanup = cleanup_of(&done);
+        assert_eq!(cleanup.phase(), Phase::Recorded);
+        expect(&mut cleanup, Io::LtDelete(B), Completion::Done);
+        expect(&mut cleanup, Io::Remove(ID), Completion::Done);
     }
 
     #[test]
@@ -882,6 +929,20 @@ mod delete {
         let done = done(&mut delete);
         assert_eq!(done.result, unknown(Tier::Hv));
         assert_eq!(phase(&done), Some(Phase::Unknown));
+    }
+
+    #[test]
+    fn refused_opening_and_refused_cas_are_not_applied() {
+        let mut delete = delete();
+        expect(&mut delete, Io::DeleteNonTombstone, Completion::Refused);
+        let done = done(&mut delete);
+        assert_eq!(done.result, not_applied(Tier::Hv));
+        assert!(done.cleanup.is_none());
+        let mut delete = at_cas();
+        expect(&mut delete, CAS, Completion::Refused);
+        let done = super::done(&mut delete);
+        assert_eq!(done.result, not_applied(Tier::Hv));
+        assert_eq!(phase(&done), Some(Phase::Recorded));
     }
 }
 

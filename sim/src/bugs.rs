@@ -37,7 +37,7 @@ pub struct Entry {
 use PlantedBug as P;
 
 /// Every planted bug, with what it breaks and what catches it.
-pub const CATALOGUE: [Entry; 18] = [
+pub const CATALOGUE: [Entry; 19] = [
     Entry {
         bug: Bug::Core(P::CasIgnoresExpected),
         name: "cas-ignores-expected",
@@ -176,6 +176,14 @@ pub const CATALOGUE: [Entry; 18] = [
         breaks: "recovery reclaims the entry of a put still in flight and deletes its new blob \
                  before the put commits a tombstone to it",
         caught_by: "no dangling tombstone",
+    },
+    Entry {
+        bug: Bug::World(WorldBug::RefusedAfterApplying),
+        name: "refused-after-applying",
+        site: "sim/src/sim.rs (a backend bug)",
+        breaks: "a compare-and-write said to be refused had committed, so its put's cleanup \
+                 deletes the blob the new tombstone points at",
+        caught_by: "no blob deleted while referenced",
     },
 ];
 

@@ -30,7 +30,7 @@ use crate::tape::{Draw, Label, Tape};
 use crate::trace::{Sink, Trace};
 use crate::world::{
     self, check_quiescent, check_request, check_safety, check_safety_of, Answer, CasMode,
-    OpContext, Violation, World,
+    OpContext, Violation, World, WorldBug,
 };
 use cairn_core::{
     BlobId, ByteRange, Change, ChangeId, Cleanup, CleanupOutcome, CleanupReport, Completion,
@@ -342,6 +342,8 @@ enum Fate {
     Deliver,
     /// Fails without taking effect.
     FailBefore,
+    /// Fails without taking effect, and the answer says so ([`Completion::Refused`]).
+    Refused,
     /// Takes effect, then reports failure.
     FailAfter,
     /// A compare-and-write that takes effect and whose answer is lost; `timeout`: after a long
@@ -357,7 +359,7 @@ enum Fate {
 
 impl Fate {
     fn applies(self) -> bool {
-        self != Fate::FailBefore
+        !matches!(self, Fate::FailBefore | Fate::Refused)
     }
 }
 
@@ -923,15 +925,17 @@ impl Sim {
 
     fn draw_fate(&mut self, request: &Request<'_>) -> Fate {
         let f = self.params.faults;
-        let mut choices: [(u32, Fate); 4] = [(0, Fate::Deliver); 4];
+        let mut choices: [(u32, Fate); 5] = [(0, Fate::Deliver); 5];
         let mut n = 0;
         let mut offer = |rate: u32, fate: Fate| {
             choices[n] = (rate, fate);
             n += 1;
         };
         match request {
+            // Half the failures before a high-volume write takes effect say so.
             Request::HvCompareAndWrite { .. } => {
-                offer(f.fail_before, Fate::FailBefore);
+                offer(f.fail_before / 2, Fate::FailBefore);
+                offer(f.fail_before / 2, Fate::Refused);
                 offer(f.cas_lost / 2, Fate::CasLost { timeout: false });
                 offer(f.cas_lost / 2, Fate::CasLost { timeout: true });
                 offer(f.cas_duplicated, Fate::CasDuplicated);
@@ -943,6 +947,11 @@ impl Sim {
             }
             Request::LtDelete { .. } => {
                 offer(f.delete_fails, Fate::FailBefore);
+                offer(f.fail_after, Fate::FailAfter);
+            }
+            Request::HvPutNonTombstone { .. } | Request::HvDeleteNonTombstone { .. } => {
+                offer(f.fail_before / 2, Fate::FailBefore);
+                offer(f.fail_before / 2, Fate::Refused);
                 offer(f.fail_after, Fate::FailAfter);
             }
             _ => {
@@ -985,6 +994,7 @@ impl Sim {
                 Some(Counter::BlobDeleteFailed)
             }
             Fate::FailBefore => Some(Counter::FailBefore),
+            Fate::Refused => Some(Counter::Refused),
             Fate::FailAfter => Some(Counter::FailAfter),
             Fate::CasLost { timeout: false } => Some(Counter::CasResponseLost),
             Fate::CasLost { timeout: true } => Some(Counter::CasTimeout),
@@ -1020,7 +1030,9 @@ impl Sim {
         fate: Fate,
         ctx: OpContext,
     ) -> Option<Answer> {
-        if !fate.applies() {
+        let lies =
+            fate == Fate::Refused && self.world.bug() == Some(WorldBug::RefusedAfterApplying);
+        if !fate.applies() && !lies {
             return None;
         }
         // Only a write can break an invariant, and only on its own key; the key a log removal
@@ -1165,10 +1177,11 @@ impl Sim {
         };
         let io = task.io.take().expect("a respond event has a request");
         debug_assert!(io.settled);
-        let completion = io
-            .answer
-            .as_ref()
-            .map_or(Completion::Failed, Answer::completion);
+        let failed = match io.fate {
+            Fate::Refused => Completion::Refused,
+            _ => Completion::Failed,
+        };
+        let completion = io.answer.as_ref().map_or(failed, Answer::completion);
         if let Some(answer) = &io.answer {
             task.last_read = answer.read;
         }
@@ -1176,7 +1189,7 @@ impl Sim {
             task.vanished = true;
         }
         if matches!(io.request, Request::HvCompareAndWrite { .. })
-            && completion == Completion::Failed
+            && matches!(completion, Completion::Failed | Completion::Refused)
         {
             task.cas_failed = true;
         }

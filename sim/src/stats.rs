@@ -21,6 +21,8 @@ pub enum Counter {
     CasDuplicated,
     /// A request failed without taking effect.
     FailBefore,
+    /// A high-volume write was refused: it failed, certainly without taking effect, and said so.
+    Refused,
     /// A request took effect, then reported failure.
     FailAfter,
     /// A blob write left a partial blob and failed.
@@ -59,7 +61,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in display order.
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 25] = [
         Counter::LatencySpike,
         Counter::Reordered,
         Counter::RivalBeforeCas,
@@ -67,6 +69,7 @@ impl Counter {
         Counter::CasTimeout,
         Counter::CasDuplicated,
         Counter::FailBefore,
+        Counter::Refused,
         Counter::FailAfter,
         Counter::PartialBlob,
         Counter::BlobDeleteFailed,
@@ -109,6 +112,7 @@ impl Counter {
             Counter::CasTimeout => "cas_timeout",
             Counter::CasDuplicated => "cas_duplicated",
             Counter::FailBefore => "fail_before",
+            Counter::Refused => "refused",
             Counter::FailAfter => "fail_after",
             Counter::PartialBlob => "partial_blob",
             Counter::BlobDeleteFailed => "blob_delete_failed",

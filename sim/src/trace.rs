@@ -203,6 +203,7 @@ impl Trace {
                 self.word(entry.map_or(u64::MAX, |e| e.id.0 as u64));
             }
             Completion::Failed => self.word(39),
+            Completion::Refused => self.word(40),
         }
     }
 }

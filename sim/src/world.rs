@@ -197,6 +197,10 @@ pub enum WorldBug {
     ConditionalOpsIgnoreExpiry,
     /// `LogScan` hands out entries that live operations still own.
     LogScanReturnsHeldEntries,
+    /// A high-volume write answered [`Completion::Refused`] (certainly not applied) had been
+    /// applied all the same — a backend that classifies a failure after its commit point as a
+    /// refusal.
+    RefusedAfterApplying,
 }
 
 /// What the driver knows about the operation a request belongs to, beyond the request itself.
@@ -335,6 +339,11 @@ impl World {
     /// The `compare_and_write` mode.
     pub fn mode(&self) -> CasMode {
         self.mode
+    }
+
+    /// The backend bug planted, if any.
+    pub fn bug(&self) -> Option<WorldBug> {
+        self.bug
     }
 
     /// Plants bugs: `cas_bug` in the shared compare-and-write decision, `bug` in the tiers.

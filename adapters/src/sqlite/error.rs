@@ -46,6 +46,8 @@ pub struct SqliteError {
     /// What cairn was doing, or what is wrong.
     what: String,
     source: Option<Arc<rusqlite::Error>>,
+    /// The request certainly took no effect (it failed before its batch's commit).
+    refused: bool,
 }
 
 impl SqliteError {
@@ -60,6 +62,7 @@ impl SqliteError {
             path: path.clone(),
             what: what.into(),
             source: Some(Arc::new(e)),
+            refused: false,
         }
     }
 
@@ -70,7 +73,22 @@ impl SqliteError {
             path: path.clone(),
             what: what.into(),
             source: None,
+            refused: false,
         }
+    }
+
+    /// The same failure, known to have come before the request's commit point: nothing of it
+    /// took effect, and nothing will.
+    pub(crate) fn refused(mut self) -> Self {
+        self.refused = true;
+        self
+    }
+
+    /// Whether the request certainly took no effect: it failed before its transaction's commit
+    /// (a busy lock at its start, its own statement undone, a fenced lease). A failure of the
+    /// commit itself may have taken effect, and is not refused.
+    pub fn is_refused(&self) -> bool {
+        self.refused
     }
 
     /// What kind of failure this is.
@@ -120,6 +138,10 @@ impl std::error::Error for SqliteError {
 
 impl From<SqliteError> for crate::backend::BackendError {
     fn from(e: SqliteError) -> Self {
-        crate::backend::BackendError::new(e)
+        if e.refused {
+            crate::backend::BackendError::refused(e)
+        } else {
+            crate::backend::BackendError::new(e)
+        }
     }
 }

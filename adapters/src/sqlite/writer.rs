@@ -185,7 +185,7 @@ where
     fn finish(self: Box<Self>, batch: Result<(), SqliteError>) {
         let answer = match (self.result, batch) {
             // Its own failure: its writes were undone, whatever became of the batch.
-            (Some(Err(e)), _) => Err(e),
+            (Some(Err(e)), _) => Err(e.refused()),
             // The batch did not commit: nothing it did is in the database.
             (_, Err(e)) => Err(e),
             (Some(Ok(value)), Ok(())) => Ok(value),
@@ -291,8 +291,9 @@ impl Writer {
             result: None,
             reply,
         });
-        let jobs = self.jobs.as_ref().ok_or_else(closed)?;
-        jobs.send(job).map_err(|_| closed())?;
+        // Never sent: refused. Sent and dropped unanswered (the thread died mid-batch): unknown.
+        let jobs = self.jobs.as_ref().ok_or_else(|| closed().refused())?;
+        jobs.send(job).map_err(|_| closed().refused())?;
         answer.await.ok_or_else(closed)?
     }
 }
@@ -595,7 +596,12 @@ impl Thread<'_> {
             Ok(()) => self.fill(pending.take(), first.take(), &gather, lazy),
         };
         let committing = Instant::now();
-        let outcome = outcome.and_then(|()| self.exec("COMMIT", "committing"));
+        // A batch that failed before its COMMIT committed nothing; a failed COMMIT (an fsync
+        // error) may have reached the disk all the same.
+        let outcome = match outcome {
+            Ok(()) => self.exec("COMMIT", "committing"),
+            Err(e) => Err(e.refused()),
+        };
         let commit_time = committing.elapsed();
         if outcome.is_err() && !self.conn.is_autocommit() {
             // Nothing of the batch may commit later: end the transaction here.

@@ -341,6 +341,7 @@ impl<K: Borrow<Key>> Machine for Cleanup<K> {
     }
 
     fn handle(&mut self, completion: Completion<'_>) {
+        let completion = completion.or_failed();
         let State::Await { step, attempt } = self.state else {
             unexpected("cleanup", "without a request outstanding", &completion)
         };

@@ -153,6 +153,13 @@ impl Commit {
         let retry = |attempt: u8| attempt + 1 < config.io_attempts;
         let finish = |result, phase| State::Finished(CommitEnd { result, phase });
         let failed = |tier, applied| Err(WriteError { tier, applied });
+        // Refused at the commit point: the row is as it was, and only `new` (if any) is ours to
+        // clean up, as if the record had been all that happened.
+        if let (State::AwaitCas, Completion::Refused) = (self.state, completion) {
+            self.state = finish(failed(Tier::Hv, Applied::No), Phase::Recorded);
+            return;
+        }
+        let completion = completion.or_failed();
         self.state = match (self.state, completion) {
             // PLANTED BUG: the blob the row still references is deleted before the commit.
             #[cfg(feature = "planted-bugs")]

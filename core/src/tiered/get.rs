@@ -184,6 +184,7 @@ impl Machine for Get<'_> {
 
     #[inline]
     fn handle(&mut self, completion: Completion<'_>) {
+        let completion = completion.or_failed();
         let retry = |attempt: u8| attempt + 1 < self.io_attempts;
         // Matched by reference: the state is read in place, not copied out and back.
         let next = match (&self.state, completion) {

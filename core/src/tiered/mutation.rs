@@ -157,6 +157,27 @@ impl<'k> Mutation<'k> {
 
     #[inline]
     pub fn handle(&mut self, completion: Completion<'_>) {
+        // A guarded write refused by its tier certainly did not take effect.
+        if matches!(completion, Completion::Refused)
+            && matches!(self.state, State::AwaitOpening { .. })
+            && matches!(
+                self.opening,
+                Opening::PutNonTombstone(_) | Opening::DeleteNonTombstone
+            )
+        {
+            self.state = State::Finished {
+                result: Err(WriteError {
+                    tier: Tier::Hv,
+                    applied: Applied::No,
+                }),
+                cleanup: None,
+            };
+            return;
+        }
+        let completion = match self.state {
+            State::Committing(_) => completion,
+            _ => completion.or_failed(),
+        };
         match &mut self.state {
             // In place: a commit is most of the machine, and this is its hot path.
             State::Committing(commit) => commit.handle(completion, &self.config),

@@ -105,6 +105,7 @@ impl Machine for Recovery {
     }
 
     fn handle(&mut self, completion: Completion<'_>) {
+        let completion = completion.or_failed();
         self.state = match (&mut self.state, completion) {
             (State::Cleaning(cleanup), completion) => {
                 cleanup.handle(completion);
