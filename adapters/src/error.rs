@@ -60,7 +60,9 @@ pub enum Error {
     Unstable,
     /// The key's tombstone points at a blob the long-term tier does not have: it was removed
     /// outside cairn, and the object is lost. `fsck` lists it as a dangling tombstone;
-    /// overwriting or deleting the key clears it.
+    /// overwriting or deleting the key clears it. (Processes whose clocks disagree by more than
+    /// an object's remaining time to live — or a clock stepped back — can also see this for an
+    /// expiring object whose blob one of them already swept.)
     #[error(
         "the object's blob (revision {revision}) is missing from the long-term tier: it was \
          removed outside cairn, and the object is lost (delete or overwrite the key to clear it)"

@@ -509,16 +509,23 @@ fn get_never_writes_into_the_data_directory_and_a_failed_get_keeps_the_old_file(
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(data.join("cairn.sqlite"), &link).unwrap();
     let sneaky = data.join("..").join("data").join("new-file");
+    // A link to a file not made yet, which opening the store makes.
+    let to_wal = dir.path().join("to-wal");
+    std::os::unix::fs::symlink(data.join("cairn.sqlite-wal"), &to_wal).unwrap();
     for target in [
         data.join("cairn.sqlite"),
         blob.clone(),
         sneaky.clone(),
         link.clone(),
+        to_wal.clone(),
     ] {
         let out = cairn(&data, &["get", "big", "-o", target.to_str().unwrap()]);
         assert_eq!(code(&out), 2, "{}: {out:?}", target.display());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("inside the data directory"), "{err}");
+        assert!(
+            err.contains("inside the data directory") || err.contains("symbolic link to nothing"),
+            "{err}"
+        );
     }
     assert!(!sneaky.exists());
     assert!(std::fs::metadata(&blob).unwrap().len() > 2 << 20);
@@ -542,7 +549,11 @@ fn get_never_writes_into_the_data_directory_and_a_failed_get_keeps_the_old_file(
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left.len(), 3, "data, link, out and nothing else: {left:?}");
+    assert_eq!(
+        left.len(),
+        4,
+        "data, link, to-wal, out and nothing else: {left:?}"
+    );
     // A successful get replaces it whole.
     ok(&cairn(&data, &["get", "k", "-o", old.to_str().unwrap()]));
     assert_eq!(std::fs::read(&old).unwrap(), b"value");
@@ -704,4 +715,26 @@ fn a_put_without_a_file_refuses_to_read_a_terminal() {
     assert_eq!(code(&out), 2, "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass - to type it"));
     assert_eq!(cairn(&data, &["get", "k"]).stdout, b"value");
+}
+
+/// A blob directory that is a link to another disk is the store all the same.
+#[test]
+fn get_never_writes_into_a_blob_directory_kept_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, data.join("blobs")).unwrap();
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "big", "-"],
+        Some(&vec![7u8; 2 << 20]),
+    ));
+    let blob = blob_files(&data).pop().expect("the blob of big");
+    let real = std::fs::canonicalize(&blob).unwrap();
+    assert!(real.starts_with(std::fs::canonicalize(&elsewhere).unwrap()));
+    let out = cairn(&data, &["get", "big", "-o", real.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_eq!(cairn(&data, &["get", "big"]).stdout.len(), 2 << 20);
 }

@@ -18,8 +18,8 @@
 //! - **Revival.** A lapsed lease is only a permission for others to take over. An instance that
 //!   finds its own lease lapsed while nobody claimed it (the process was suspended, the machine
 //!   slept, the clock stepped forward, a test advanced a manual clock) renews it in the same
-//!   transaction and carries on: nothing of it was taken, and from that commit on no one may
-//!   take it. Only a claim — or the instance's row having been pruned — fences it.
+//!   transaction and carries on: nothing of it was taken, and until its lease lapses again no
+//!   one may take it. Only a claim — or the instance's row having been pruned — fences it.
 //! - **Pruning.** Rows that own no entries are deleted once claimed (a clean close claims its
 //!   own), or once their lease lapsed more than [`PRUNE_AFTER`] ago (a process killed while it
 //!   owned nothing). An instance whose row was pruned is fenced: that is the one way a handle
@@ -108,7 +108,9 @@ pub(crate) fn prune(conn: &Connection, me: i64, now: Instant) -> rusqlite::Resul
 
 /// Fails unless this instance is live at the clock's `now` or, its lease lapsed, can revive:
 /// nobody claimed it, so it renews in this transaction. Call inside the transaction whose commit
-/// the lease must cover.
+/// the lease must cover. A revival's UPDATE commits with the batch even if the calling job then
+/// fails alone — the one write of such a job that outlives its failure, and a harmless one,
+/// since reviving an unclaimed instance is always allowed.
 pub(crate) fn ensure_live(cx: &WriteCx<'_>, what: &str) -> Result<(), SqliteError> {
     let lease = &cx.shared.lease;
     let now = cx.shared.clock.now();
@@ -145,7 +147,8 @@ pub(crate) fn fenced(cx: &WriteCx<'_>, what: &str) -> SqliteError {
         SqliteErrorKind::Fenced,
         format!(
             "{what} refused: instance {} stalled past its lease (which ran until {}) and another \
-             instance claimed its change-log entries; reopen the database",
+             instance claimed its change-log entries (or, as it owned none, pruned it a week \
+             later); reopen the database",
             cx.shared.lease.instance,
             cx.shared.lease.until()
         ),

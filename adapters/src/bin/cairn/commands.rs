@@ -4,7 +4,7 @@
 use crate::output::{self, out, shown};
 use crate::{demo, Cli, Command};
 use bytes::Bytes;
-use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, DB_FILE};
+use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR, DB_FILE};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
 use cairn_core::{Config, Duration, Key, KeyBuf, WriteOutcome};
 use futures_lite::future::block_on;
@@ -249,9 +249,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     "--json prints metadata; give the bytes a file with -o".into(),
                 ));
             }
-            if let Some(out) = out {
-                check_output(out, &dir)?;
-            }
+            let target = out.map(|out| check_output(out, &dir)).transpose()?;
             let data = open(&dir, cli.lease_ms)?;
             let object = match range {
                 Some(r) => block_on(data.store().get_range(k, *r))?,
@@ -260,7 +258,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let object = object.ok_or_else(|| CliError::NotFound(k.clone()))?;
             let len = object.span.map_or(object.meta.size, |s| s.len());
             let bar = output::progress("get", Some(len), json || out.is_none());
-            let written = sink(object.body, out, bar)?;
+            let written = sink(
+                object.body,
+                target.as_deref(),
+                out.unwrap_or(Path::new("-")),
+                bar,
+            )?;
             if json {
                 let mut doc = output::meta_json(k, &object.meta, &object.location);
                 doc["bytes_written"] = json!(written);
@@ -411,17 +414,24 @@ fn chunks(reader: Box<dyn Read + Send>, bar: output::Progress, read: Arc<AtomicU
     Body::from_stream(stream)
 }
 
-/// Refuses an output file inside the data directory `data`: written there, a get could
-/// overwrite the database or a blob — the store itself. Symbolic links are followed.
-fn check_output(path: &Path, data: &Path) -> Result<(), CliError> {
+/// Where `get -o PATH` may write, following symbolic links: the file PATH names in the end.
+/// Refused inside the data directory — the database and its WAL, a blob: the store itself —
+/// however it is reached (`..`, a link to it, a link to a file not yet made, a blob directory
+/// that is itself a link elsewhere).
+fn check_output(path: &Path, data: &Path) -> Result<PathBuf, CliError> {
     let path_err = |p: &Path| {
         let path = p.to_path_buf();
         move |source| CliError::Path { path, source }
     };
-    let data = std::fs::canonicalize(data).map_err(path_err(data))?;
     let target = match std::fs::canonicalize(path) {
         Ok(target) => target,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if path.is_symlink() {
+                return Err(CliError::Input(format!(
+                    "{} is a symbolic link to nothing; name the file to write itself",
+                    path.display()
+                )));
+            }
             let parent = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
@@ -435,67 +445,81 @@ fn check_output(path: &Path, data: &Path) -> Result<(), CliError> {
         }
         Err(source) => return Err(path_err(path)(source)),
     };
-    if target.starts_with(&data) {
+    let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let db = real(data.join(DB_FILE));
+    let db_dir = db.parent().map(Path::to_path_buf).unwrap_or_default();
+    let db_name = db.file_name().unwrap_or_default().to_string_lossy();
+    let inside = [real(data.to_path_buf()), real(data.join(BLOB_DIR))]
+        .iter()
+        .any(|dir| target.starts_with(dir))
+        || ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .any(|suffix| target == db_dir.join(format!("{db_name}{suffix}")));
+    if inside {
         return Err(CliError::Input(format!(
             "refusing to write {} inside the data directory {}: it could overwrite the store",
             path.display(),
             data.display()
         )));
     }
-    Ok(())
+    Ok(target)
 }
 
-/// Streams `body` to `path` (or standard output), returning the bytes written. A regular file
-/// is written beside its final name and renamed into place at the end, so a get that fails half
-/// way leaves an existing file as it was; a device or a pipe is written directly.
+/// Streams `body` to `target` (as [`check_output`] resolved it; standard output if `None`),
+/// returning the bytes written; `shown` is the path as the user gave it. A regular file is
+/// written to a temporary file beside it and renamed into place at the end — with the old
+/// file's permissions — so a get that fails half way leaves an existing file as it was; a
+/// device or a pipe is written directly.
 fn sink(
     mut body: Body,
-    path: Option<&Path>,
+    target: Option<&Path>,
+    shown: &Path,
     bar: Option<indicatif::ProgressBar>,
 ) -> Result<u64, CliError> {
-    let Some(path) = path else {
+    let Some(target) = target else {
         let mut out = io::stdout().lock();
         let written = copy(&mut body, &mut out, bar.as_ref(), output::stdout_error)?;
         out.flush().map_err(output::stdout_error)?;
         return Ok(written);
     };
-    let file_err = |path: &Path| {
-        let path = path.to_path_buf();
+    let file_err = || {
+        let path = shown.to_path_buf();
         move |source| CliError::File {
             path: path.clone(),
             source,
         }
     };
-    let path_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CliError::Path { path, source }
+    let path_err = |source| CliError::Path {
+        path: shown.to_path_buf(),
+        source,
     };
-    // Through a symbolic link to the file it names.
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let special = std::fs::metadata(&target).is_ok_and(|m| !m.is_file());
-    if special {
-        let mut out = File::create(&target).map_err(path_err(path))?;
-        let written = copy(&mut body, &mut out, bar.as_ref(), file_err(path));
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
+    let existing = std::fs::metadata(target).ok();
+    let written = match existing {
+        Some(m) if !m.is_file() => File::create(target)
+            .map_err(path_err)
+            .and_then(|mut out| copy(&mut body, &mut out, bar.as_ref(), file_err())),
+        _ => {
+            let dir = target.parent().unwrap_or(Path::new("."));
+            // A short random name: the user's own name, lengthened, might not fit.
+            let temp = tempfile::Builder::new()
+                .prefix(".cairn-get-")
+                .suffix(".partial")
+                .tempfile_in(dir)
+                .map_err(path_err)?;
+            if let Some(m) = &existing {
+                temp.as_file()
+                    .set_permissions(m.permissions())
+                    .map_err(file_err())?;
+            }
+            // Dropped on any error below, the temporary file is removed.
+            let mut out = io::BufWriter::new(temp);
+            copy(&mut body, &mut out, bar.as_ref(), file_err()).and_then(|written| {
+                let temp = out.into_inner().map_err(|e| file_err()(e.into_error()))?;
+                temp.persist(target).map_err(|e| file_err()(e.error))?;
+                Ok(written)
+            })
         }
-        return written;
-    }
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let temp = target.with_file_name(format!(".{name}.cairn-{}.partial", std::process::id()));
-    let written = File::create_new(&temp)
-        .map_err(path_err(&temp))
-        .and_then(|file| {
-            let mut out = io::BufWriter::new(file);
-            let written = copy(&mut body, &mut out, bar.as_ref(), file_err(path))?;
-            out.into_inner()
-                .map_err(|e| file_err(path)(e.into_error()))?;
-            std::fs::rename(&temp, &target).map_err(file_err(path))?;
-            Ok(written)
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -707,7 +731,8 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
 fn held_note(held: usize) -> String {
     format!(
         "{} of another live instance left alone: a write under way in another process, or of \
-         one killed less than its lease (30 s by default) ago; recovery takes them over once it has run out",
+         one killed less than its lease (30 s unless it set another) ago; recovery takes them \
+         over once that has run out",
         output::count(held, "change-log entry", "change-log entries")
     )
 }
@@ -715,4 +740,60 @@ fn held_note(held: usize) -> String {
 /// Used by the demo: where an object lives.
 pub fn location_of(data: &Data, k: &str) -> Result<Option<Location>, CliError> {
     Ok(block_on(data.store().head(k))?.map(|i| i.location))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sink;
+    use bytes::Bytes;
+    use cairn_adapters::Body;
+    use std::io;
+    use std::path::Path;
+
+    /// A body that fails after its first chunk, as a damaged blob read half way does.
+    fn failing_body() -> Body {
+        Body::from_stream(futures_lite::stream::iter([
+            Ok(Bytes::from_static(b"first chunk")),
+            Err(io::Error::other("the disk failed")),
+        ]))
+    }
+
+    #[test]
+    fn a_get_failing_half_way_leaves_the_old_file_and_no_temporary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::write(&out, b"precious").unwrap();
+        let shown = Path::new("out");
+        assert!(sink(failing_body(), Some(&out), shown, None).is_err());
+        assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only out"
+        );
+        // Nothing there before: nothing there after.
+        let new = dir.path().join("new");
+        assert!(sink(failing_body(), Some(&new), shown, None).is_err());
+        assert!(!new.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only out"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_keeps_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::write(&out, b"old").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let body = Body::from_bytes(Bytes::from_static(b"new"));
+        assert_eq!(sink(body, Some(&out), Path::new("out"), None).unwrap(), 3);
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
