@@ -454,18 +454,23 @@ mod small_put {
     }
 
     /// A small put that met tombstone A and recorded its change: awaiting its CAS.
-    fn at_cas() -> SmallPut<'static> {
+    /// The record of a small put blocked by tombstone A.
+    const RECORD: Io = Io::Record {
+        id: ID,
+        new: None,
+        old: Some(A),
+    };
+
+    /// A small put blocked by tombstone A, recording its change.
+    fn at_record() -> SmallPut<'static> {
         let mut put = put();
         expect(&mut put, Io::PutNonTombstone(meta(5)), blocked(A));
-        expect(
-            &mut put,
-            Io::Record {
-                id: ID,
-                new: None,
-                old: Some(A),
-            },
-            Completion::Done,
-        );
+        put
+    }
+
+    fn at_cas() -> SmallPut<'static> {
+        let mut put = at_record();
+        expect(&mut put, RECORD, Completion::Done);
         put
     }
 
@@ -513,15 +518,9 @@ mod small_put {
 
     #[test]
     fn record_failure_is_retried_then_not_applied_with_recorded_cleanup() {
-        let mut put = put();
-        expect(&mut put, Io::PutNonTombstone(meta(5)), blocked(A));
-        let record = Io::Record {
-            id: ID,
-            new: None,
-            old: Some(A),
-        };
+        let mut put = at_record();
         for _ in 0..CONFIG.io_attempts {
-            expect(&mut put, record, Completion::Failed);
+            expect(&mut put, RECORD, Completion::Failed);
         }
         let done = done(&mut put);
         assert_eq!(done.result, not_applied(Tier::Log));
@@ -592,15 +591,9 @@ mod small_put {
 
     #[test]
     fn a_refused_record_is_retried_like_a_failed_one() {
-        let mut put = put();
-        expect(&mut put, Io::PutNonTombstone(meta(5)), blocked(A));
-        let record = Io::Record {
-            id: ID,
-            new: None,
-            old: Some(A),
-        };
-        expect(&mut put, record, Completion::Refused);
-        expect(&mut put, record, Completion::Done);
+        let mut put = at_record();
+        expect(&mut put, RECORD, Completion::Refused);
+        expect(&mut put, RECORD, Completion::Done);
         assert_eq!(io(&mut put), cas(), "on to the commit point");
     }
 }

@@ -352,10 +352,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// The body to store, and a count of the bytes it has read, with a progress bar on large
 /// transfers.
 fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), CliError> {
-    let path_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CliError::Path { path, source }
-    };
     let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
         // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
         // the key: typing the object in takes an explicit `-`.
@@ -414,15 +410,20 @@ fn chunks(reader: Box<dyn Read + Send>, bar: output::Progress, read: Arc<AtomicU
     Body::from_stream(stream)
 }
 
+/// The error of a file named on the command line that cannot be used.
+fn path_err(path: &Path) -> impl Fn(io::Error) -> CliError {
+    let path = path.to_path_buf();
+    move |source| CliError::Path {
+        path: path.clone(),
+        source,
+    }
+}
+
 /// Where `get -o PATH` may write, following symbolic links: the file PATH names in the end.
 /// Refused inside the data directory — the database and its WAL, a blob: the store itself —
 /// however it is reached (`..`, a link to it, a link to a file not yet made, a blob directory
 /// that is itself a link elsewhere).
 fn check_output(path: &Path, data: &Path) -> Result<PathBuf, CliError> {
-    let path_err = |p: &Path| {
-        let path = p.to_path_buf();
-        move |source| CliError::Path { path, source }
-    };
     let target = match std::fs::canonicalize(path) {
         Ok(target) => target,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -489,14 +490,10 @@ fn sink(
             source,
         }
     };
-    let path_err = |source| CliError::Path {
-        path: shown.to_path_buf(),
-        source,
-    };
     let existing = std::fs::metadata(target).ok();
     let written = match existing {
         Some(m) if !m.is_file() => File::create(target)
-            .map_err(path_err)
+            .map_err(path_err(shown))
             .and_then(|mut out| copy(&mut body, &mut out, bar.as_ref(), file_err())),
         _ => {
             let dir = target.parent().unwrap_or(Path::new("."));
@@ -505,7 +502,7 @@ fn sink(
                 .prefix(".cairn-get-")
                 .suffix(".partial")
                 .tempfile_in(dir)
-                .map_err(path_err)?;
+                .map_err(path_err(shown))?;
             if let Some(m) = &existing {
                 temp.as_file()
                     .set_permissions(m.permissions())
