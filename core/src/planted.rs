@@ -28,6 +28,8 @@ pub enum PlantedBug {
     UnknownOutcomeTreatedAsLost,
     /// A get whose blob vanished under it reports not-found instead of re-reading.
     GetGivesUpOnVanishedBlob,
+    /// A get whose blob vanished under it reports the object lost instead of re-reading.
+    GetCallsVanishedBlobLost,
     /// A cleanup removes its change-log entry before deleting the blobs it covers.
     LogEntryRemovedBeforeCleanup,
     /// Revisions come from a counter that every client (and every restart) begins at 1.
@@ -50,7 +52,7 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug, in declaration order.
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::CasIgnoresExpected,
         PlantedBug::CasNotIdempotent,
         PlantedBug::OldBlobDeletedBeforeCommit,
@@ -58,6 +60,7 @@ impl PlantedBug {
         PlantedBug::RecoveryDeletesWithoutReread,
         PlantedBug::UnknownOutcomeTreatedAsLost,
         PlantedBug::GetGivesUpOnVanishedBlob,
+        PlantedBug::GetCallsVanishedBlobLost,
         PlantedBug::LogEntryRemovedBeforeCleanup,
         PlantedBug::RevisionsReused,
         PlantedBug::CasRetriedBlindly,

@@ -1,6 +1,6 @@
 //! The catalogue of planted bugs: deliberate deviations from the protocol that the simulator must
 //! catch (`cairn-sim mutants`). Most live in the core (`core/src/planted.rs`, compiled only with
-//! its `planted-bugs` feature, which this crate enables); two live in the simulated tiers, as a
+//! its `planted-bugs` feature, which this crate enables); three live in the simulated tiers, as a
 //! backend that breaks its contract.
 //!
 //! Each entry says what the deviation is, which property it breaks, and which checker catches it
@@ -37,7 +37,7 @@ pub struct Entry {
 use PlantedBug as P;
 
 /// Every planted bug, with what it breaks and what catches it.
-pub const CATALOGUE: [Entry; 19] = [
+pub const CATALOGUE: [Entry; 20] = [
     Entry {
         bug: Bug::Core(P::CasIgnoresExpected),
         name: "cas-ignores-expected",
@@ -92,6 +92,14 @@ pub const CATALOGUE: [Entry; 19] = [
         breaks: "a get racing an overwrite and its cleanup reports not-found for a key that \
                  always had a value",
         caught_by: "linearizability",
+    },
+    Entry {
+        bug: Bug::Core(P::GetCallsVanishedBlobLost),
+        name: "get-calls-vanished-blob-lost",
+        site: "core/src/tiered/get.rs",
+        breaks: "a get racing an overwrite and its cleanup reports the object lost, where it \
+                 should follow the key to the new value",
+        caught_by: "no read reports a loss that did not happen",
     },
     Entry {
         bug: Bug::Core(P::LogEntryRemovedBeforeCleanup),

@@ -35,7 +35,8 @@ use crate::world::{
 use cairn_core::{
     BlobId, ByteRange, Change, ChangeId, Cleanup, CleanupOutcome, CleanupReport, Completion,
     Delete, Found, Get, GetResult, IdGen, Instant, Key, LargePut, Machine, MutationDone,
-    ObjectMeta, Phase, Poll, ReadError, Recovery, RecoveryReport, Request, SmallPut, WriteOutcome,
+    ObjectMeta, Phase, Poll, ReadError, Recovery, RecoveryReport, Request, Revision, SmallPut,
+    WriteOutcome,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -99,6 +100,15 @@ pub enum Failure {
         /// What is visible.
         found: Option<u64>,
     },
+    /// A read reported its object lost (a live tombstone whose blob is gone) while the world
+    /// held no such tombstone: the safety checks, run after every event, would have caught a
+    /// real loss first, so the read cried wolf where it should have followed the key on.
+    FalseLoss {
+        /// The key's index.
+        key: usize,
+        /// The revision the read called lost.
+        revision: Revision,
+    },
     /// The liveness phase did not converge within its budget.
     NoConvergence {
         /// What was still going on.
@@ -124,6 +134,7 @@ impl Failure {
             },
             Failure::NotLinearizable { .. } => "linearizability",
             Failure::LostWrite { .. } => "acknowledged writes survive crashes",
+            Failure::FalseLoss { .. } => "no read reports a loss that did not happen",
             Failure::NoConvergence { .. } => "liveness",
             Failure::Panic { .. } => "assertion (panic)",
         }
@@ -157,6 +168,10 @@ impl fmt::Display for Failure {
                 "acknowledged write lost on k{key}: expected {}, found {}",
                 tag(*expected),
                 tag(*found)
+            ),
+            Failure::FalseLoss { key, revision } => write!(
+                f,
+                "a read of k{key} reported revision {revision} lost, yet no tombstone dangled"
             ),
             Failure::NoConvergence { what } => write!(f, "liveness: did not converge: {what}"),
             Failure::Panic { message } => write!(f, "panic: {message}"),
@@ -1292,6 +1307,13 @@ impl Sim {
             Ok(None) => Outcome::Read(None),
             Ok(Some(Found::Inline { .. } | Found::LongTerm { .. })) => {
                 Outcome::Read(Some(task.last_read.expect("a found object was read")))
+            }
+            Err(ReadError::Lost(revision)) => {
+                self.fail(Failure::FalseLoss {
+                    key: usize::from(self.history[record].key),
+                    revision,
+                });
+                Outcome::ReadFailed
             }
             Err(e) => {
                 if e == ReadError::Unstable {

@@ -75,7 +75,7 @@ pub struct Get<'k> {
     head: bool,
     io_attempts: u8,
     state: State,
-    /// PLANTED BUG (`GetGivesUpOnVanishedBlob`) switch.
+    /// PLANTED BUG (`GetGivesUpOnVanishedBlob`, `GetCallsVanishedBlobLost`) switch.
     #[cfg(feature = "planted-bugs")]
     bug: Option<PlantedBug>,
 }
@@ -225,6 +225,12 @@ impl Machine for Get<'_> {
                 #[cfg(feature = "planted-bugs")]
                 if self.bug == Some(PlantedBug::GetGivesUpOnVanishedBlob) {
                     self.state = State::Finished(Ok(None));
+                    return;
+                }
+                // PLANTED BUG: the vanished blob is taken for a lost object.
+                #[cfg(feature = "planted-bugs")]
+                if self.bug == Some(PlantedBug::GetCallsVanishedBlobLost) {
+                    self.state = State::Finished(Err(ReadError::Lost(tombstone.revision)));
                     return;
                 }
                 if hops >= MAX_REDIRECT_HOPS {
