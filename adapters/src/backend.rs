@@ -18,9 +18,11 @@ use bytes::Bytes;
 use cairn_core::{
     BlobId, Change, ChangeId, Guarded, HvRow, Instant, Key, KeyBuf, Revision, Span, Tombstone,
 };
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 /// A failure reported by a backend. Opaque to cairn, kept for the caller.
 pub struct BackendError {
@@ -292,6 +294,31 @@ pub trait Staged: Send {
     fn publish(self: Box<Self>) -> Pin<Box<dyn Future<Output = BackendResult<u64>> + Send>>;
 }
 
+/// The change-log entries of operations under way in this process, which recovery must leave to
+/// them. A log that several stores in one process may share (through clones or an `Arc`) hands
+/// them all one registry ([`ChangeLog::in_flight`]), so that one store's recovery never reclaims
+/// an entry another store's put is still using: it would delete the blob that put is about to
+/// point a tombstone at. Cheap to clone; clones share the set.
+#[derive(Clone, Debug, Default)]
+pub struct InFlightEntries(Arc<Mutex<HashSet<ChangeId>>>);
+
+impl InFlightEntries {
+    /// Marks `id` as in use by an operation under way.
+    pub(crate) fn hold(&self, id: ChangeId) {
+        crate::memory_lock(&self.0).insert(id);
+    }
+
+    /// Whether an operation under way uses `id`.
+    pub(crate) fn holds(&self, id: ChangeId) -> bool {
+        crate::memory_lock(&self.0).contains(&id)
+    }
+
+    /// Leaves `id` to recovery.
+    pub(crate) fn release(&self, id: ChangeId) {
+        crate::memory_lock(&self.0).remove(&id);
+    }
+}
+
 /// The write-ahead change log.
 pub trait ChangeLog: Send + Sync + 'static {
     /// Records a change durably before returning. Recording the same id twice is harmless.
@@ -308,6 +335,13 @@ pub trait ChangeLog: Send + Sync + 'static {
         &self,
         after: Option<ChangeId>,
     ) -> impl Future<Output = BackendResult<Option<LogRecord>>> + Send;
+    /// The registry of entries in use that every store built on this log shares (see
+    /// [`InFlightEntries`]). `None` (the default) gives each store a registry of its own: right
+    /// only for a log that one store uses at a time, or whose [`scan`](ChangeLog::scan) already
+    /// skips the entries of every store but the caller.
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        None
+    }
 }
 
 /// [`HvBackend`] for backends whose calls are synchronous.
@@ -371,6 +405,9 @@ pub trait SyncChangeLog: Send + Sync + 'static {
     fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()>;
     fn remove(&self, id: ChangeId) -> BackendResult<()>;
     fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>>;
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        None
+    }
 }
 
 impl<T: SyncHvBackend> HvBackend for T {
@@ -442,6 +479,9 @@ impl<T: SyncChangeLog> ChangeLog for T {
     }
     async fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
         SyncChangeLog::scan(self, after)
+    }
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        SyncChangeLog::in_flight(self)
     }
 }
 
@@ -516,5 +556,8 @@ impl<T: SyncChangeLog> SyncChangeLog for std::sync::Arc<T> {
     }
     fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
         (**self).scan(after)
+    }
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        (**self).in_flight()
     }
 }

@@ -2,8 +2,8 @@
 //! backends, feed the completion back, until the machine is done.
 
 use crate::backend::{
-    BackendError, ChangeLog, HvBackend, LogRecord, LtBackend, Row, Staged, Staging, SyncHvBackend,
-    Write,
+    BackendError, ChangeLog, HvBackend, InFlightEntries, LogRecord, LtBackend, Row, Staged,
+    Staging, SyncHvBackend, Write,
 };
 use crate::runtime::Runtime;
 use crate::{Body, Clock, Metadata};
@@ -153,7 +153,51 @@ pub(crate) struct Driver<H, L, C, R> {
     pub runtime: R,
     pub clock: Box<dyn Clock>,
     /// Change-log entries owned by operations in flight in this process; recovery skips them.
-    pub held: Mutex<HashSet<ChangeId>>,
+    pub held: Held,
+}
+
+/// The change-log entries this store's operations are using. They are marked in the registry
+/// that recovery consults, which every store on the same log shares (see
+/// [`ChangeLog::in_flight`]), and remembered here too: a store that closes while it still holds
+/// some (operations that panicked half way) leaves them to recovery, as a process that died
+/// would.
+pub(crate) struct Held {
+    registry: InFlightEntries,
+    mine: Mutex<HashSet<ChangeId>>,
+}
+
+impl Held {
+    /// Marks in `log`'s shared registry if it has one, else in a registry of this store's own.
+    pub fn new(log: &impl ChangeLog) -> Held {
+        Held {
+            registry: log.in_flight().cloned().unwrap_or_default(),
+            mine: Mutex::default(),
+        }
+    }
+
+    fn hold(&self, id: ChangeId) {
+        crate::memory_lock(&self.mine).insert(id);
+        self.registry.hold(id);
+    }
+
+    /// Whether an operation under way, of this store or another on the same log, uses `id`.
+    pub fn holds(&self, id: ChangeId) -> bool {
+        self.registry.holds(id)
+    }
+
+    fn release(&self, id: ChangeId) {
+        self.registry.release(id);
+        crate::memory_lock(&self.mine).remove(&id);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mine = self.mine.get_mut().unwrap_or_else(|e| e.into_inner());
+        for id in mine.drain() {
+            self.registry.release(id);
+        }
+    }
 }
 
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
@@ -346,7 +390,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 .map(|()| Answer::Plain(Completion::Done)),
             Request::LogRecord { id, change } => {
                 // Held before it can be scanned, so recovery never reclaims a live operation's entry.
-                crate::memory_lock(&self.held).insert(id);
+                self.held.hold(id);
                 let record = self.log.record(id, change);
                 let large = match (change.new, &mut io.carry) {
                     (Some(revision), Carry::Large { meta, body, staged }) => {
@@ -399,9 +443,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
     ) -> Result<Option<LogRecord>, BackendError> {
         loop {
             match self.log.scan(after).await? {
-                Some(record) if crate::memory_lock(&self.held).contains(&record.id) => {
-                    after = Some(record.id)
-                }
+                Some(record) if self.held.holds(record.id) => after = Some(record.id),
                 other => return Ok(other),
             }
         }
@@ -409,7 +451,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
 
     /// Releases an entry once its cleanup is over (finished, or deferred to recovery).
     pub fn release(&self, id: ChangeId) {
-        crate::memory_lock(&self.held).remove(&id);
+        self.held.release(id);
     }
 
     /// `now` as the driver's clock reads it.
@@ -584,13 +626,14 @@ mod tests {
         faults.inject(Op::HvDelete, Fault::Pause(gate.clone()));
         faults.inject(Op::LtDelete, tick(&clock));
         faults.inject(Op::LogRemove, tick(&clock));
+        let log = Faulty::new(MemoryLog::new(), faults.clone());
         let driver = Driver {
             hv: Faulty::new(MemoryHv::new(), faults.clone()),
             lt: Faulty::new(MemoryLt::new(), faults.clone()),
-            log: Faulty::new(MemoryLog::new(), faults),
+            held: Held::new(&log),
+            log,
             runtime: NoSleep,
             clock: Box::new(clock.clone()),
-            held: Mutex::default(),
         };
         let mut script = Script {
             steps: vec![Step::Hv, Step::Hv, Step::Lt, Step::Log, Step::Wait(10)],
@@ -642,15 +685,16 @@ mod tests {
             Op::LtDelete,
             Fault::Run(Arc::new(move || c.advance(Duration::from_secs(1)))),
         );
+        let log = Faulty::new(MemoryLog::new(), faults.clone());
         let driver = Driver {
             // Synchronous: served on the spot, no future.
             hv: MemoryHv::new(),
             // Wrapped: every call is awaited.
             lt: Faulty::new(MemoryLt::new(), faults.clone()),
-            log: Faulty::new(MemoryLog::new(), faults),
+            held: Held::new(&log),
+            log,
             runtime: NoSleep,
             clock: Box::new(clock.clone()),
-            held: Mutex::default(),
         };
         assert!(driver.hv.as_sync().is_some());
         let mut script = Script {

@@ -94,7 +94,9 @@ pub struct FsckReport {
     pub blobs: u64,
     /// Live tombstones whose blob is missing or expired: the object is lost (reads say not found).
     pub dangling: Vec<(KeyBuf, Revision)>,
-    /// Live blobs that no tombstone (live or expired) references and no change-log entry covers.
+    /// Live blobs that no tombstone (live or expired) references and no change-log entry covers;
+    /// and expired blobs without the expiry marker that the sweep removes them by. Nothing
+    /// would ever delete either.
     pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
     /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
     pub stale_entries: Vec<LoggedChange>,
@@ -306,6 +308,7 @@ impl<R: Runtime> Embedded<R> {
             .extend(around.strays.iter().map(ToString::to_string));
 
         let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
+        let mut unswept = Vec::new();
         for blob in self.blobs().blobs() {
             let BlobInfo {
                 key,
@@ -320,7 +323,13 @@ impl<R: Runtime> Embedded<R> {
                 }
             };
             report.blobs += 1;
-            if is_expired(meta.expires, now) {
+            if let Some(expires) = meta.expires.filter(|_| is_expired(meta.expires, now)) {
+                // Expired: nothing reaches it any more, and the sweep removes it by its marker.
+                // Without one (a marker removed by hand, or by a sweep older than the
+                // marker's grace period) it would stay forever.
+                if !self.blobs().has_marker(&key, revision, expires) {
+                    unswept.push((key, revision, path));
+                }
                 continue;
             }
             let id = (key, revision);
@@ -343,6 +352,7 @@ impl<R: Runtime> Embedded<R> {
                 orphans.push(orphan);
             }
         }
+        orphans.append(&mut unswept);
         report.orphans = orphans;
         for (key, revision) in tombstones {
             if live_blobs.contains(&(key.clone(), revision)) {

@@ -363,4 +363,7 @@ impl<B: ChangeLog> ChangeLog for Faulty<B> {
     async fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
         self.around(Op::LogScan, self.inner.scan(after)).await
     }
+    fn in_flight(&self) -> Option<&crate::backend::InFlightEntries> {
+        self.inner.in_flight()
+    }
 }

@@ -1,7 +1,7 @@
 //! [`TieredStore`]: the user-facing handle over the tiered machines and three backends.
 
 use crate::backend::{BackendError, ChangeLog, HvBackend, ListEntry, LtBackend, Row};
-use crate::driver::{Driver, OpIo};
+use crate::driver::{Driver, Held, OpIo};
 use crate::runtime::Runtime;
 use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
 use bytes::{Bytes, BytesMut};
@@ -192,10 +192,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> StoreBuilder<H, L, C> {
         let driver = Driver {
             hv: self.hv,
             lt: self.lt,
+            held: Held::new(&self.log),
             log: self.log,
             runtime,
             clock: self.clock,
-            held: Mutex::default(),
         };
         Ok(TieredStore {
             inner: Arc::new(Inner {
@@ -665,10 +665,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 }
 
 /// A put or delete under way. Its change-log entry is *held* from the moment it is recorded:
-/// recovery in this process leaves it to the operation, whose cleanup releases it. If the
-/// operation's future is dropped half way (a timeout, a cancelled request), the entry is released
-/// here instead — once the high-volume tier has settled, so that no write of the operation can
-/// land after recovery took the entry over — and the next recovery pass cleans up after it.
+/// recovery (in this store, or another over the same log) leaves it to the operation, whose
+/// cleanup releases it. If the operation's future is dropped half way — cancelled (a timeout, a
+/// dropped request), or unwound by a panic, the crash of this one operation — the entry is
+/// released here instead, for the next recovery pass to clean up after it: at once if the
+/// high-volume tier has nothing pending, else once it has settled, so that no write of the
+/// operation can land after recovery took the entry over.
 struct InFlight<'s, H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> {
     store: &'s TieredStore<H, L, C, R>,
     id: ChangeId,
@@ -684,13 +686,15 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> InFlight<'_, H, L, C,
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_, H, L, C, R> {
     fn drop(&mut self) {
         let id = self.id;
-        if std::thread::panicking() {
-            // Unwound, not cancelled: as after a crash, the entry goes to recovery with the
-            // rest of this instance's when the store closes (or its lease runs out).
-            return;
-        }
-        if !crate::memory_lock(&self.store.inner.driver.held).contains(&id) {
+        let driver = &self.store.inner.driver;
+        if !driver.held.holds(id) {
             return; // dropped before it logged anything
+        }
+        let settled = std::pin::pin!(driver.hv.settled());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if std::future::Future::poll(settled, &mut cx).is_ready() {
+            driver.release(id); // a tier whose writes end with their futures
+            return;
         }
         let release = move |inner: Arc<Inner<Driver<H, L, C, R>>>| async move {
             inner.driver.hv.settled().await;
@@ -744,6 +748,18 @@ fn object(found: cairn_core::GetResult, io: &mut OpIo) -> Result<Option<Object>,
                 unreachable!("an inline find follows an inline read with payload")
             };
             let bytes = match span {
+                Some(s) if s.end > payload.len() as u64 => {
+                    // The span came from the row's size; a backend must store exactly that many
+                    // bytes. One that did not is damaged, which is no reason to panic.
+                    return Err(Error::Read {
+                        tier: Tier::Hv,
+                        source: BackendError::new(format!(
+                            "inline payload of {} bytes, shorter than its recorded size {}",
+                            payload.len(),
+                            meta.size
+                        )),
+                    });
+                }
                 Some(s) => payload.slice(s.start as usize..s.end as usize),
                 None => payload,
             };

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use cairn_adapters::backend::{BackendResult, LtBackend};
-use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport};
+use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport, STALE_MARKER_AGE};
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
 use cairn_adapters::{
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 const MIB: usize = 1 << 20;
 const T0: u64 = 1_700_000_000_000;
@@ -597,6 +598,16 @@ fn a_marker_left_by_a_crashed_write_is_swept() {
     // A crash between marker and rename: the marker stays, the blob never appears.
     std::fs::remove_file(f.only_path()).unwrap();
     f.clock.advance(Duration::from_secs(1));
+    let [marker] = files_under(&f.root().join("blobs")).try_into().unwrap();
+    // Alone for less than the grace period, its blob may still be on its way.
+    let young = SystemTime::now() - (STALE_MARKER_AGE - std::time::Duration::from_secs(60));
+    set_modified(&marker, young);
+    assert_eq!(
+        f.dir.sweep_expired(f.now()).unwrap(),
+        SweepReport::default()
+    );
+    assert!(marker.exists());
+    set_modified(&marker, SystemTime::now() - STALE_MARKER_AGE);
     let report = f.dir.sweep_expired(f.now()).unwrap();
     assert_eq!(
         report,
@@ -606,6 +617,36 @@ fn a_marker_left_by_a_crashed_write_is_swept() {
         }
     );
     assert!(files_under(&f.root().join("blobs")).is_empty());
+}
+
+/// A write creates its blob's marker, then renames the blob into place. A sweep (here or in
+/// another process) that finds the marker alone in between must leave it: without its marker
+/// the blob, expired already, would never be swept.
+#[test]
+fn a_sweep_between_a_write_s_marker_and_its_rename_leaves_the_marker() {
+    let f = Fixture::new();
+    let m = Metadata {
+        expires: Some(Instant::from_millis(T0 + 10)),
+        ..meta()
+    };
+    f.put(b"k", 1, &m, Body::from_bytes("x")).unwrap();
+    let blob = f.only_path();
+    let aside = f.root().join("aside");
+    std::fs::rename(&blob, &aside).unwrap(); // the moment before the rename
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        f.dir.sweep_expired(f.now()).unwrap(),
+        SweepReport::default()
+    );
+    std::fs::rename(&aside, &blob).unwrap(); // the rename
+    let report = f.dir.sweep_expired(f.now()).unwrap();
+    assert_eq!(report.blobs_deleted, 1);
+    assert!(files_under(&f.root().join("blobs")).is_empty());
+}
+
+fn set_modified(path: &Path, at: SystemTime) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(at).unwrap();
 }
 
 #[test]

@@ -384,3 +384,145 @@ fn writes_locked_out_by_another_process_fail_as_certainly_not_applied() {
         "the refused large put left no blob"
     );
 }
+
+/// Two stores built over one change log (here: one `SqliteDb`, or one shared in-memory log)
+/// are one instance to the log: recovery in either must leave the other's puts alone. Store
+/// `a`'s large put is held just before its compare-and-write — blob published, change logged —
+/// while store `b` recovers: were `a`'s entry reclaimed, its blob would be deleted and the
+/// tombstone `a` then commits would dangle.
+fn recovery_in_one_store_leaves_another_store_s_put_alone<H, L, C>(hv: H, lt: L, log: C)
+where
+    H: cairn_adapters::backend::HvBackend + Clone,
+    L: LtBackend + Clone,
+    C: cairn_adapters::backend::ChangeLog + Clone,
+{
+    use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
+    use cairn_adapters::TieredStore;
+    let faults = Faults::new();
+    let gate = Gate::new();
+    faults.inject(Op::HvCas, Fault::Pause(gate.clone()));
+    let a = TieredStore::new(
+        Faulty::new(hv.clone(), faults),
+        lt.clone(),
+        log.clone(),
+        InlineRuntime,
+    );
+    let b = TieredStore::new(hv, lt, log, InlineRuntime);
+    let report = std::thread::scope(|s| {
+        let put = s.spawn(|| block_on(a.put("k", large(7), &PutOptions::default())));
+        block_on(gate.reached());
+        let report = block_on(b.recover());
+        gate.release(); // before any assertion, or a failure would leave the put waiting
+        put.join().expect("the put thread").expect("put");
+        report.expect("recover")
+    });
+    assert_eq!(report.entries, 0, "a's entry is in use: {report:?}");
+    let object = block_on(b.get("k")).expect("get").expect("found");
+    assert_eq!(block_on(object.bytes()).expect("body"), large(7));
+    // Once a is done, its entry is gone and nothing is left to recover.
+    block_on(a.join());
+    assert_eq!(block_on(b.recover()).expect("recover").entries, 0);
+}
+
+#[test]
+fn recovery_in_one_store_leaves_another_store_s_put_alone_over_one_sqlite_db() {
+    use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
+    use cairn_adapters::sqlite::{SqliteDb, SqliteOptions};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = SqliteDb::open(&dir.path().join("db.sqlite"), SqliteOptions::default()).expect("db");
+    let blobs = BlobDir::open(&dir.path().join("blobs"), BlobDirOptions::default()).expect("dir");
+    recovery_in_one_store_leaves_another_store_s_put_alone(db.hv(), blobs, db.log());
+}
+
+#[test]
+fn recovery_in_one_store_leaves_another_store_s_put_alone_over_shared_memory_tiers() {
+    use cairn_adapters::memory::{MemoryHv, MemoryLog, MemoryLt};
+    recovery_in_one_store_leaves_another_store_s_put_alone(
+        Arc::new(MemoryHv::new()),
+        Arc::new(MemoryLt::new()),
+        Arc::new(MemoryLog::new()),
+    );
+}
+
+/// A damaged inline row whose payload is shorter than its recorded size: reads fail as read
+/// errors naming the damage, a range read included (its span comes from the size).
+#[test]
+fn an_inline_row_shorter_than_its_size_is_a_read_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = open(dir.path());
+    block_on(
+        data.store()
+            .put("k", Bytes::from_static(b"hello"), &PutOptions::default()),
+    )
+    .expect("put");
+    let raw = rusqlite::Connection::open(data.db().path()).expect("raw connection");
+    raw.execute("UPDATE rows SET size = 100", [])
+        .expect("damage");
+    drop(raw);
+    let range = cairn_core::ByteRange::Inclusive { start: 50, end: 60 };
+    for result in [
+        block_on(data.store().get_range("k", range)),
+        block_on(data.store().get("k")),
+    ] {
+        let err = result.map(|o| o.map(|o| o.meta)).expect_err("damaged");
+        assert!(
+            matches!(
+                err,
+                cairn_adapters::Error::Read {
+                    tier: cairn_core::Tier::Hv,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}
+
+/// An expired blob is swept by its expiry marker. One whose marker is gone would stay forever:
+/// `fsck` reports it as an orphan and repair deletes it.
+#[test]
+fn an_expired_blob_without_its_marker_is_an_orphan_that_repair_deletes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let clock = Arc::new(cairn_adapters::ManualClock::new(1_700_000_000_000));
+    let options = EmbeddedOptions {
+        clock: clock.clone(),
+        ..EmbeddedOptions::default()
+    };
+    let data = block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("open");
+    let ttl = PutOptions::default().ttl(Duration::from_secs(10));
+    block_on(data.store().put("gone", large(1), &ttl)).expect("put");
+    block_on(data.store().put("kept", large(2), &ttl)).expect("put");
+    let path_of = |key: &str| {
+        let info = data.blobs().blobs().map(|b| b.expect("a readable blob"));
+        let mut found = info
+            .filter(|b| b.key.as_bytes() == key.as_bytes())
+            .map(|b| b.path);
+        found.next().expect("its blob")
+    };
+    let (gone, kept) = (path_of("gone"), path_of("kept"));
+    // Next to `HASH-REVISION.blob`, its marker is `HASH-REVISION-EXPIRY.expires`.
+    let marker = |blob: &Path| {
+        let stem = blob.file_stem().and_then(|s| s.to_str()).expect("a name");
+        let prefix = format!("{stem}-");
+        let dir = std::fs::read_dir(blob.parent().expect("a directory")).expect("list");
+        dir.map(|e| e.expect("entry").path()).find(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(".expires")
+        })
+    };
+    std::fs::remove_file(marker(&gone).expect("gone's marker")).expect("remove the marker");
+    assert!(marker(&kept).is_some());
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "not expired yet: {report:#?}");
+    clock.advance(Duration::from_secs(11));
+    let report = block_on(data.fsck(false)).expect("fsck");
+    let orphans: Vec<&Path> = report.orphans.iter().map(|o| o.2.as_path()).collect();
+    assert_eq!(orphans, [gone.as_path()], "{report:#?}");
+    let report = block_on(data.fsck(true)).expect("fsck --repair");
+    assert_eq!(report.orphans_deleted, 1);
+    assert!(!gone.exists());
+    assert!(kept.exists(), "the sweep's to remove, by its marker");
+    block_on(data.maintain()).expect("maintain");
+    assert!(blob_files(dir.path()).is_empty());
+    assert!(block_on(data.fsck(false)).expect("fsck").is_clean());
+}

@@ -966,7 +966,7 @@ fn damaged_rows_are_errors_not_panics_and_can_still_be_overwritten() {
     let db = open(&dir.db(), fast());
     let hv = db.hv();
     let payload = Bytes::from_static(b"ok");
-    for k in [&b"meta"[..], b"kind", b"rev"] {
+    for k in [&b"meta"[..], b"kind", b"rev", b"size"] {
         block_on(hv.put_non_tombstone(key(k), &meta(2, None), &payload, at(0))).unwrap();
     }
     block_on(hv.compare_and_write(key(b"rev"), None, Write::Tombstone(tomb(OLD, None)), at(0)))
@@ -975,6 +975,7 @@ fn damaged_rows_are_errors_not_panics_and_can_still_be_overwritten() {
     raw.execute_batch(
         "UPDATE rows SET meta = X'01FFFF' WHERE key = CAST('meta' AS BLOB);
          UPDATE rows SET revision = X'0102' WHERE key = CAST('rev' AS BLOB);
+         UPDATE rows SET size = 100 WHERE key = CAST('size' AS BLOB);
          PRAGMA ignore_check_constraints = ON;
          UPDATE rows SET kind = 7 WHERE key = CAST('kind' AS BLOB);",
     )
@@ -984,6 +985,11 @@ fn damaged_rows_are_errors_not_panics_and_can_still_be_overwritten() {
         let err = block_on(hv.read(key(k), false, at(0))).unwrap_err();
         assert_eq!(kind(&err), Some(SqliteErrorKind::Corrupt), "{err}");
     }
+    // A payload whose length disagrees with the row's size: a range worked out from the size
+    // must never be cut from it.
+    let err = block_on(hv.read(key(b"size"), true, at(0))).unwrap_err();
+    assert_eq!(kind(&err), Some(SqliteErrorKind::Corrupt), "{err}");
+    assert!(err.to_string().contains("payload of 2 bytes"), "{err}");
     assert!(block_on(hv.list(b"", None, 10, at(0))).is_err());
     assert!(db.rows(None, 10).is_err());
     // A guarded put or delete meeting a row of an unknown kind, expired or not, or a damaged

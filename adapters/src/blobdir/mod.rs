@@ -68,7 +68,7 @@ mod sweep;
 mod write;
 
 pub use list::{BlobInfo, Surroundings};
-pub use sweep::SweepReport;
+pub use sweep::{SweepReport, STALE_MARKER_AGE};
 
 use crate::backend::{BackendError, BackendResult, LtBackend, Staging};
 use crate::{Body, Clock, CoarseClock, Metadata};

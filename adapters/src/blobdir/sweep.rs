@@ -3,7 +3,7 @@
 use super::layout::{context, key_hash, sync_dir, Entry, FANOUT_DIRS, TEMP_SUFFIX};
 use super::read::open_file;
 use super::BlobDir;
-use cairn_core::{is_expired, BlobId, Instant};
+use cairn_core::{is_expired, BlobId, Instant, Key, Revision};
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
@@ -14,9 +14,16 @@ pub struct SweepReport {
     /// Expired blobs whose files were deleted.
     pub blobs_deleted: u64,
     /// Expiry markers removed whose blob was already gone (deleted earlier, or a write that
-    /// crashed before its rename).
+    /// crashed before its rename) at least [`STALE_MARKER_AGE`] ago.
     pub stale_markers: u64,
 }
+
+/// How old a marker without its blob must be before a sweep removes it. A write creates its
+/// marker just before it renames its blob into place, so for a moment the marker is alone; a
+/// sweep (in this process or another) that removed it then would leave the blob with no marker,
+/// never to be swept. A marker alone for this long belongs to a write that crashed, or to a
+/// delete that crashed between its two unlinks.
+pub const STALE_MARKER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl BlobDir {
     /// Deletes `blob`'s file (and its expiry marker), then syncs the directory.
@@ -41,6 +48,17 @@ impl BlobDir {
             remove_if_present(&layout.marker_path(hash, blob.revision, at))?;
         }
         sync_dir(&layout.dir_of(hash))
+    }
+
+    /// Whether the expiry marker of blob `revision` of `key`, expiring at `expires`, is there:
+    /// without it, [`sweep_expired`](BlobDir::sweep_expired) would never remove the blob.
+    pub(crate) fn has_marker(&self, key: &Key, revision: Revision, expires: Instant) -> bool {
+        let marker = self
+            .inner
+            .layout
+            .marker_path(key_hash(key), revision, expires);
+        // An error other than absence (permissions) is no proof that it is missing.
+        !matches!(std::fs::symlink_metadata(marker), Err(e) if e.kind() == io::ErrorKind::NotFound)
     }
 
     /// Deletes every blob that has expired at `now`, without opening any blob file: expiring
@@ -76,8 +94,10 @@ impl BlobDir {
                 }
                 if remove_if_present(&layout.blob_path(key_hash, revision))? {
                     report.blobs_deleted += 1;
-                } else {
+                } else if is_older(&entry, STALE_MARKER_AGE)? {
                     report.stale_markers += 1;
+                } else {
+                    continue; // its blob may be on its way: see STALE_MARKER_AGE
                 }
                 remove_if_present(&entry.path())?;
                 removed = true;
@@ -101,26 +121,29 @@ impl BlobDir {
     /// when no other writer can be running.
     pub fn remove_temp_files(&self, older_than: std::time::Duration) -> io::Result<usize> {
         let tmp = self.inner.layout.tmp();
-        let now = SystemTime::now();
         let mut removed = 0;
         for entry in std::fs::read_dir(tmp).map_err(context("listing", tmp))? {
             let entry = entry.map_err(context("listing", tmp))?;
-            let path = entry.path();
             if !entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
                 continue;
             }
-            let modified = match entry.metadata().and_then(|m| m.modified()) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(context("reading age of", &path)(e)),
-            };
-            // A file from the future (clock steps) counts as new.
-            let age = now.duration_since(modified).unwrap_or_default();
-            if age >= older_than && remove_if_present(&path)? {
+            if is_older(&entry, older_than)? && remove_if_present(&entry.path())? {
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+}
+
+/// Whether `entry` was last modified at least `age` ago by the wall clock. A file gone meanwhile
+/// is not; a file from the future (the clock stepped back) is new.
+fn is_older(entry: &std::fs::DirEntry, age: std::time::Duration) -> io::Result<bool> {
+    match entry.metadata().and_then(|m| m.modified()) {
+        Ok(modified) => Ok(SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|elapsed| elapsed >= age)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(context("reading age of", &entry.path())(e)),
     }
 }
 

@@ -1,4 +1,4 @@
-use crate::backend::{BackendResult, LogRecord, SyncChangeLog};
+use crate::backend::{BackendResult, InFlightEntries, LogRecord, SyncChangeLog};
 use crate::memory_lock as lock;
 use cairn_core::{Change, ChangeId};
 use std::collections::BTreeMap;
@@ -8,6 +8,8 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct MemoryLog {
     entries: Mutex<BTreeMap<ChangeId, LogRecord>>,
+    /// Shared by every store on this log: one store's recovery skips another's puts.
+    in_flight: InFlightEntries,
 }
 
 impl MemoryLog {
@@ -58,5 +60,9 @@ impl SyncChangeLog for MemoryLog {
             None => entries.iter().next(),
         };
         Ok(next.map(|(_, r)| r.clone()))
+    }
+
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        Some(&self.in_flight)
     }
 }

@@ -191,6 +191,13 @@ fn decode(row: &rusqlite::Row<'_>, first: usize, payload: bool) -> Result<Stored
             let payload = match payload {
                 true => {
                     let bytes = column(row, first + 5)?.as_blob().map_err(bad("payload"))?;
+                    if bytes.len() as u64 != head.size {
+                        return Err(Corrupt(format!(
+                            "payload of {} bytes where the row says {}",
+                            bytes.len(),
+                            head.size
+                        )));
+                    }
                     Some(Bytes::copy_from_slice(bytes))
                 }
                 false => None,

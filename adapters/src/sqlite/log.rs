@@ -6,7 +6,7 @@
 use super::codec::{id_from_blob, id_to_blob, instant_to_sql, Corrupt};
 use super::writer::Shape;
 use super::{lease, Shared, SqliteDb, SqliteError, SqliteErrorKind};
-use crate::backend::{BackendResult, ChangeLog, LogRecord};
+use crate::backend::{BackendResult, ChangeLog, InFlightEntries, LogRecord};
 use cairn_core::{Change, ChangeId, KeyBuf, Revision};
 use rusqlite::{params, OptionalExtension};
 use std::sync::Arc;
@@ -191,6 +191,12 @@ impl ChangeLog for SqliteLog {
             "scanning the change log: owners kept dying during the scan; try again",
         )
         .into())
+    }
+
+    /// Every store over this database is one instance, owner of all their entries: they share
+    /// one registry of the entries in use.
+    fn in_flight(&self) -> Option<&InFlightEntries> {
+        Some(&self.db().shared.in_flight)
     }
 }
 

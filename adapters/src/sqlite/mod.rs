@@ -104,7 +104,7 @@ pub use hv::SqliteHv;
 pub use log::{LoggedChange, SqliteLog};
 pub use writer::WriterStats;
 
-use crate::backend::BackendResult;
+use crate::backend::{BackendResult, InFlightEntries};
 use crate::{Clock, SystemClock};
 use cairn_core::{Duration, Instant};
 use lease::Lease;
@@ -248,6 +248,9 @@ pub(crate) struct Shared {
     pub synchronous: Synchronous,
     pub lease: Lease,
     pub stats: Stats,
+    /// The change-log entries in use by stores over this database (see
+    /// [`ChangeLog::in_flight`](crate::backend::ChangeLog::in_flight)).
+    pub in_flight: InFlightEntries,
 }
 
 impl Shared {
@@ -332,6 +335,7 @@ impl SqliteDb {
             synchronous: options.synchronous,
             lease: Lease::new(instance, options.lease, until),
             stats: Stats::default(),
+            in_flight: InFlightEntries::default(),
         });
         let writer = Writer::start(conn, shared.clone()).map_err(OpenError::Thread)?;
         Ok(Arc::new(SqliteDb {

@@ -146,5 +146,9 @@ impl<H: HvBackend, L: LtBackend, G: ChangeLog> Api for BlockingStore<H, L, G> {
     async fn recover(&self) -> Result<RecoveryReport, Error> {
         BlockingStore::recover(self)
     }
-    async fn join(&self) {}
+    /// Every call's own cleanup ran before it returned; what may remain is the release of an
+    /// operation that panicked over a tier still settling, on a thread of its own.
+    async fn join(&self) {
+        self.inner().join().await
+    }
 }
