@@ -23,7 +23,9 @@ use crate::sqlite::{
     LoggedChange, OpenError as SqliteOpenError, SqliteDb, SqliteHv, SqliteLog, SqliteOptions,
 };
 use crate::{Clock, CoarseClock, Error, TieredStore};
-use cairn_core::{is_expired, BlobId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision};
+use cairn_core::{
+    is_expired, BlobId, ChangeId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision,
+};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,7 +100,9 @@ pub struct FsckReport {
     /// and expired blobs without the expiry marker that the sweep removes them by. Nothing
     /// would ever delete either.
     pub orphans: Vec<(KeyBuf, Revision, PathBuf)>,
-    /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet).
+    /// Change-log entries whose owner is no longer live (recovery has not reclaimed them yet),
+    /// and this instance's own that no operation is using: cleanups that failed, waiting for
+    /// the next recovery pass (with repair: ones its recovery could not finish either).
     pub stale_entries: Vec<LoggedChange>,
     /// Not a problem: change-log entries of another live instance — a write under way in
     /// another process, or one of a process killed less than its lease ago, which recovery
@@ -118,6 +122,8 @@ pub struct FsckReport {
     pub orphans_deleted: u64,
     /// With repair: what the recovery pass did.
     pub recovered: Option<RecoveryReport>,
+    /// With repair: the failure that kept its recovery from cleaning the last entry it deferred.
+    pub recovery_failure: Option<String>,
 }
 
 impl FsckReport {
@@ -206,7 +212,15 @@ impl<R: Runtime> Embedded<R> {
 
     /// One maintenance pass: recovery, then expired rows, expired blobs and stale temporary files.
     pub async fn maintain(&self) -> Result<RecoveryReport, Error> {
-        let report = self.store.recover().await?;
+        self.maintain_explained().await.map(|(report, _)| report)
+    }
+
+    /// [`maintain`](Embedded::maintain), with the failure that left the last deferred
+    /// change-log entry behind (see [`TieredStore::recover_explained`]).
+    pub async fn maintain_explained(
+        &self,
+    ) -> Result<(RecoveryReport, Option<BackendError>), Error> {
+        let (report, cause) = self.store.recover_explained().await?;
         let now = self.clock.now();
         let backend = |tier, source: BackendError| Error::Read { tier, source };
         while self
@@ -220,7 +234,7 @@ impl<R: Runtime> Embedded<R> {
         self.blobs().sweep_expired(now).map_err(lt)?;
         self.blobs().remove_temp_files(STALE_TEMP_AGE).map_err(lt)?;
         self.passes.fetch_add(1, Ordering::AcqRel);
-        Ok(report)
+        Ok((report, cause))
     }
 
     /// How many maintenance passes have completed (the one on open included).
@@ -251,7 +265,9 @@ impl<R: Runtime> Embedded<R> {
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, Error> {
         let mut report = FsckReport::default();
         if repair {
-            report.recovered = Some(self.store.recover().await?);
+            let (recovered, cause) = self.store.recover_explained().await?;
+            report.recovered = Some(recovered);
+            report.recovery_failure = cause.map(|e| e.to_string());
         }
         let now = self.clock.now();
         let hv = |source| Error::Read {
@@ -293,12 +309,31 @@ impl<R: Runtime> Embedded<R> {
             })
             .collect();
         let me = self.db().instance_id();
+        let mut own = Vec::new();
         for entry in entries {
             if !entry.owner_live {
                 report.stale_entries.push(entry);
             } else if entry.owner != me {
                 report.in_flight.push(entry);
+            } else if !self.db().in_flight().holds(entry.record.id) {
+                own.push(entry);
             }
+        }
+        if !own.is_empty() {
+            // This instance's own entries that no operation holds: a cleanup that failed (or a
+            // repair's recovery that could not finish one), waiting for the next recovery pass.
+            // Unless the operation finished meanwhile: it holds its entry until it removed it.
+            let now_logged: HashSet<ChangeId> = self
+                .db()
+                .log_entries()
+                .map_err(log)?
+                .into_iter()
+                .map(|e| e.record.id)
+                .collect();
+            report.stale_entries.extend(
+                own.into_iter()
+                    .filter(|e| now_logged.contains(&e.record.id)),
+            );
         }
         let around = self.blobs().surroundings();
         report.temp_files = around.temp_files;

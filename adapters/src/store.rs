@@ -579,6 +579,13 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     /// Cleans up after every mutation whose cleanup never ran (after a crash) or gave up. Entries
     /// of operations still in flight in this store are left alone.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        self.recover_explained().await.map(|(report, _)| report)
+    }
+
+    /// [`recover`](TieredStore::recover), with the backend failure that left the last deferred
+    /// entry behind (`None` if none was deferred): what a person should be told when cleanups
+    /// keep failing — a blob directory gone read-only, say.
+    pub async fn recover_explained(&self) -> Result<(RecoveryReport, Option<BackendError>), Error> {
         let mut machine = Recovery::new(self.inner.config);
         let mut io = OpIo::default();
         let now = self.inner.driver.now();
@@ -588,7 +595,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
                 tier: Tier::Log,
                 source,
             }),
-            _ => Ok(report),
+            (true, cause) if report.deferred > 0 => Ok((report, cause)),
+            _ => Ok((report, None)),
         }
     }
 

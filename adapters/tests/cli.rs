@@ -738,3 +738,177 @@ fn get_never_writes_into_a_blob_directory_kept_elsewhere() {
     assert_eq!(code(&out), 2, "{out:?}");
     assert_eq!(cairn(&data, &["get", "big"]).stdout.len(), 2 << 20);
 }
+
+/// `get -o` writes where `> PATH` would, and refuses what `> PATH` refuses: `/dev/stdout` is
+/// the process's standard output as it is (a file opened for appending keeps what it had, a
+/// pipe gets the bytes), a directory or a name ending in `/` is an error with nothing created,
+/// and a new file gets the mode the umask gives.
+#[cfg(unix)]
+#[test]
+fn get_o_writes_where_a_shell_redirection_would() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"value")));
+
+    let log = dir.path().join("log.txt");
+    std::fs::write(&log, b"before\n").unwrap();
+    let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "get",
+            "k",
+            "-o",
+            "/dev/stdout",
+        ])
+        .stdout(appending)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&log).unwrap(), b"before\nvalue");
+    for stdout in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
+        let out = cairn(&data, &["get", "k", "-o", stdout]);
+        assert_eq!(out.stdout, b"value", "{stdout}: {out:?}");
+        assert!(out.stderr.is_empty(), "{stdout}: no 'wrote' line: {out:?}");
+    }
+    let out = cairn(&data, &["get", "k", "-o", "/dev/stderr"]);
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice()),
+        (&b""[..], &b"value"[..])
+    );
+    assert_eq!(
+        code(&cairn(&data, &["--json", "get", "k", "-o", "/dev/stdout"])),
+        2
+    );
+
+    let slash = dir.path().join("out/");
+    let out = cairn(&data, &["get", "k", "-o", slash.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(!dir.path().join("out").exists(), "nothing created");
+    let out = cairn(&data, &["get", "k", "-o", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "a directory: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+
+    for (umask, mode) in [("022", 0o644), ("077", 0o600)] {
+        let new = dir.path().join(format!("new-{umask}"));
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(["--data", data.to_str().unwrap(), "get", "k", "-o"])
+            .arg(&new)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = std::fs::metadata(&new).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}");
+    }
+}
+
+/// A cleanup that keeps failing — here the old blob of an overwrite cannot be deleted, as in
+/// a blob directory gone read-only — is never silent: every command warns, naming the cause,
+/// `recover` and `fsck --repair` fail saying why, and once the cause is gone the next command
+/// cleans up.
+#[test]
+fn a_cleanup_that_keeps_failing_is_reported_with_its_cause_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let big = vec![5u8; (1 << 20) + 1];
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(&big)));
+    let [blob] = blob_files(&data).try_into().unwrap();
+    // A directory where the old blob was: deleting it fails, for root too.
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+    std::fs::write(blob.join("x"), b"x").unwrap();
+    let out = cairn_with_stdin(&data, &["put", "k", "-"], Some(b"small"));
+    ok(&out);
+    let cause = "directory";
+    let out = cairn(&data, &["ls"]);
+    let warning = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ok(&out).ends_with(" k\n"), "{out:?}");
+    assert!(
+        warning
+            .contains("warning: recovery could not finish cleaning up after 1 interrupted write"),
+        "{warning}"
+    );
+    assert!(warning.contains(cause), "{warning}");
+
+    let out = cairn(&data, &["--json", "fsck", "--repair"]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let doc = json(&out);
+    assert_eq!(doc["recovery"]["deferred"], 1, "{doc}");
+    assert!(
+        doc["recovery"]["deferred_because"]
+            .as_str()
+            .unwrap()
+            .contains(cause),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["stale_log_entries"].as_array().unwrap().len(),
+        1,
+        "{doc}"
+    );
+    assert_eq!(doc["clean"], false);
+    let out = cairn(&data, &["recover"]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(cause),
+        "{out:?}"
+    );
+
+    std::fs::remove_dir_all(&blob).unwrap();
+    let out = cairn(&data, &["recover"]);
+    assert!(ok(&out).contains("1 cleaned, 0 deferred"), "{out:?}");
+    let out = cairn(&data, &["fsck"]);
+    assert!(ok(&out).ends_with("ok\n"), "{out:?}");
+    assert!(out.stderr.is_empty(), "no warning left: {out:?}");
+}
+
+/// A put creates a store only in a new or empty directory, and only once its input can be
+/// read: a mistyped `--data` naming someone's files, the inside of another store, or input that
+/// cannot be read at all, is refused with nothing created.
+#[test]
+fn a_put_makes_a_store_only_of_a_new_or_empty_directory_and_readable_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let from_a_directory = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--data", data.to_str().unwrap(), "put", "k", "-"])
+        .stdin(std::fs::File::open(dir.path()).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&from_a_directory), 2, "{from_a_directory:?}");
+    assert!(!data.exists(), "nothing created");
+
+    let papers = dir.path().join("papers");
+    std::fs::create_dir(&papers).unwrap();
+    std::fs::write(papers.join("thesis.tex"), b"...").unwrap();
+    let out = cairn_with_stdin(&papers, &["put", "k", "-"], Some(b"v"));
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("neither empty nor a cairn data directory")
+    );
+    assert_eq!(
+        std::fs::read_dir(&papers).unwrap().count(),
+        1,
+        "nothing added"
+    );
+
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "k", "-"],
+        Some(&vec![1u8; 2 << 20]),
+    ));
+    let inner = data.join("blobs");
+    let out = cairn_with_stdin(&inner, &["put", "k", "-"], Some(b"v"));
+    assert_eq!(code(&out), 2, "the inside of another store: {out:?}");
+    assert!(!inner.join("cairn.sqlite").exists());
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    ok(&cairn_with_stdin(&empty, &["put", "k", "-"], Some(b"v")));
+    assert_eq!(ok(&cairn(&empty, &["get", "k"])), "v");
+}

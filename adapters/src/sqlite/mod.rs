@@ -398,6 +398,11 @@ impl SqliteDb {
         Ok(until)
     }
 
+    /// The change-log entries in use by stores over this database.
+    pub(crate) fn in_flight(&self) -> &InFlightEntries {
+        &self.shared.in_flight
+    }
+
     /// Counters of the writer thread: commits, the writes they carried, the largest batch.
     pub fn writer_stats(&self) -> WriterStats {
         self.shared.stats.snapshot()

@@ -10,7 +10,7 @@ use cairn_core::{Config, Duration, Key, KeyBuf, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::StreamExt;
 use serde_json::json;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,7 +120,23 @@ fn data_dir(cli: &Cli) -> Result<PathBuf, CliError> {
 /// mistyped `--data`), not an empty store to create.
 fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() && (create || dir.join(DB_FILE).exists()) => Ok(()),
+        Ok(m) if m.is_dir() && dir.join(DB_FILE).exists() => Ok(()),
+        // A put makes a new or an empty directory a store, never one holding other things: a
+        // mistyped --data could name someone's files, or the inside of another store. (A
+        // `blobs` prepared in advance, say a link to another disk, is cairn's own.)
+        Ok(m) if m.is_dir() && create => {
+            let entries = std::fs::read_dir(dir).map_err(path_err(dir))?;
+            for entry in entries {
+                if entry.map_err(path_err(dir))?.file_name() != BLOB_DIR {
+                    return Err(CliError::Input(format!(
+                        "{} is neither empty nor a cairn data directory: a put makes only a new \
+                         or an empty directory one",
+                        dir.display()
+                    )));
+                }
+            }
+            Ok(())
+        }
         Ok(m) if m.is_dir() => Err(CliError::Input(format!(
             "{} is not a cairn data directory (a put makes it one)",
             dir.display()
@@ -148,15 +164,39 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
 fn options(lease_ms: u64) -> EmbeddedOptions {
     let mut options = EmbeddedOptions::default();
     options.sqlite = options.sqlite.lease(Duration::from_millis(lease_ms.max(1)));
+    // Every command recovers on open, so a cleanup that fails is tried again soon anyway: a
+    // few attempts (0.3 s of backoff) rather than the library's 8 (12.7 s), which a cleanup
+    // failing for good — a blob directory gone read-only — would add to every command.
+    options.config.cleanup_attempts = CLI_CLEANUP_ATTEMPTS;
     options
 }
 
+/// Attempts per cleanup step in the command (see [`options`]).
+const CLI_CLEANUP_ATTEMPTS: u8 = 3;
+
+/// Opens the data directory as [`Embedded::open`] does — recovery and maintenance first — and
+/// warns on standard error if recovery had to leave change-log entries behind, with why.
 pub fn open(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
-    Ok(block_on(Embedded::open(
-        dir,
-        options(lease_ms),
-        InlineRuntime,
-    ))?)
+    let data = open_without_recovery(dir, lease_ms)?;
+    let (report, cause) = block_on(data.maintain_explained())?;
+    if report.deferred > 0 {
+        let _ = writeln!(
+            io::stderr(),
+            "cairn: warning: {}",
+            deferred_note(report.deferred, cause.as_ref())
+        );
+    }
+    Ok(data)
+}
+
+/// Why recovery left `deferred` change-log entries, and what becomes of them.
+fn deferred_note(deferred: u64, cause: Option<&impl std::fmt::Display>) -> String {
+    let why = cause.map_or_else(String::new, |c| format!(" ({c})"));
+    format!(
+        "recovery could not finish cleaning up after {}{why}; they are retried by every command \
+         that opens the store, and `cairn fsck` lists them",
+        output::count(deferred, "interrupted write", "interrupted writes")
+    )
 }
 
 /// Opens without the recovery pass that [`open`] runs, to look at what a crash left.
@@ -243,13 +283,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             key(k)?;
             // `-o -` is standard output, as everywhere.
-            let out = out.as_deref().filter(|p| *p != Path::new("-"));
-            if json && out.is_none() {
+            let shown = out.as_deref().unwrap_or(Path::new("-"));
+            let target = check_output(shown, &dir)?;
+            if json && matches!(target, Target::Stdout) {
                 return Err(CliError::Input(
                     "--json prints metadata; give the bytes a file with -o".into(),
                 ));
             }
-            let target = out.map(|out| check_output(out, &dir)).transpose()?;
             let data = open(&dir, cli.lease_ms)?;
             let object = match range {
                 Some(r) => block_on(data.store().get_range(k, *r))?,
@@ -257,20 +297,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let object = object.ok_or_else(|| CliError::NotFound(k.clone()))?;
             let len = object.span.map_or(object.meta.size, |s| s.len());
-            let bar = output::progress("get", Some(len), json || out.is_none());
-            let written = sink(
-                object.body,
-                target.as_deref(),
-                out.unwrap_or(Path::new("-")),
-                bar,
-            )?;
+            // No bar across bytes going to the terminal it would draw on.
+            let to_terminal = matches!(target, Target::Stdout | Target::Stderr);
+            let bar = output::progress("get", Some(len), json || to_terminal);
+            let written = sink(object.body, &target, shown, bar)?;
             if json {
                 let mut doc = output::meta_json(k, &object.meta, &object.location);
                 doc["bytes_written"] = json!(written);
                 doc["range"] = json!(object.span.map(|s| [s.start, s.end - 1]));
                 out!("{doc}");
-            } else if let Some(path) = out {
-                let _ = writeln!(io::stderr(), "wrote {written} bytes to {}", path.display());
+            } else if !to_terminal {
+                let _ = writeln!(io::stderr(), "wrote {written} bytes to {}", shown.display());
             }
         }
         Command::Head { key: k } => {
@@ -311,7 +348,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Recover => {
             // Opened without its own recovery pass, so that this one reports all there was.
             let data = open_without_recovery(&dir, cli.lease_ms)?;
-            let report = block_on(data.store().recover())?;
+            let (report, cause) = block_on(data.store().recover_explained())?;
             let me = data.db().instance_id();
             let held = data
                 .db()
@@ -326,7 +363,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             if json {
                 out!(
                     "{}",
-                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held })
+                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held, "deferred_because": cause.as_ref().map(ToString::to_string) })
                 );
             } else {
                 out!(
@@ -339,6 +376,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 if held > 0 {
                     out!("{}", held_note(held));
                 }
+            }
+            if report.deferred > 0 {
+                return Err(CliError::Problems(deferred_note(
+                    report.deferred,
+                    cause.as_ref(),
+                )));
             }
         }
         // Opened without recovery, so that the check sees what a crash left (repair recovers).
@@ -378,7 +421,17 @@ fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), Cli
     };
     let read = Arc::new(AtomicU64::new(0));
     let bar = output::Progress::new("put", total, json);
-    Ok((chunks(reader, bar, read.clone()), read))
+    let mut body = chunks(reader, bar, read.clone());
+    // The first chunk is read before the store is opened (and a data directory perhaps
+    // created): input that cannot be read at all — standard input redirected from a
+    // directory, say — is refused with nothing written.
+    let body = match block_on(body.next()) {
+        Some(Err(e)) => return Err(CliError::Store(Error::Body(e))),
+        Some(Ok(first)) => Body::from_stream(futures_lite::stream::once(Ok(first)).chain(body)),
+        // Ended already (polled again, the reader's stream would panic).
+        None => Body::from_bytes(Bytes::new()),
+    };
+    Ok((body, read))
 }
 
 /// A body that reads `reader` a chunk at a time as the store pulls it, counting into `read`.
@@ -419,11 +472,50 @@ fn path_err(path: &Path) -> impl Fn(io::Error) -> CliError {
     }
 }
 
+/// Where `get -o PATH` writes.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// This process's standard output (`-`, `/dev/stdout`, `/dev/fd/1`): written through the
+    /// open descriptor, so that a redirection appending to a file, or a pipe, gets the bytes.
+    Stdout,
+    /// This process's standard error (`/dev/stderr`, `/dev/fd/2`).
+    Stderr,
+    /// Something that is not a regular file — a device, a pipe, another open descriptor — written
+    /// where it is, without truncating it.
+    InPlace(PathBuf),
+    /// A regular file, existing or not, at this resolved path: replaced as a whole at the end.
+    Replace(PathBuf),
+}
+
 /// Where `get -o PATH` may write, following symbolic links: the file PATH names in the end.
 /// Refused inside the data directory — the database and its WAL, a blob: the store itself —
 /// however it is reached (`..`, a link to it, a link to a file not yet made, a blob directory
-/// that is itself a link elsewhere).
-fn check_output(path: &Path, data: &Path) -> Result<PathBuf, CliError> {
+/// that is itself a link elsewhere); refused too where the shell would refuse `> PATH`: a
+/// directory, a file this user may not write.
+fn check_output(path: &Path, data: &Path) -> Result<Target, CliError> {
+    if path == Path::new("-") {
+        return Ok(Target::Stdout);
+    }
+    // An open descriptor of this process, named through /dev or /proc: written through as it
+    // is. (Resolved, /dev/stdout would name the file standard output was redirected to, and
+    // replacing that file would lose what a `>>` redirection had appended to it.)
+    for fds in ["/dev/fd/", "/proc/self/fd/", "/dev/"] {
+        let Some(fd) = path.to_str().and_then(|p| p.strip_prefix(fds)) else {
+            continue;
+        };
+        match (fds, fd) {
+            (_, "1") | ("/dev/", "stdout") => return Ok(Target::Stdout),
+            (_, "2") | ("/dev/", "stderr") => return Ok(Target::Stderr),
+            ("/dev/", _) => {}
+            _ => return Ok(Target::InPlace(path.to_path_buf())),
+        }
+    }
+    if path.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(CliError::Input(format!(
+            "{} names a directory; name the file to write",
+            path.display()
+        )));
+    }
     let target = match std::fs::canonicalize(path) {
         Ok(target) => target,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -463,26 +555,36 @@ fn check_output(path: &Path, data: &Path) -> Result<PathBuf, CliError> {
             data.display()
         )));
     }
-    Ok(target)
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_dir() => Err(CliError::Input(format!(
+            "{} is a directory; name the file to write",
+            path.display()
+        ))),
+        Ok(m) if !m.is_file() => Ok(Target::InPlace(target)),
+        Ok(_) => {
+            // Replaced by a rename, a write-protected file would be overwritten all the same:
+            // ask for the right to write it, as `> PATH` would (writing nothing yet).
+            OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(path_err(path))?;
+            Ok(Target::Replace(target))
+        }
+        Err(_) => Ok(Target::Replace(target)),
+    }
 }
 
-/// Streams `body` to `target` (as [`check_output`] resolved it; standard output if `None`),
-/// returning the bytes written; `shown` is the path as the user gave it. A regular file is
-/// written to a temporary file beside it and renamed into place at the end — with the old
-/// file's permissions — so a get that fails half way leaves an existing file as it was; a
-/// device or a pipe is written directly.
+/// Streams `body` to `target`, returning the bytes written; `shown` is the path as the user
+/// gave it. A regular file is written to a temporary file beside it and renamed into place at
+/// the end — with the old file's permissions, or for a new file those `> PATH` would give it —
+/// so a get that fails half way leaves an existing file as it was; anything else is written
+/// directly.
 fn sink(
     mut body: Body,
-    target: Option<&Path>,
+    target: &Target,
     shown: &Path,
     bar: Option<indicatif::ProgressBar>,
 ) -> Result<u64, CliError> {
-    let Some(target) = target else {
-        let mut out = io::stdout().lock();
-        let written = copy(&mut body, &mut out, bar.as_ref(), output::stdout_error)?;
-        out.flush().map_err(output::stdout_error)?;
-        return Ok(written);
-    };
     let file_err = || {
         let path = shown.to_path_buf();
         move |source| CliError::File {
@@ -490,19 +592,33 @@ fn sink(
             source,
         }
     };
-    let existing = std::fs::metadata(target).ok();
-    let written = match existing {
-        Some(m) if !m.is_file() => File::create(target)
+    let written = match target {
+        Target::Stdout => {
+            let mut out = io::stdout().lock();
+            copy(&mut body, &mut out, bar.as_ref(), output::stdout_error)
+                .and_then(|n| out.flush().map_err(output::stdout_error).map(|()| n))
+        }
+        Target::Stderr => copy(
+            &mut body,
+            &mut io::stderr().lock(),
+            bar.as_ref(),
+            file_err(),
+        ),
+        Target::InPlace(path) => OpenOptions::new()
+            .write(true)
+            .open(path)
             .map_err(path_err(shown))
             .and_then(|mut out| copy(&mut body, &mut out, bar.as_ref(), file_err())),
-        _ => {
-            let dir = target.parent().unwrap_or(Path::new("."));
+        Target::Replace(path) => {
+            let existing = std::fs::metadata(path).ok();
+            let dir = path.parent().unwrap_or(Path::new("."));
             // A short random name: the user's own name, lengthened, might not fit.
-            let temp = tempfile::Builder::new()
-                .prefix(".cairn-get-")
-                .suffix(".partial")
-                .tempfile_in(dir)
-                .map_err(path_err(shown))?;
+            let mut temp = tempfile::Builder::new();
+            temp.prefix(".cairn-get-").suffix(".partial");
+            // The mode `> PATH` creates a file with (the umask applies); tempfile's is 0600.
+            #[cfg(unix)]
+            temp.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            let temp = temp.tempfile_in(dir).map_err(path_err(shown))?;
             if let Some(m) = &existing {
                 temp.as_file()
                     .set_permissions(m.permissions())
@@ -512,7 +628,7 @@ fn sink(
             let mut out = io::BufWriter::new(temp);
             copy(&mut body, &mut out, bar.as_ref(), file_err()).and_then(|written| {
                 let temp = out.into_inner().map_err(|e| file_err()(e.into_error()))?;
-                temp.persist(target).map_err(|e| file_err()(e.error))?;
+                temp.persist(path).map_err(|e| file_err()(e.error))?;
                 Ok(written)
             })
         }
@@ -657,6 +773,7 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 "unreadable_files": report.unreadable,
                 "repaired": repair,
                 "orphans_deleted": report.orphans_deleted,
+                "recovery": report.recovered.map(|r| json!({"entries": r.entries, "cleaned": r.cleaned, "deferred": r.deferred, "blobs_deleted": r.blobs_deleted, "deferred_because": report.recovery_failure})),
                 "problems": left,
                 "clean": left == 0,
             })
@@ -686,11 +803,15 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             out!("not a readable blob (left alone): {e}");
         }
         for e in &report.stale_entries {
+            let why = if e.owner_live {
+                "its cleanup failed; recovery retries it".to_owned()
+            } else {
+                format!("owner {} is gone", e.owner)
+            };
             out!(
-                "stale change-log entry {} for {} (owner {} is gone)",
+                "stale change-log entry {} for {} ({why})",
                 e.record.id,
                 text(&e.record.key),
-                e.owner
             );
         }
         if !report.in_flight.is_empty() {
@@ -706,11 +827,15 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
         }
         if let Some(r) = &report.recovered {
             out!(
-                "recovery: {} examined, {} cleaned, {}",
+                "recovery: {} examined, {} cleaned, {} deferred, {}",
                 output::count(r.entries, "entry", "entries"),
                 r.cleaned,
+                r.deferred,
                 output::count(r.blobs_deleted, "blob delete", "blob deletes")
             );
+            if let Some(why) = &report.recovery_failure {
+                out!("recovery deferred an entry because: {why}");
+            }
         }
         out!("{}", if left == 0 { "ok" } else { "problems found" });
     }
@@ -741,7 +866,7 @@ pub fn location_of(data: &Data, k: &str) -> Result<Option<Location>, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::sink;
+    use super::{sink, Target};
     use bytes::Bytes;
     use cairn_adapters::Body;
     use std::io;
@@ -761,7 +886,7 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::write(&out, b"precious").unwrap();
         let shown = Path::new("out");
-        assert!(sink(failing_body(), Some(&out), shown, None).is_err());
+        assert!(sink(failing_body(), &Target::Replace(out.clone()), shown, None).is_err());
         assert_eq!(std::fs::read(&out).unwrap(), b"precious");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
@@ -770,7 +895,7 @@ mod tests {
         );
         // Nothing there before: nothing there after.
         let new = dir.path().join("new");
-        assert!(sink(failing_body(), Some(&new), shown, None).is_err());
+        assert!(sink(failing_body(), &Target::Replace(new.clone()), shown, None).is_err());
         assert!(!new.exists());
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
@@ -788,7 +913,8 @@ mod tests {
         std::fs::write(&out, b"old").unwrap();
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
         let body = Body::from_bytes(Bytes::from_static(b"new"));
-        assert_eq!(sink(body, Some(&out), Path::new("out"), None).unwrap(), 3);
+        let target = Target::Replace(out.clone());
+        assert_eq!(sink(body, &target, Path::new("out"), None).unwrap(), 3);
         assert_eq!(std::fs::read(&out).unwrap(), b"new");
         let mode = std::fs::metadata(&out).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -173,7 +173,10 @@ fn report(e: &CliError, json: bool) -> ExitCode {
 /// document as for any other bad input, and the same exit code (2).
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    let json = std::env::args_os().any(|a| a == "--json");
+    // An option only before `--`: after it, `--json` is a key or a file name.
+    let json = std::env::args_os()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
     let request = matches!(
         e.kind(),
         ErrorKind::DisplayHelp
