@@ -417,6 +417,15 @@ fn small_things_a_script_relies_on() {
     // A usage error in JSON names what is missing.
     let err = json(&cairn(&data, &["--json", "put"]));
     assert!(err["error"].as_str().unwrap().contains("<KEY>"), "{err}");
+    // No command: the commands a user may give, and not the internal ones.
+    let out = cairn(&data, &[]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(text.contains("put, get") && !text.contains("__"), "{text}");
+    // After `--`, `--json` is a key, not the option.
+    let out = cairn_with_stdin(&data, &["put", "--ttl", "bad", "--", "--json"], Some(b"v"));
+    assert_eq!(code(&out), 2);
+    assert!(out.stdout.is_empty(), "no JSON document: {out:?}");
     // A far expiry prints.
     ok(&cairn_with_stdin(
         &data,

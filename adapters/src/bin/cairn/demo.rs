@@ -221,11 +221,13 @@ fn tour(dir: &Path) -> Result<(), CliError> {
         })
     })?;
     let held = entries.iter().filter(|e| e.owner_live).count();
-    out!(
-        "   {held} of {} still {} to the dead writer until its lease runs out;",
-        output::count(entries.len(), "change-log entry", "change-log entries"),
-        if held == 1 { "belongs" } else { "belong" }
-    );
+    let all = output::count(entries.len(), "entry", "entries");
+    let whose = match held == entries.len() {
+        true => format!("the change log's {all}"),
+        false => format!("{held} of the change log's {all}"),
+    };
+    let verb = if held == 1 { "belongs" } else { "belong" };
+    out!("   {whose} still {verb} to the dead writer until its lease runs out;");
     out!("   until then recovery leaves them alone, since a live writer could be mid-commit");
     drop(data);
 

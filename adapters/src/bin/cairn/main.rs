@@ -173,6 +173,7 @@ fn report(e: &CliError, json: bool) -> ExitCode {
 /// document as for any other bad input, and the same exit code (2).
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
+    use std::io::Write;
     // An option only before `--`: after it, `--json` is a key or a file name.
     let json = std::env::args_os()
         .take_while(|a| a != "--")
@@ -183,6 +184,24 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
+    if e.kind() == ErrorKind::MissingSubcommand {
+        // clap's own message would list the hidden internal commands too.
+        let cli = <Cli as clap::CommandFactory>::command();
+        let names: Vec<&str> = cli
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name())
+            .collect();
+        let reason = format!("a command is required: one of {}", names.join(", "));
+        if !json {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {reason}\n\nFor more information, try '--help'."
+            );
+            return ExitCode::from(2);
+        }
+        return report(&CliError::Input(reason), true);
+    }
     if !json || request {
         e.exit();
     }

@@ -39,20 +39,29 @@ pub fn stdout_error(source: io::Error) -> CliError {
     }
 }
 
-/// `text` safe to print on a terminal: control characters (an escape sequence in a key, a
-/// newline in a metadata value) are shown escaped, as `\u{1b}` or `\n`; everything else as is.
+/// `text` safe to print on a terminal: control characters (an escape sequence
+/// in a key, a newline in a metadata value) and the invisible marks that reorder or hide text
+/// (bidirectional overrides and isolates, zero-width characters) are shown escaped, as `\u{1b}`,
+/// `\n` or `\u{202e}`; everything else as is.
 pub fn shown(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
         text.chars()
-            .map(|c| match c.is_control() {
-                true => c.escape_debug().to_string(),
+            .map(|c| match needs_escape(c) {
+                true if c.is_control() => c.escape_debug().to_string(),
+                true => c.escape_unicode().to_string(),
                 false => c.to_string(),
             })
             .collect(),
     )
+}
+
+/// Whether [`shown`] escapes `c`.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Transfers at least this large get a progress bar (when standard error is a terminal).
@@ -191,10 +200,13 @@ mod tests {
     use cairn_core::Instant;
 
     #[test]
-    fn control_characters_are_shown_escaped_and_nothing_else_is() {
+    fn control_characters_and_invisible_marks_are_shown_escaped_and_nothing_else_is() {
         assert_eq!(shown("photos/cat.jpg"), "photos/cat.jpg");
         assert_eq!(shown("héllo/日本"), "héllo/日本");
         assert_eq!(shown("a\u{1b}[31mred\nb"), "a\\u{1b}[31mred\\nb");
+        // Marks that would reorder or hide the rest of a line.
+        assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
+        assert_eq!(shown("a\u{200b}b\u{2066}"), "a\\u{200b}b\\u{2066}");
     }
 
     #[test]
