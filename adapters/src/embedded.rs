@@ -170,7 +170,20 @@ impl<R: Runtime> Embedded<R> {
         };
         // Bad settings are refused before anything is created.
         options.config.validate().map_err(Error::from)?;
+        let new_root = !root.is_dir();
         std::fs::create_dir_all(root).map_err(dir_err)?;
+        if new_root {
+            // The directory's own entry must be durable too, or a power loss could drop it with
+            // everything acknowledged inside. (Its contents' entries are synced as they come:
+            // the blob directory's by its creation, the database's by SQLite.)
+            let parent = std::fs::canonicalize(root)
+                .map_err(dir_err)?
+                .parent()
+                .map(Path::to_path_buf);
+            if let Some(parent) = parent {
+                crate::blobdir::sync_dir(&parent).map_err(dir_err)?;
+            }
+        }
         let clock = options.clock;
         let db = SqliteDb::open(&root.join(DB_FILE), options.sqlite.clock(clock.clone()))?;
         let blobs = BlobDir::open(

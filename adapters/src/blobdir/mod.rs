@@ -67,13 +67,14 @@ mod read;
 mod sweep;
 mod write;
 
+pub(crate) use layout::sync_dir;
 pub use list::{BlobInfo, Surroundings};
 pub use sweep::{SweepReport, STALE_MARKER_AGE};
 
 use crate::backend::{BackendError, BackendResult, LtBackend, Staging};
 use crate::{Body, Clock, CoarseClock, Metadata};
 use cairn_core::{BlobId, Span};
-use layout::{context, sync_dir, Layout, FANOUT_DIRS, LAYOUT_TAG};
+use layout::{context, Layout, FANOUT_DIRS, LAYOUT_TAG};
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;

@@ -25,6 +25,10 @@ pub enum SqliteErrorKind {
     Corrupt,
     /// The writer thread has stopped (the database is closing, or the thread died).
     Closed,
+    /// The database, or the directory it is in, cannot be written (a read-only file system,
+    /// permissions). cairn writes even to read: opening registers an instance with a lease, and
+    /// the embedded store recovers on open.
+    ReadOnly,
     /// Any other SQLite failure: I/O, a full disk, a damaged file.
     Sqlite,
 }
@@ -55,6 +59,7 @@ impl SqliteError {
     pub(crate) fn sqlite(path: &Arc<Path>, what: impl Into<String>, e: rusqlite::Error) -> Self {
         let kind = match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteErrorKind::Busy,
+            Some(ErrorCode::ReadOnly) => SqliteErrorKind::ReadOnly,
             _ => SqliteErrorKind::Sqlite,
         };
         SqliteError {
@@ -120,6 +125,11 @@ impl fmt::Display for SqliteError {
                     "SQLite database {path}: {what}: the writer thread has stopped"
                 )
             }
+            SqliteErrorKind::ReadOnly => write!(
+                f,
+                "SQLite database {path} cannot be written ({what}): cairn needs write access to \
+                 it and its directory even to read, since opening registers a lease and recovers"
+            ),
             SqliteErrorKind::Sqlite => match &self.source {
                 Some(source) => write!(f, "SQLite database {path}: {what} failed: {source}"),
                 None => write!(f, "SQLite database {path}: {what}"),
