@@ -159,8 +159,9 @@ pub(crate) struct Driver<H, L, C, R> {
 /// The change-log entries this store's operations are using. They are marked in the registry
 /// that recovery consults, which every store on the same log shares (see
 /// [`ChangeLog::in_flight`]), and remembered here too: a store that closes while it still holds
-/// some (operations that panicked half way) leaves them to recovery, as a process that died
-/// would.
+/// some leaves them to recovery, as a process that died would. (Only entries whose release never
+/// ran get there — a cleanup task that panicked, a release that found no thread, a runtime shut
+/// down under it — and without the wait for the tier to settle that a release makes.)
 pub(crate) struct Held {
     registry: InFlightEntries,
     mine: Mutex<HashSet<ChangeId>>,

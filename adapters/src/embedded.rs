@@ -122,7 +122,7 @@ pub struct FsckReport {
     pub orphans_deleted: u64,
     /// With repair: what the recovery pass did.
     pub recovered: Option<RecoveryReport>,
-    /// With repair: the failure that kept its recovery from cleaning the last entry it deferred.
+    /// With repair, if its recovery deferred an entry: the last failure that recovery met.
     pub recovery_failure: Option<String>,
 }
 
@@ -170,18 +170,19 @@ impl<R: Runtime> Embedded<R> {
         };
         // Bad settings are refused before anything is created.
         options.config.validate().map_err(Error::from)?;
-        let new_root = !root.is_dir();
+        // Every directory this open creates gets its own entry synced into its parent, or a
+        // power loss could drop it with everything acknowledged inside. (Their contents' entries
+        // are synced as they come: the blob directory's by its creation, the database's by
+        // SQLite.) A parent this user may not read is left as it is.
+        let absolute = std::path::absolute(root).map_err(dir_err)?;
+        let created: Vec<&Path> = absolute.ancestors().take_while(|d| !d.is_dir()).collect();
         std::fs::create_dir_all(root).map_err(dir_err)?;
-        if new_root {
-            // The directory's own entry must be durable too, or a power loss could drop it with
-            // everything acknowledged inside. (Its contents' entries are synced as they come:
-            // the blob directory's by its creation, the database's by SQLite.)
-            let parent = std::fs::canonicalize(root)
-                .map_err(dir_err)?
-                .parent()
-                .map(Path::to_path_buf);
-            if let Some(parent) = parent {
-                crate::blobdir::sync_dir(&parent).map_err(dir_err)?;
+        for made in created {
+            match made.parent().map(crate::blobdir::sync_dir) {
+                Some(Err(e)) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+                    return Err(dir_err(e));
+                }
+                _ => {}
             }
         }
         let clock = options.clock;
@@ -228,8 +229,8 @@ impl<R: Runtime> Embedded<R> {
         self.maintain_explained().await.map(|(report, _)| report)
     }
 
-    /// [`maintain`](Embedded::maintain), with the failure that left the last deferred
-    /// change-log entry behind (see [`TieredStore::recover_explained`]).
+    /// [`maintain`](Embedded::maintain), with the last failure of its recovery pass if that
+    /// deferred any change-log entry (see [`TieredStore::recover_explained`]).
     pub async fn maintain_explained(
         &self,
     ) -> Result<(RecoveryReport, Option<BackendError>), Error> {
@@ -375,7 +376,11 @@ impl<R: Runtime> Embedded<R> {
                 // Expired: nothing reaches it any more, and the sweep removes it by its marker.
                 // Without one (a marker removed by hand, or by a sweep older than the
                 // marker's grace period) it would stay forever.
-                if !self.blobs().has_marker(&key, revision, expires) {
+                // A sweep unlinks the blob before its marker: the blob still there after its
+                // marker was found missing was not being swept meanwhile.
+                if !self.blobs().has_marker(&key, revision, expires)
+                    && std::fs::symlink_metadata(&path).is_ok()
+                {
                     unswept.push((key, revision, path));
                 }
                 continue;

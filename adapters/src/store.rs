@@ -577,14 +577,16 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     }
 
     /// Cleans up after every mutation whose cleanup never ran (after a crash) or gave up. Entries
-    /// of operations still in flight in this store are left alone.
+    /// of operations still in flight — in this store, or another over the same change log — are
+    /// left alone.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         self.recover_explained().await.map(|(report, _)| report)
     }
 
-    /// [`recover`](TieredStore::recover), with the backend failure that left the last deferred
-    /// entry behind (`None` if none was deferred): what a person should be told when cleanups
-    /// keep failing — a blob directory gone read-only, say.
+    /// [`recover`](TieredStore::recover), with the last backend failure the pass met if it
+    /// deferred any entry (`None` otherwise): what a person should be told when cleanups keep
+    /// failing — a blob directory gone read-only, say. (The last failure, not necessarily the
+    /// one that deferred an entry: a later entry's retried failure comes after it.)
     pub async fn recover_explained(&self) -> Result<(RecoveryReport, Option<BackendError>), Error> {
         let mut machine = Recovery::new(self.inner.config);
         let mut io = OpIo::default();

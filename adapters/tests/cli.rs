@@ -782,6 +782,41 @@ fn get_o_writes_where_a_shell_redirection_would() {
         assert_eq!(out.stdout, b"value", "{stdout}: {out:?}");
         assert!(out.stderr.is_empty(), "{stdout}: no 'wrote' line: {out:?}");
     }
+    // Another descriptor: a pipe is written (bash's `>(…)`), an open regular file refused, as
+    // opened anew it would be written from its start over what a `>>` kept.
+    let sh = |script: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .arg(&data)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let piped = sh(r#""$0" --data "$1" get k -o >(cat > piped.txt); wait"#);
+    assert!(piped.status.success(), "{piped:?}");
+    for _ in 0..100 {
+        if std::fs::read(dir.path().join("piped.txt")).is_ok_and(|b| b == b"value") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("piped.txt")).unwrap(),
+        b"value"
+    );
+    let appended = sh(r#""$0" --data "$1" get k -o /dev/fd/3 3>>log.txt"#);
+    assert_eq!(code(&appended), 2, "{appended:?}");
+    assert_eq!(std::fs::read(&log).unwrap(), b"before\nvalue", "untouched");
+    // However a path through /proc or /dev/fd is spelled, the store is out of reach.
+    let db = std::fs::canonicalize(data.join("cairn.sqlite")).unwrap();
+    for via in ["/proc/self/fd/../../..", "/dev/fd/../.."] {
+        let sneaky = format!("{via}{}", db.display());
+        let out = cairn(&data, &["get", "k", "-o", &sneaky]);
+        assert_eq!(code(&out), 2, "{sneaky}: {out:?}");
+    }
+    assert_eq!(ok(&cairn(&data, &["get", "k"])), "value");
     let out = cairn(&data, &["get", "k", "-o", "/dev/stderr"]);
     assert_eq!(
         (out.stdout.as_slice(), out.stderr.as_slice()),
@@ -833,7 +868,7 @@ fn a_cleanup_that_keeps_failing_is_reported_with_its_cause_until_it_succeeds() {
     std::fs::write(blob.join("x"), b"x").unwrap();
     let out = cairn_with_stdin(&data, &["put", "k", "-"], Some(b"small"));
     ok(&out);
-    let cause = "directory";
+    let cause = "Is a directory";
     let out = cairn(&data, &["ls"]);
     let warning = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(ok(&out).ends_with(" k\n"), "{out:?}");
@@ -849,7 +884,7 @@ fn a_cleanup_that_keeps_failing_is_reported_with_its_cause_until_it_succeeds() {
     let doc = json(&out);
     assert_eq!(doc["recovery"]["deferred"], 1, "{doc}");
     assert!(
-        doc["recovery"]["deferred_because"]
+        doc["recovery"]["last_failure"]
             .as_str()
             .unwrap()
             .contains(cause),
@@ -910,14 +945,30 @@ fn a_put_makes_a_store_only_of_a_new_or_empty_directory_and_readable_input() {
         &["put", "k", "-"],
         Some(&vec![1u8; 2 << 20]),
     ));
-    let inner = data.join("blobs");
-    let out = cairn_with_stdin(&inner, &["put", "k", "-"], Some(b"v"));
-    assert_eq!(code(&out), 2, "the inside of another store: {out:?}");
-    assert!(!inner.join("cairn.sqlite").exists());
+    let blobs = data.join("blobs");
+    for inner in [
+        blobs.clone(),
+        blobs.join("tmp"),
+        blobs.join("blobs").join("00"),
+        data.join("new"),
+    ] {
+        let out = cairn_with_stdin(&inner, &["put", "k", "-"], Some(b"v"));
+        assert_eq!(code(&out), 2, "the inside of another store: {out:?}");
+        assert!(!inner.join("cairn.sqlite").exists());
+    }
     assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
 
+    // Empty, or holding only a mount point's lost+found and an empty blob directory made ready.
     let empty = dir.path().join("empty");
-    std::fs::create_dir(&empty).unwrap();
+    std::fs::create_dir_all(empty.join("lost+found")).unwrap();
+    std::fs::create_dir_all(empty.join("blobs")).unwrap();
     ok(&cairn_with_stdin(&empty, &["put", "k", "-"], Some(b"v")));
     assert_eq!(ok(&cairn(&empty, &["get", "k"])), "v");
+    // A blob directory left over from a store whose database is gone is not an empty one: a
+    // new database beside it would call every blob in it an orphan.
+    let lost = dir.path().join("lost");
+    std::fs::create_dir(&lost).unwrap();
+    std::fs::rename(data.join("blobs"), lost.join("blobs")).unwrap();
+    let out = cairn_with_stdin(&lost, &["put", "k", "-"], Some(b"v"));
+    assert_eq!(code(&out), 2, "{out:?}");
 }

@@ -122,12 +122,15 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() && dir.join(DB_FILE).exists() => Ok(()),
         // A put makes a new or an empty directory a store, never one holding other things: a
-        // mistyped --data could name someone's files, or the inside of another store. (A
-        // `blobs` prepared in advance, say a link to another disk, is cairn's own.)
+        // mistyped --data could name someone's files. (An empty `blobs` prepared in advance,
+        // say a link to another disk, is cairn's own; `lost+found` is a mount point's.)
         Ok(m) if m.is_dir() && create => {
-            let entries = std::fs::read_dir(dir).map_err(path_err(dir))?;
-            for entry in entries {
-                if entry.map_err(path_err(dir))?.file_name() != BLOB_DIR {
+            inside_a_store(dir)?;
+            for entry in std::fs::read_dir(dir).map_err(path_err(dir))? {
+                let name = entry.map_err(path_err(dir))?.file_name();
+                let empty = |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
+                let ours = (name == BLOB_DIR && empty(&dir.join(BLOB_DIR))) || name == "lost+found";
+                if !ours {
                     return Err(CliError::Input(format!(
                         "{} is neither empty nor a cairn data directory: a put makes only a new \
                          or an empty directory one",
@@ -149,7 +152,7 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_symlink() => Err(CliError::Input(
             format!("{} is a symbolic link to nothing", dir.display()),
         )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && create => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => inside_a_store(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CliError::Input(format!(
             "no data directory at {} (a put creates one)",
             dir.display()
@@ -159,6 +162,25 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
             source,
         }),
     }
+}
+
+/// Refuses a new store at `dir` inside another one — under its data directory or its blob
+/// directory, an empty fan-out directory say — where each would take the other's files for
+/// strays.
+fn inside_a_store(dir: &Path) -> Result<(), CliError> {
+    let dir = std::path::absolute(dir).map_err(path_err(dir))?;
+    for above in dir.ancestors().skip(1) {
+        let above = std::fs::canonicalize(above).unwrap_or_else(|_| above.to_path_buf());
+        let blob_dir = std::fs::read(above.join("LAYOUT")).is_ok_and(|t| t.starts_with(b"cairn "));
+        if above.join(DB_FILE).is_file() || blob_dir {
+            return Err(CliError::Input(format!(
+                "{} is inside the cairn data directory {}; a store cannot hold another",
+                dir.display(),
+                above.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn options(lease_ms: u64) -> EmbeddedOptions {
@@ -191,7 +213,7 @@ pub fn open(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
 
 /// Why recovery left `deferred` change-log entries, and what becomes of them.
 fn deferred_note(deferred: u64, cause: Option<&impl std::fmt::Display>) -> String {
-    let why = cause.map_or_else(String::new, |c| format!(" ({c})"));
+    let why = cause.map_or_else(String::new, |c| format!(" (last failure: {c})"));
     format!(
         "recovery could not finish cleaning up after {}{why}; they are retried by every command \
          that opens the store, and `cairn fsck` lists them",
@@ -363,7 +385,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             if json {
                 out!(
                     "{}",
-                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held, "deferred_because": cause.as_ref().map(ToString::to_string) })
+                    json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held, "last_failure": cause.as_ref().map(ToString::to_string) })
                 );
             } else {
                 out!(
@@ -496,19 +518,34 @@ fn check_output(path: &Path, data: &Path) -> Result<Target, CliError> {
     if path == Path::new("-") {
         return Ok(Target::Stdout);
     }
-    // An open descriptor of this process, named through /dev or /proc: written through as it
-    // is. (Resolved, /dev/stdout would name the file standard output was redirected to, and
-    // replacing that file would lose what a `>>` redirection had appended to it.)
-    for fds in ["/dev/fd/", "/proc/self/fd/", "/dev/"] {
-        let Some(fd) = path.to_str().and_then(|p| p.strip_prefix(fds)) else {
-            continue;
-        };
-        match (fds, fd) {
-            (_, "1") | ("/dev/", "stdout") => return Ok(Target::Stdout),
-            (_, "2") | ("/dev/", "stderr") => return Ok(Target::Stderr),
-            ("/dev/", _) => {}
-            _ => return Ok(Target::InPlace(path.to_path_buf())),
+    match path.to_str() {
+        Some("/dev/stdout") => return Ok(Target::Stdout),
+        Some("/dev/stderr") => return Ok(Target::Stderr),
+        _ => {}
+    }
+    // An open descriptor of this process, named through /dev/fd or /proc/self/fd. Standard
+    // output and error are written through as they are: resolved, /dev/stdout would name the
+    // file it was redirected to, and replacing that file would lose what a `>>` had appended.
+    // Another descriptor can only be opened anew, which suits a pipe (`-o >(gzip > x.gz)`) or a
+    // device, but would write a regular file from its start: refused, its own name will do.
+    let fd = ["/dev/fd/", "/proc/self/fd/"]
+        .iter()
+        .find_map(|fds| path.to_str()?.strip_prefix(fds)?.parse::<u32>().ok());
+    match fd {
+        Some(1) => return Ok(Target::Stdout),
+        Some(2) => return Ok(Target::Stderr),
+        Some(_) => {
+            let m = std::fs::metadata(path).map_err(path_err(path))?;
+            if m.is_file() || m.is_dir() {
+                return Err(CliError::Input(format!(
+                    "{} is an open file or directory of its own; name the file to write, or \
+                     redirect standard output",
+                    path.display()
+                )));
+            }
+            return Ok(Target::InPlace(path.to_path_buf()));
         }
+        None => {}
     }
     if path.as_os_str().to_string_lossy().ends_with('/') {
         return Err(CliError::Input(format!(
@@ -773,7 +810,7 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 "unreadable_files": report.unreadable,
                 "repaired": repair,
                 "orphans_deleted": report.orphans_deleted,
-                "recovery": report.recovered.map(|r| json!({"entries": r.entries, "cleaned": r.cleaned, "deferred": r.deferred, "blobs_deleted": r.blobs_deleted, "deferred_because": report.recovery_failure})),
+                "recovery": report.recovered.map(|r| json!({"entries": r.entries, "cleaned": r.cleaned, "deferred": r.deferred, "blobs_deleted": r.blobs_deleted, "last_failure": report.recovery_failure})),
                 "problems": left,
                 "clean": left == 0,
             })
@@ -834,7 +871,7 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
                 output::count(r.blobs_deleted, "blob delete", "blob deletes")
             );
             if let Some(why) = &report.recovery_failure {
-                out!("recovery deferred an entry because: {why}");
+                out!("recovery's last failure: {why}");
             }
         }
         out!("{}", if left == 0 { "ok" } else { "problems found" });

@@ -61,7 +61,18 @@ pub fn shown(text: &str) -> Cow<'_, str> {
 /// Whether [`shown`] escapes `c`.
 fn needs_escape(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        // Zero-width joiners (U+200C, U+200D) are left alone: emoji and scripts need them.
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// Transfers at least this large get a progress bar (when standard error is a terminal).
@@ -207,6 +218,12 @@ mod tests {
         // Marks that would reorder or hide the rest of a line.
         assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
         assert_eq!(shown("a\u{200b}b\u{2066}"), "a\\u{200b}b\\u{2066}");
+        assert_eq!(shown("line\u{2028}break"), "line\\u{2028}break");
+        // Joiners that emoji and many scripts are made of are text, not tricks.
+        assert_eq!(
+            shown("👩\u{200d}💻 می\u{200c}خواهم"),
+            "👩\u{200d}💻 می\u{200c}خواهم"
+        );
     }
 
     #[test]
