@@ -28,6 +28,20 @@ fn open(dir: &Path) -> Embedded<InlineRuntime> {
     .expect("open")
 }
 
+/// A data directory whose every tier reads time from the clock returned, which only the test
+/// moves.
+fn open_on_a_manual_clock(
+    dir: &Path,
+) -> (Embedded<InlineRuntime>, Arc<cairn_adapters::ManualClock>) {
+    let clock = Arc::new(cairn_adapters::ManualClock::new(1_700_000_000_000));
+    let options = EmbeddedOptions {
+        clock: clock.clone(),
+        ..EmbeddedOptions::default()
+    };
+    let data = block_on(Embedded::open(dir, options, InlineRuntime)).expect("open");
+    (data, clock)
+}
+
 /// Every blob file under the data directory's blob tier.
 fn blob_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -297,12 +311,7 @@ fn a_large_put_dropped_while_its_body_streams_leaves_nothing_behind() {
 #[test]
 fn a_clock_jumping_past_the_lease_leaves_the_store_working() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let clock = Arc::new(cairn_adapters::ManualClock::new(1_700_000_000_000));
-    let options = EmbeddedOptions {
-        clock: clock.clone(),
-        ..EmbeddedOptions::default()
-    };
-    let data = block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("open");
+    let (data, clock) = open_on_a_manual_clock(dir.path());
     let store = data.store();
     let hour = PutOptions::default().ttl(Duration::from_secs(3600));
     block_on(store.put("big", large(1), &hour)).expect("put");
@@ -483,12 +492,7 @@ fn an_inline_row_shorter_than_its_size_is_a_read_error_not_a_panic() {
 #[test]
 fn an_expired_blob_without_its_marker_is_an_orphan_that_repair_deletes() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let clock = Arc::new(cairn_adapters::ManualClock::new(1_700_000_000_000));
-    let options = EmbeddedOptions {
-        clock: clock.clone(),
-        ..EmbeddedOptions::default()
-    };
-    let data = block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("open");
+    let (data, clock) = open_on_a_manual_clock(dir.path());
     let ttl = PutOptions::default().ttl(Duration::from_secs(10));
     block_on(data.store().put("gone", large(1), &ttl)).expect("put");
     block_on(data.store().put("kept", large(2), &ttl)).expect("put");

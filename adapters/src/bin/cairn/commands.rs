@@ -6,7 +6,7 @@ use crate::{demo, Cli, Command};
 use bytes::Bytes;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR, DB_FILE};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
-use cairn_core::{Config, Duration, Key, KeyBuf, WriteOutcome};
+use cairn_core::{Config, Duration, Key, KeyBuf, RecoveryReport, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::StreamExt;
 use serde_json::json;
@@ -388,13 +388,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     json!({ "entries": report.entries, "cleaned": report.cleaned, "deferred": report.deferred, "blobs_deleted": report.blobs_deleted, "held_by_live_instances": held, "last_failure": cause.as_ref().map(ToString::to_string) })
                 );
             } else {
-                out!(
-                    "recovery: {} examined, {} cleaned, {} deferred, {}",
-                    output::count(report.entries, "change-log entry", "change-log entries"),
-                    report.cleaned,
-                    report.deferred,
-                    output::count(report.blobs_deleted, "blob delete", "blob deletes")
-                );
+                out!("{}", recovery_line(&report));
                 if held > 0 {
                     out!("{}", held_note(held));
                 }
@@ -863,13 +857,7 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             );
         }
         if let Some(r) = &report.recovered {
-            out!(
-                "recovery: {} examined, {} cleaned, {} deferred, {}",
-                output::count(r.entries, "entry", "entries"),
-                r.cleaned,
-                r.deferred,
-                output::count(r.blobs_deleted, "blob delete", "blob deletes")
-            );
+            out!("{}", recovery_line(r));
             if let Some(why) = &report.recovery_failure {
                 out!("recovery's last failure: {why}");
             }
@@ -884,6 +872,17 @@ fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
             output::count(left, "problem", "problems")
         )))
     }
+}
+
+/// What a recovery pass did, in one line.
+fn recovery_line(r: &RecoveryReport) -> String {
+    format!(
+        "recovery: {} examined, {} cleaned, {} deferred, {}",
+        output::count(r.entries, "change-log entry", "change-log entries"),
+        r.cleaned,
+        r.deferred,
+        output::count(r.blobs_deleted, "blob delete", "blob deletes")
+    )
 }
 
 /// Why `held` change-log entries were left alone.
