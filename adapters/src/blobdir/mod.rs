@@ -142,6 +142,14 @@ impl fmt::Debug for BlobDir {
 }
 
 impl BlobDir {
+    /// Whether `root` holds a blob directory of any layout version (its `LAYOUT` file says so):
+    /// for tools that must not make a store inside one.
+    pub fn is_blob_dir(root: &Path) -> bool {
+        let tag = Layout::new(root.to_path_buf()).tag_path();
+        let family = LAYOUT_TAG.split(' ').next().unwrap_or(LAYOUT_TAG);
+        std::fs::read(tag).is_ok_and(|t| t.starts_with(family.as_bytes()))
+    }
+
     /// Opens the blob directory at `root`, creating it (and its fan-out directories, durably) if
     /// needed. A directory with another layout version is refused.
     pub fn open(root: &Path, options: BlobDirOptions) -> io::Result<BlobDir> {

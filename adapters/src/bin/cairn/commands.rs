@@ -4,6 +4,7 @@
 use crate::output::{self, out, shown};
 use crate::{demo, Cli, Command};
 use bytes::Bytes;
+use cairn_adapters::blobdir::BlobDir;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR, DB_FILE};
 use cairn_adapters::{Body, Error, InlineRuntime, Location, PutOptions};
 use cairn_core::{Config, Duration, Key, KeyBuf, RecoveryReport, WriteOutcome};
@@ -171,8 +172,7 @@ fn inside_a_store(dir: &Path) -> Result<(), CliError> {
     let dir = std::path::absolute(dir).map_err(path_err(dir))?;
     for above in dir.ancestors().skip(1) {
         let above = std::fs::canonicalize(above).unwrap_or_else(|_| above.to_path_buf());
-        let blob_dir = std::fs::read(above.join("LAYOUT")).is_ok_and(|t| t.starts_with(b"cairn "));
-        if above.join(DB_FILE).is_file() || blob_dir {
+        if above.join(DB_FILE).is_file() || BlobDir::is_blob_dir(&above) {
             return Err(CliError::Input(format!(
                 "{} is inside the cairn data directory {}; a store cannot hold another",
                 dir.display(),
