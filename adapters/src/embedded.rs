@@ -198,7 +198,7 @@ impl<R: Runtime> Embedded<R> {
             .build(runtime)?;
         Ok(Embedded {
             store,
-            root: root.to_path_buf(),
+            root: absolute,
             clock,
             passes: AtomicU64::new(0),
         })
@@ -209,7 +209,7 @@ impl<R: Runtime> Embedded<R> {
         &self.store
     }
 
-    /// The data directory.
+    /// The data directory, as an absolute path.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -54,6 +54,9 @@ impl Runtime for TokioRuntime {
         drop(self.handle.spawn(task));
     }
     fn sleep(&self, duration: Duration) -> Task {
+        // The timer is this runtime's even when the store is driven from elsewhere
+        // (`futures_lite::future::block_on` on a plain thread, say).
+        let _runtime = self.handle.enter();
         Box::pin(tokio::time::sleep(duration))
     }
 }
@@ -106,5 +109,23 @@ pub(crate) fn block_on<F: Future + ?Sized>(mut future: Pin<&mut F>) -> F::Output
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(output) => output,
         std::task::Poll::Pending => futures_lite::future::block_on(future),
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use super::*;
+
+    /// A store over `TokioRuntime::from_handle` may be driven outside the runtime — which is
+    /// what `from_handle` is for — and back off there.
+    #[test]
+    fn a_tokio_sleep_works_from_outside_the_runtime() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let runtime = TokioRuntime::from_handle(rt.handle().clone());
+        futures_lite::future::block_on(runtime.sleep(Duration::from_millis(1)));
     }
 }

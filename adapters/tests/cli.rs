@@ -196,6 +196,12 @@ fn bad_input_exits_2_and_writes_nothing() {
         code(&cairn(&data, &["get", "short", "--range", "10-20"])),
         2
     );
+    // Numbers past any size: an end is trimmed to the object, a start selects nothing.
+    let huge = "99999999999999999999";
+    let whole = cairn(&data, &["get", "short", "--range", &format!("1-{huge}")]);
+    assert_eq!(ok(&whole), "bc");
+    let past = cairn(&data, &["get", "short", "--range", &format!("{huge}-")]);
+    assert_eq!(code(&past), 2, "{past:?}");
 }
 
 #[test]
@@ -396,6 +402,23 @@ fn text_output_escapes_control_characters_in_keys_and_metadata() {
     // JSON carries the key as it is.
     let doc = json(&cairn(&data, &["--json", "head", key]));
     assert_eq!(doc["key"], key);
+    // A key that is not there is escaped as much in the message that says so.
+    let missing = "gone\u{1b}[2J\u{202e}\nforged line";
+    let out = cairn(&data, &["head", missing]);
+    assert_eq!(code(&out), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202e}') && err.lines().count() == 1,
+        "{err:?}"
+    );
+    let doc = json(&cairn(
+        &data,
+        &["--json", "get", missing, "-o", "/dev/null"],
+    ));
+    assert_eq!(
+        (doc["kind"].as_str(), doc["key"].as_str()),
+        (Some("not_found"), Some(missing))
+    );
 }
 
 #[test]
@@ -474,6 +497,18 @@ fn demo_refuses_json_and_a_directory_in_use() {
         "a directory with files in it is not the demo's"
     );
     assert_eq!(std::fs::read(dir.path().join("mine")).unwrap(), b"precious");
+    // Nor is a new directory inside a store.
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"v")));
+    for inside in [
+        data.join("demo"),
+        data.join("blobs").join("blobs").join("new"),
+    ] {
+        let out = cairn(&inside, &["demo"]);
+        assert_eq!(code(&out), 2, "{out:?}");
+        assert!(!inside.exists());
+    }
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
 }
 
 #[test]
@@ -971,4 +1006,59 @@ fn a_put_makes_a_store_only_of_a_new_or_empty_directory_and_readable_input() {
     std::fs::rename(data.join("blobs"), lost.join("blobs")).unwrap();
     let out = cairn_with_stdin(&lost, &["put", "k", "-"], Some(b"v"));
     assert_eq!(code(&out), 2, "{out:?}");
+}
+
+#[test]
+fn puts_racing_to_make_one_new_store_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..8 {
+        let data = dir.path().join(format!("data{round}"));
+        let puts: Vec<_> = (0..4)
+            .map(|i| {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+                    .arg("--data")
+                    .arg(&data)
+                    .args(["put", &format!("k{i}"), "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start cairn");
+                drop(child.stdin.take());
+                child
+            })
+            .collect();
+        for put in puts {
+            ok(&put.wait_with_output().unwrap());
+        }
+        assert_eq!(ok(&cairn(&data, &["ls"])).lines().count(), 4);
+    }
+}
+
+/// A put without FILE whose standard input is `/dev/null` — also what a process started without
+/// one (`<&-`) reads — would store an empty object by accident; it is refused, and the key
+/// keeps its value. An explicit `-` reads it all the same.
+#[cfg(unix)]
+#[test]
+fn a_put_without_a_file_refuses_a_closed_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cairn_with_stdin(&data, &["put", "k", "-"], Some(b"value")));
+    let run = |put: &str, redirect: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" --data \"$1\" {put} {redirect}"))
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    for redirect in ["<&-", "</dev/null"] {
+        let out = run("put k", redirect);
+        assert_eq!(code(&out), 2, "{redirect}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("neither a pipe nor a file"));
+    }
+    assert_eq!(cairn(&data, &["get", "k"]).stdout, b"value");
+    ok(&run("put k -", "</dev/null"));
+    assert_eq!(cairn(&data, &["get", "k"]).stdout, b"");
 }

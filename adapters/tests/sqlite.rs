@@ -1117,3 +1117,42 @@ fn a_failing_request_fails_alone_in_a_shared_batch() {
     );
     assert_eq!(db.integrity_check().unwrap(), ["ok"]);
 }
+
+/// Several handles creating one new file at the same moment: one creates the schema and turns
+/// WAL on, the others wait for it and open what it made — none takes it for a foreign file or
+/// gives up busy.
+#[test]
+fn handles_racing_to_create_one_new_file_all_open_it() {
+    for _ in 0..20 {
+        let dir = TempDir::new();
+        let path = dir.db();
+        let opened: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| SqliteDb::open(&path, fast())))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for db in &opened {
+            assert!(db.is_ok(), "{:?}", db.as_ref().err());
+        }
+    }
+}
+
+/// Readers connect on demand, long after the open: a relative path is resolved once, at the
+/// open, so a later change of the current directory cannot point them at another file. And a
+/// busy timeout beyond what SQLite takes is its longest, not a panic.
+#[cfg(unix)]
+#[test]
+fn a_relative_path_is_fixed_at_the_open_and_any_busy_timeout_is_taken() {
+    let dir = TempDir::new();
+    let cwd = std::env::current_dir().unwrap();
+    // The same file, spelled relative to the current directory.
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = PathBuf::from(up).join(dir.db().strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let options = fast().busy_timeout(std::time::Duration::from_secs(30 * 86_400));
+    let db = open(&relative, options);
+    assert!(db.path().is_absolute(), "{}", db.path().display());
+    let same = |p: &Path| std::fs::canonicalize(p).unwrap();
+    assert_eq!(same(db.path()), same(&dir.db()));
+}

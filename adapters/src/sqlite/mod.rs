@@ -169,6 +169,9 @@ impl fmt::Debug for SqliteOptions {
     }
 }
 
+/// The longest busy timeout SQLite takes: `i32::MAX` milliseconds.
+const MAX_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(i32::MAX as u64);
+
 impl SqliteOptions {
     /// Durability of each commit (default [`Synchronous::Full`]).
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
@@ -177,9 +180,10 @@ impl SqliteOptions {
     }
 
     /// How long a write waits for another connection's lock before failing as busy (default
-    /// 5 s).
+    /// 5 s). SQLite counts it in milliseconds in 31 bits: anything beyond about 24.8 days is
+    /// that long.
     pub fn busy_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = timeout.min(MAX_BUSY_TIMEOUT);
         self
     }
 
@@ -289,7 +293,16 @@ impl SqliteDb {
         if options.lease == Duration::ZERO {
             return Err(OpenError::ZeroLease);
         }
-        let path: Arc<Path> = Arc::from(path);
+        // Absolute, since readers connect later, on demand: a relative path would be taken
+        // from whatever the process's current directory is by then, perhaps another store.
+        let path: Arc<Path> = match std::path::absolute(path) {
+            Ok(absolute) => Arc::from(absolute),
+            Err(e) => {
+                let what = format!("resolving the path against the current directory: {e}");
+                let path = Arc::from(path);
+                return Err(SqliteError::new(&path, SqliteErrorKind::Sqlite, what).into());
+            }
+        };
         let conn = schema::connect(&path, &options, true)?;
         let refused = |e| match e {
             schema::SetupError::Sqlite(e) => OpenError::Sqlite(e),
@@ -302,8 +315,24 @@ impl SqliteDb {
             },
         };
         // Whose file it is, before anything changes it (turning on WAL rewrites its header).
-        schema::check(&conn, &path).map_err(refused)?;
-        schema::writer_mode(&conn, &path, &options)?;
+        // Processes opening a new file together race to turn WAL on, and SQLite answers the
+        // switch with "busy" at once rather than wait: whoever loses tries again (and finds WAL
+        // on), for as long as the busy timeout allows.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        loop {
+            let ready = schema::check(&conn, &path)
+                .map_err(refused)
+                .and_then(|_| Ok(schema::writer_mode(&conn, &path, &options)?));
+            match ready {
+                Err(OpenError::Sqlite(e))
+                    if e.kind() == SqliteErrorKind::Busy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                ready => break ready?,
+            }
+        }
         let now = options.clock.now();
         let until = now + options.lease;
         let err = |what: &'static str| {

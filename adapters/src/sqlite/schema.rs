@@ -118,27 +118,25 @@ pub(crate) fn writer_mode(
 }
 
 /// Whether the file is a cairn database of a version this build reads (`Ok(false)`) or a new,
-/// empty one (`Ok(true)`); anything else is refused. Only reads.
+/// empty one (`Ok(true)`); anything else is refused. Only reads, in one statement and so one
+/// snapshot: another process creating the schema meanwhile is seen wholly or not at all (read
+/// piecemeal, its application id could be missed and its tables seen, a cairn file taken for a
+/// foreign one).
 pub(crate) fn check(conn: &Connection, path: &Arc<Path>) -> Result<bool, SetupError> {
     let err = |e| SetupError::Sqlite(SqliteError::sqlite(path, "checking the schema", e));
-    let app: i32 = conn
-        .pragma_query_value(None, "application_id", |r| r.get(0))
+    let (app, version, tables): (i32, i32, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id), \
+                    (SELECT user_version FROM pragma_user_version), \
+                    (SELECT count(*) FROM sqlite_schema)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .map_err(err)?;
-    let version: i32 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    match (app, version) {
-        (APPLICATION_ID, SCHEMA_VERSION) => Ok(false),
-        (APPLICATION_ID, found) => Err(SetupError::Version(found)),
-        (0, 0) => {
-            let tables: i64 = conn
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-                .map_err(err)?;
-            match tables {
-                0 => Ok(true),
-                _ => Err(SetupError::NotCairn),
-            }
-        }
+    match (app, version, tables) {
+        (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(false),
+        (APPLICATION_ID, found, _) => Err(SetupError::Version(found)),
+        (0, 0, 0) => Ok(true),
         _ => Err(SetupError::NotCairn),
     }
 }

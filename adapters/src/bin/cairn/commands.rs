@@ -29,8 +29,8 @@ pub enum CliError {
     /// The caller's input is wrong; nothing was written.
     #[error("{0}")]
     Input(String),
-    /// The key holds nothing.
-    #[error("no object under key {0}")]
+    /// The key holds nothing. (Printed escaped, as every key is; `--json` carries it as it is.)
+    #[error("no object under key {}", shown(.0))]
     NotFound(String),
     /// A check found problems, which it has reported already (under `--json`, in its one
     /// document: nothing more is printed).
@@ -131,7 +131,10 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
                 let name = entry.map_err(path_err(dir))?.file_name();
                 let empty = |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
                 let ours = (name == BLOB_DIR && empty(&dir.join(BLOB_DIR))) || name == "lost+found";
-                if !ours {
+                // Another put making this directory a store at the same moment creates the
+                // database first, then its companions and the blob directory: a store in the
+                // making, and SQLite's locks take it from there.
+                if !ours && !dir.join(DB_FILE).exists() {
                     return Err(CliError::Input(format!(
                         "{} is neither empty nor a cairn data directory: a put makes only a new \
                          or an empty directory one",
@@ -168,7 +171,7 @@ fn check_dir(dir: &Path, create: bool) -> Result<(), CliError> {
 /// Refuses a new store at `dir` inside another one — under its data directory or its blob
 /// directory, an empty fan-out directory say — where each would take the other's files for
 /// strays.
-fn inside_a_store(dir: &Path) -> Result<(), CliError> {
+pub fn inside_a_store(dir: &Path) -> Result<(), CliError> {
     let dir = std::path::absolute(dir).map_err(path_err(dir))?;
     for above in dir.ancestors().skip(1) {
         let above = std::fs::canonicalize(above).unwrap_or_else(|_| above.to_path_buf());
@@ -319,8 +322,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let object = object.ok_or_else(|| CliError::NotFound(k.clone()))?;
             let len = object.span.map_or(object.meta.size, |s| s.len());
-            // No bar across bytes going to the terminal it would draw on.
-            let to_terminal = matches!(target, Target::Stdout | Target::Stderr);
+            // No bar across bytes going to the terminal it would draw on; `> FILE` gets one.
+            let streamed = matches!(target, Target::Stdout | Target::Stderr);
+            let to_terminal = match target {
+                Target::Stdout => io::stdout().is_terminal(),
+                Target::Stderr => true,
+                _ => false,
+            };
             let bar = output::progress("get", Some(len), json || to_terminal);
             let written = sink(object.body, &target, shown, bar)?;
             if json {
@@ -328,7 +336,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 doc["bytes_written"] = json!(written);
                 doc["range"] = json!(object.span.map(|s| [s.start, s.end - 1]));
                 out!("{doc}");
-            } else if !to_terminal {
+            } else if !streamed {
                 let _ = writeln!(io::stderr(), "wrote {written} bytes to {}", shown.display());
             }
         }
@@ -411,30 +419,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// The body to store, and a count of the bytes it has read, with a progress bar on large
 /// transfers.
 fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), CliError> {
-    let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
-        // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
-        // the key: typing the object in takes an explicit `-`.
-        None if io::stdin().is_terminal() => {
-            return Err(CliError::Input(
-                "no FILE to store, and standard input is a terminal: name a file, pipe the \
+    let (reader, total): (Box<dyn Read + Send>, Option<u64>) =
+        match file {
+            // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
+            // the key: typing the object in takes an explicit `-`.
+            None if io::stdin().is_terminal() => {
+                return Err(CliError::Input(
+                    "no FILE to store, and standard input is a terminal: name a file, pipe the \
                  object in, or pass - to type it (end with Ctrl-D)"
-                    .into(),
-            ))
-        }
-        None => (Box::new(io::stdin()), None),
-        Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
-        Some(path) => {
-            let f = File::open(path).map_err(path_err(path))?;
-            let meta = f.metadata().map_err(path_err(path))?;
-            if meta.is_dir() {
-                return Err(CliError::Input(format!(
-                    "{} is a directory, not a file to store",
-                    path.display()
-                )));
+                        .into(),
+                ))
             }
-            (Box::new(f), Some(meta.len()))
-        }
-    };
+            // Likewise a standard input that is no pipe and no file: `/dev/null`, which is also
+            // what a job started without one (`<&-`) reads. It would store an empty object over
+            // the key, by accident.
+            None if stdin_is_a_device() => return Err(CliError::Input(
+                "no FILE to store, and standard input is neither a pipe nor a file (closed, or \
+                 /dev/null): name a file, pipe the object in, or pass - to read it all the same"
+                    .into(),
+            )),
+            None => (Box::new(io::stdin()), None),
+            Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
+            Some(path) => {
+                let f = File::open(path).map_err(path_err(path))?;
+                let meta = f.metadata().map_err(path_err(path))?;
+                if meta.is_dir() {
+                    return Err(CliError::Input(format!(
+                        "{} is a directory, not a file to store",
+                        path.display()
+                    )));
+                }
+                (Box::new(f), Some(meta.len()))
+            }
+        };
     let read = Arc::new(AtomicU64::new(0));
     let bar = output::Progress::new("put", total, json);
     let mut body = chunks(reader, bar, read.clone());
@@ -448,6 +465,24 @@ fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), Cli
         None => Body::from_bytes(Bytes::new()),
     };
     Ok((body, read))
+}
+
+/// Whether standard input is a device, such as `/dev/null` (which is what a process started
+/// with it closed gets in its place).
+fn stdin_is_a_device() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.file_type().is_char_device())
+    }
+    #[cfg(not(unix))]
+    false
 }
 
 /// A body that reads `reader` a chunk at a time as the store pulls it, counting into `read`.

@@ -21,8 +21,8 @@ fn step(n: u32, what: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The directory the demo may fill: `--data DIR` if it does not exist yet or is empty, else a
-/// fresh one under the temp dir.
+/// The directory the demo may fill: `--data DIR` if it does not exist yet or is empty (and is
+/// not inside another store), else a fresh one under the temp dir.
 fn demo_dir(asked: Option<&Path>) -> Result<PathBuf, CliError> {
     let Some(dir) = asked else {
         return fresh_dir();
@@ -43,6 +43,7 @@ fn demo_dir(asked: Option<&Path>) -> Result<PathBuf, CliError> {
             dir.display()
         )));
     }
+    commands::inside_a_store(dir)?;
     Ok(dir.to_path_buf())
 }
 
@@ -226,9 +227,13 @@ fn tour(dir: &Path) -> Result<(), CliError> {
         true => format!("the change log's {all}"),
         false => format!("{held} of the change log's {all}"),
     };
-    let verb = if held == 1 { "belongs" } else { "belong" };
+    let (verb, them) = if held == 1 {
+        ("belongs", "it")
+    } else {
+        ("belong", "them")
+    };
     out!("   {whose} still {verb} to the dead writer until its lease runs out;");
-    out!("   until then recovery leaves them alone, since a live writer could be mid-commit");
+    out!("   until then recovery leaves {them} alone, since a live writer could be mid-commit");
     drop(data);
 
     step(7, "restart: opening the data directory recovers what the dead writer's lease no longer protects")?;

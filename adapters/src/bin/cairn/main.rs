@@ -31,10 +31,12 @@ use std::process::ExitCode;
     long_about = None
 )]
 pub struct Cli {
-    /// The data directory [default: $CAIRN_DATA, else ./cairn-data].
+    /// The data directory [default: $CAIRN_DATA, else ./cairn-data; for the demo a fresh
+    /// temporary one].
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Print results as JSON (one document per command) for scripts.
+    /// Print results as JSON (one document per command) for scripts; every command but the
+    /// demo.
     #[arg(long, global = true)]
     pub json: bool,
     /// Change-log lease in milliseconds: how long after this process dies another may reclaim
@@ -155,7 +157,10 @@ fn report(e: &CliError, json: bool) -> ExitCode {
         // The command's own document says so already.
         CliError::Problems(_) if json => {}
         _ if json => {
-            let doc = serde_json::json!({ "error": e.to_string(), "kind": e.kind() });
+            let mut doc = serde_json::json!({ "error": e.to_string(), "kind": e.kind() });
+            if let CliError::NotFound(key) = e {
+                doc["key"] = key.as_str().into();
+            }
             if writeln!(std::io::stdout(), "{doc}").is_err() {
                 // Standard output is what failed: say it where it can still be read.
                 let _ = writeln!(std::io::stderr(), "{doc}");

@@ -26,9 +26,11 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 pub fn range(s: &str) -> Result<ByteRange, String> {
     let bad = || format!("`{s}` is not a range (expected START-END, START- or -N)");
     let (start, end) = s.split_once('-').ok_or_else(bad)?;
-    // Digits only: `u64::from_str` would take a leading `+`.
-    let number = |t: &str| match t.bytes().all(|b| b.is_ascii_digit()) {
-        true => t.parse::<u64>().map_err(|_| bad()),
+    // Digits only: `u64::from_str` would take a leading `+`. A number past any object's size
+    // means as much as the largest: an end is trimmed to the object (as HTTP trims it), a start
+    // past it selects nothing, a suffix that long takes the whole object.
+    let number = |t: &str| match !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        true => Ok(t.parse::<u64>().unwrap_or(u64::MAX)),
         false => Err(bad()),
     };
     match (start, end) {
@@ -62,6 +64,16 @@ mod tests {
         assert_eq!(range("0-9"), Ok(ByteRange::Inclusive { start: 0, end: 9 }));
         assert_eq!(range("100-"), Ok(ByteRange::From(100)));
         assert_eq!(range("-5"), Ok(ByteRange::Suffix(5)));
+        let huge = "99999999999999999999";
+        assert_eq!(
+            range(&format!("0-{huge}")),
+            Ok(ByteRange::Inclusive {
+                start: 0,
+                end: u64::MAX
+            })
+        );
+        assert_eq!(range(&format!("{huge}-")), Ok(ByteRange::From(u64::MAX)));
+        assert_eq!(range(&format!("-{huge}")), Ok(ByteRange::Suffix(u64::MAX)));
         for bad in [
             "", "-", "a-b", "5", "9-3", "1-2-3", " 1-2", "+1-2", "1-+2", "-+3",
         ] {
