@@ -85,6 +85,11 @@ pub enum OpenError {
     /// The configuration is invalid.
     #[error(transparent)]
     Store(#[from] Error),
+    /// The maintenance pass of [`Embedded::open`] failed: the database or the blob directory
+    /// could not be read or written. (What recovery cannot clean up, and single blobs the sweep
+    /// cannot remove, do not fail it: they wait for the next pass.)
+    #[error("the maintenance pass on open failed: {0}")]
+    Maintenance(#[source] Error),
 }
 
 /// What `fsck` found (and, with repair, fixed).
@@ -153,7 +158,7 @@ impl<R: Runtime> Embedded<R> {
         runtime: R,
     ) -> Result<Self, OpenError> {
         let embedded = Self::open_unrecovered(root, options, runtime).await?;
-        embedded.maintain().await?;
+        embedded.maintain().await.map_err(OpenError::Maintenance)?;
         Ok(embedded)
     }
 
@@ -256,7 +261,7 @@ impl<R: Runtime> Embedded<R> {
         self.passes.load(Ordering::Acquire)
     }
 
-    /// Runs [`maintain`](Embedded::maintain) every `interval` in the background until the last
+    /// Runs [`maintain`](Embedded::maintain) every `interval` (at least 1 ms) in the background until the last
     /// handle to the store is dropped; a failed pass is retried at the next interval.
     pub fn maintain_every(self: &Arc<Self>, interval: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);

@@ -3,8 +3,11 @@
 //! Everything around cairn's sans-IO core that touches the world: the backend contracts for the
 //! three tiers ([`backend`]), in-memory backends ([`memory`]), a fault-injecting wrapper for tests
 //! ([`fault`]), and the drivers that run the core's machines against backends — async on any
-//! runtime ([`TieredStore`], with [`TokioRuntime`] / [`SmolRuntime`] behind the `tokio` and
-//! `smol` features) or on the calling thread ([`BlockingStore`]).
+//! runtime ([`TieredStore`], with `TokioRuntime` / `SmolRuntime` behind the `tokio` and `smol`
+//! features) or on the calling thread ([`BlockingStore`]).
+//!
+//! The core's types a caller meets in answers and options (`ByteRange`, `Duration`,
+//! `WriteOutcome`, …) are re-exported here, and the whole core as [`cairn_core`].
 //!
 //! The driver loop is written once (`driver.rs`): poll the machine, perform its request against
 //! a backend, feed the completion back. Payload bytes stay here; the core sees sizes.
@@ -43,6 +46,11 @@ pub mod sqlite;
 mod store;
 
 pub use blocking::BlockingStore;
+pub use cairn_core;
+pub use cairn_core::{
+    Applied, ByteRange, Config, Duration, Instant, Key, KeyBuf, ReadError, RecoveryReport,
+    Revision, Span, WriteError, WriteOutcome,
+};
 pub use body::Body;
 pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use error::Error;

@@ -602,8 +602,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         }
     }
 
-    /// Runs [`recover`](TieredStore::recover) every `interval` in the background, until the last
-    /// handle to the store is dropped. Failures are retried at the next interval.
+    /// Runs [`recover`](TieredStore::recover) every `interval` (at least 1 ms) in the
+    /// background, until the last handle to the store is dropped. Failures are retried at the
+    /// next interval.
     pub fn recover_every(&self, interval: cairn_core::Duration) {
         self.every(interval, |store| async move {
             let _ = store.recover().await;
@@ -621,7 +622,8 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         let weak: Weak<Inner<Driver<H, L, C, R>>> = Arc::downgrade(&self.inner);
         // Only the weak handle is kept between passes, so the store closes (and its files,
         // threads and lease go) as soon as its last handle is dropped.
-        let period = std::time::Duration::from_millis(interval.as_millis());
+        // A zero interval would spin a processor through passes back to back.
+        let period = std::time::Duration::from_millis(interval.as_millis().max(1));
         let runtime = &self.inner.driver.runtime;
         if runtime.runs_inline() {
             // Spawned inline, the loop would keep the caller's thread for the store's lifetime:

@@ -562,7 +562,7 @@ fn expired_blobs_are_absent_and_swept_without_touching_live_ones() {
         report,
         SweepReport {
             blobs_deleted: 1,
-            stale_markers: 0
+            ..SweepReport::default()
         },
         "delete removed its marker"
     );
@@ -612,8 +612,8 @@ fn a_marker_left_by_a_crashed_write_is_swept() {
     assert_eq!(
         report,
         SweepReport {
-            blobs_deleted: 0,
-            stale_markers: 1
+            stale_markers: 1,
+            ..SweepReport::default()
         }
     );
     assert!(files_under(&f.root().join("blobs")).is_empty());
@@ -683,7 +683,8 @@ fn io_failures_are_errors_naming_the_path() {
         f.temp_files().is_empty(),
         "the failed put cleaned its temp file"
     );
-    assert!(f.dir.sweep_expired(f.now()).is_err());
+    // The sweep goes on past what it cannot list, and counts it.
+    assert_eq!(f.dir.sweep_expired(f.now()).unwrap().skipped, 1);
 }
 
 #[test]

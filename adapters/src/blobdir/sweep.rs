@@ -16,6 +16,11 @@ pub struct SweepReport {
     /// Expiry markers removed whose blob was already gone (deleted earlier, or a write that
     /// crashed before its rename) at least [`STALE_MARKER_AGE`] ago.
     pub stale_markers: u64,
+    /// Expired blobs that could not be removed, and fan-out directories that could not be
+    /// listed (a directory in a blob's place, a file this user may not delete). The sweep goes
+    /// on past them — one bad entry must not stop the rest, or an open — and leaves them with
+    /// their markers for the next sweep; `fsck` reports what is not a blob.
+    pub skipped: u64,
 }
 
 /// How old a marker without its blob must be before a sweep removes it. A write creates its
@@ -62,7 +67,9 @@ impl BlobDir {
     }
 
     /// Deletes every blob that has expired at `now`, without opening any blob file: expiring
-    /// blobs have an empty marker whose name carries the expiry.
+    /// blobs have an empty marker whose name carries the expiry. One that cannot be removed is
+    /// counted in [`SweepReport::skipped`] and left for the next sweep; only a failure to sync a
+    /// directory it removed something from fails the sweep.
     ///
     /// Safe while the store runs: a blob expires at the same instant as the tombstone pointing
     /// at it, and an expired tombstone is already absent to every operation, so no reader can
@@ -78,8 +85,15 @@ impl BlobDir {
         for index in 0..FANOUT_DIRS {
             let dir = layout.fanout_dir(index);
             let mut removed = false;
-            for entry in std::fs::read_dir(&dir).map_err(context("listing", &dir))? {
-                let entry = entry.map_err(context("listing", &dir))?;
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                report.skipped += 1;
+                continue;
+            };
+            for entry in entries {
+                let Ok(entry) = entry else {
+                    report.skipped += 1;
+                    break;
+                };
                 let name = entry.file_name();
                 let Some(Entry::Marker {
                     key_hash,
@@ -92,15 +106,23 @@ impl BlobDir {
                 if !is_expired(Some(expires), now) {
                     continue;
                 }
-                if remove_if_present(&layout.blob_path(key_hash, revision))? {
-                    report.blobs_deleted += 1;
-                } else if is_older(&entry, STALE_MARKER_AGE)? {
-                    report.stale_markers += 1;
-                } else {
-                    continue; // its blob may be on its way: see STALE_MARKER_AGE
+                match remove_if_present(&layout.blob_path(key_hash, revision)) {
+                    Ok(true) => report.blobs_deleted += 1,
+                    Ok(false) if is_older(&entry, STALE_MARKER_AGE).unwrap_or(false) => {
+                        report.stale_markers += 1
+                    }
+                    Ok(false) => continue, // its blob may be on its way: see STALE_MARKER_AGE
+                    Err(_) => {
+                        // Kept with its marker, so the next sweep tries again.
+                        report.skipped += 1;
+                        continue;
+                    }
                 }
-                remove_if_present(&entry.path())?;
                 removed = true;
+                // A marker that stays only makes the next sweep look again.
+                if remove_if_present(&entry.path()).is_err() {
+                    report.skipped += 1;
+                }
             }
             if removed {
                 sync_dir(&dir)?;
@@ -127,7 +149,10 @@ impl BlobDir {
             if !entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
                 continue;
             }
-            if is_older(&entry, older_than)? && remove_if_present(&entry.path())? {
+            // One that cannot be judged or removed stays for the next pass; the rest go.
+            if is_older(&entry, older_than).unwrap_or(false)
+                && remove_if_present(&entry.path()).unwrap_or(false)
+            {
                 removed += 1;
             }
         }
