@@ -82,7 +82,7 @@ pub enum OpenError {
     /// The database could not be opened.
     #[error(transparent)]
     Sqlite(#[from] SqliteOpenError),
-    /// The configuration is invalid.
+    /// The configuration is invalid, or the database could not be read while opening.
     #[error(transparent)]
     Store(#[from] Error),
     /// The maintenance pass of [`Embedded::open`] failed: the database or the blob directory
@@ -192,11 +192,32 @@ impl<R: Runtime> Embedded<R> {
         }
         let clock = options.clock;
         let db = SqliteDb::open(&root.join(DB_FILE), options.sqlite.clock(clock.clone()))?;
-        let blobs = BlobDir::open(
-            &root.join(BLOB_DIR),
-            BlobDirOptions::default().clock(clock.clone()),
-        )
-        .map_err(dir_err)?;
+        // A blob directory gone (a disk not mounted, a link to an empty one) is not started over
+        // empty under a database whose tombstones point into it: every large object would read
+        // as lost, and every write's cleanup would miss. Only a database referring to no blob
+        // may have it made afresh (a first open, or one a crash interrupted before it).
+        let blob_dir = root.join(BLOB_DIR);
+        if !BlobDir::is_blob_dir(&blob_dir) {
+            let refers = db.refers_to_blobs().map_err(|source| {
+                OpenError::Store(Error::Read {
+                    tier: cairn_core::Tier::Hv,
+                    source,
+                })
+            })?;
+            if refers {
+                return Err(OpenError::Dir {
+                    path: blob_dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the blob directory is missing or not cairn's, yet the database refers \
+                         to blobs in it (is a disk not mounted?); cairn will not start it over \
+                         empty",
+                    ),
+                });
+            }
+        }
+        let blobs = BlobDir::open(&blob_dir, BlobDirOptions::default().clock(clock.clone()))
+            .map_err(dir_err)?;
         let store = TieredStore::builder(db.hv(), blobs, db.log())
             .config(options.config)
             .clock(clock.clone())

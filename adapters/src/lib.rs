@@ -46,12 +46,12 @@ pub mod sqlite;
 mod store;
 
 pub use blocking::BlockingStore;
+pub use body::Body;
 pub use cairn_core;
 pub use cairn_core::{
     Applied, ByteRange, Config, Duration, Instant, Key, KeyBuf, ReadError, RecoveryReport,
     Revision, Span, WriteError, WriteOutcome,
 };
-pub use body::Body;
 pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use metadata::{

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
+use cairn_adapters::blobdir::BlobDir;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, OpenError, BLOB_DIR};
 use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
 use cairn_core::{BlobId, Duration, Instant, Key, Revision};
@@ -570,4 +571,51 @@ fn an_expired_blob_that_cannot_be_removed_stops_neither_the_sweep_nor_an_open() 
     let data = block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("it opens");
     let report = block_on(data.fsck(false)).expect("fsck");
     assert_eq!(report.unreadable.len(), 1, "{report:#?}");
+}
+
+/// A blob directory gone from under a database that refers to blobs (a disk not mounted) makes
+/// the open fail, and nothing is made in its place; one under a database of inline objects only
+/// is made afresh.
+#[test]
+fn a_missing_blob_directory_is_not_started_over_under_tombstones() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let blobs = dir.path().join(BLOB_DIR);
+    let data = open(dir.path());
+    block_on(
+        data.store()
+            .put("small", Bytes::from_static(b"s"), &PutOptions::default()),
+    )
+    .expect("put");
+    drop(data);
+    std::fs::remove_dir_all(&blobs).expect("remove");
+    drop(open(dir.path()));
+    assert!(
+        BlobDir::is_blob_dir(&blobs),
+        "inline objects only: made afresh"
+    );
+
+    let data = open(dir.path());
+    block_on(data.store().put("big", large(1), &PutOptions::default())).expect("put");
+    drop(data);
+    let away = dir.path().join("elsewhere");
+    std::fs::rename(&blobs, &away).expect("move it away");
+    std::fs::create_dir(&blobs).expect("an empty mount point");
+    let err = block_on(Embedded::open(
+        dir.path(),
+        EmbeddedOptions::default(),
+        InlineRuntime,
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("not mounted"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "nothing made"
+    );
+    std::fs::remove_dir(&blobs).expect("unmount");
+    std::fs::rename(&away, &blobs).expect("mount again");
+    let data = open(dir.path());
+    assert!(block_on(data.store().get("big")).expect("get").is_some());
+    assert!(block_on(data.fsck(false)).expect("fsck").is_clean());
 }

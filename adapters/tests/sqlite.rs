@@ -1156,3 +1156,60 @@ fn a_relative_path_is_fixed_at_the_open_and_any_busy_timeout_is_taken() {
     let same = |p: &Path| std::fs::canonicalize(p).unwrap();
     assert_eq!(same(db.path()), same(&dir.db()));
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+#[cfg(target_os = "linux")]
+struct Mount(TempDir);
+
+#[cfg(target_os = "linux")]
+impl Mount {
+    /// `None` where this user may not mount (not root): the test has nothing to run on.
+    fn tmpfs() -> Option<Mount> {
+        let dir = TempDir::new();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&dir.0)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Mount(dir))
+    }
+
+    fn remount_read_only(&self) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0 .0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.0 .0)
+            .status();
+    }
+}
+
+/// On a file system mounted read-only SQLite opens the file read-only without a word and then
+/// fails to "open" the WAL index: that is reported as what it is, a store cairn cannot write.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_database_on_a_read_only_file_system_is_reported_as_read_only() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let path = mount.0.db();
+    drop(open(&path, fast()));
+    mount.remount_read_only();
+    let err = SqliteDb::open(&path, fast()).err().expect("refused");
+    let OpenError::Sqlite(err) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(err.kind(), SqliteErrorKind::ReadOnly, "{err}");
+    assert!(err.to_string().contains("write access"), "{err}");
+}

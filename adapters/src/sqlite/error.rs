@@ -60,6 +60,9 @@ impl SqliteError {
         let kind = match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteErrorKind::Busy,
             Some(ErrorCode::ReadOnly) => SqliteErrorKind::ReadOnly,
+            // On a read-only file system SQLite opens the file read-only without a word, then
+            // cannot create the WAL's shared-memory file beside it: "unable to open".
+            Some(ErrorCode::CannotOpen) if unwritable(path) => SqliteErrorKind::ReadOnly,
             _ => SqliteErrorKind::Sqlite,
         };
         SqliteError {
@@ -105,6 +108,16 @@ impl SqliteError {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether the database file, or the directory it is (to be) in, is certainly not writable.
+fn unwritable(path: &Path) -> bool {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    let target = match path.exists() {
+        true => std::fs::OpenOptions::new().append(true).open(path),
+        false => return false,
+    };
+    matches!(target, Err(e) if matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied))
 }
 
 impl fmt::Display for SqliteError {

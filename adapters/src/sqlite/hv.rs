@@ -67,6 +67,9 @@ const ROWS_SQL: &str = "
 const REFERENCED_SQL: &str = "
     SELECT EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND kind = 2 AND revision = ?2)
         OR EXISTS (SELECT 1 FROM changes WHERE key = ?1 AND (new = ?2 OR old = ?2))";
+/// Whether any tombstone (live or expired) or change-log entry refers to a blob.
+const ANY_BLOB_SQL: &str = "
+    SELECT EXISTS (SELECT 1 FROM rows WHERE kind = 2) OR EXISTS (SELECT 1 FROM changes)";
 /// Whether the row of key `?1` is a tombstone for revision `?2`, live at `?3`.
 const TOMBSTONE_SQL: &str = "
     SELECT EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND kind = 2 AND revision = ?2
@@ -578,6 +581,12 @@ impl SqliteDb {
             REFERENCED_SQL,
             params![key.as_bytes(), id_to_blob(revision.0)],
         )
+    }
+
+    /// Whether any tombstone (live or expired) or change-log entry refers to a blob at all: a
+    /// database that does needs its blob directory. (Reads every row when none does.)
+    pub fn refers_to_blobs(&self) -> BackendResult<bool> {
+        self.exists(ANY_BLOB_SQL, [])
     }
 
     /// Whether the row of `key` is a tombstone for `revision`, live at `now`.
