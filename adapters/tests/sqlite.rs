@@ -1206,7 +1206,7 @@ fn a_database_on_a_read_only_file_system_is_reported_as_read_only() {
     let path = mount.0.db();
     drop(open(&path, fast()));
     mount.remount_read_only();
-    let err = SqliteDb::open(&path, fast()).err().expect("refused");
+    let err = SqliteDb::open(&path, fast()).expect_err("refused");
     let OpenError::Sqlite(err) = err else {
         panic!("{err:?}")
     };
