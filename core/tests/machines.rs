@@ -1373,11 +1373,20 @@ mod recovery {
             }
         }
         assert_eq!(io_at(&mut recovery, now), Io::Scan(Some(ChangeId(10))));
+        // The tier still failing, the next entry gets one attempt, not a backoff of its own.
+        let second = LogEntry {
+            id: ChangeId(20),
+            ..first
+        };
+        recovery.handle(Completion::Entry(Some(second)));
+        assert_eq!(io_at(&mut recovery, now), Io::HvRead { payload: false });
+        recovery.handle(Completion::Failed);
+        assert_eq!(io_at(&mut recovery, now), Io::Scan(Some(ChangeId(20))));
         recovery.handle(Completion::Entry(None));
         let Poll::Done(report) = recovery.poll(now) else {
             panic!("done")
         };
-        assert_eq!((report.entries, report.deferred, report.cleaned), (1, 1, 0));
+        assert_eq!((report.entries, report.deferred, report.cleaned), (2, 2, 0));
         assert!(report.complete);
     }
 

@@ -133,7 +133,15 @@ impl Machine for Recovery {
                     old: change.old,
                     phase,
                 };
-                State::Cleaning(Cleanup::new(change.key.to_key_buf(), pending, self.config))
+                // Once one entry's cleanup has given up in this pass, a tier keeps failing: the
+                // entries after it get one attempt each rather than a whole backoff each (which
+                // would make a pass over n entries last n times as long), and the next pass
+                // tries them all again.
+                let mut config = self.config;
+                if self.report.deferred > 0 {
+                    config.cleanup_attempts = 1;
+                }
+                State::Cleaning(Cleanup::new(change.key.to_key_buf(), pending, config))
             }
             (State::AwaitScan { .. }, Completion::Entry(None)) => {
                 self.report.complete = true;
