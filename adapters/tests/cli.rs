@@ -1062,3 +1062,50 @@ fn a_put_without_a_file_refuses_a_closed_standard_input() {
     ok(&run("put k -", "</dev/null"));
     assert_eq!(cairn(&data, &["get", "k"]).stdout, b"");
 }
+
+/// The demo's temporary data directory goes when the demo is interrupted (Ctrl-C) or its
+/// reader stops reading (`cairn demo | head`), as it goes at the end.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_demo_leaves_no_directory_behind() {
+    use std::io::BufRead;
+    let started = |child: &mut std::process::Child| {
+        let mut first = String::new();
+        let stdout = child.stdout.as_mut().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .unwrap();
+        let dir = first.trim_end().strip_prefix("cairn demo in ");
+        std::path::PathBuf::from(dir.expect("the demo names its directory first"))
+    };
+    let demo = || {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut interrupted = demo();
+    let dir = started(&mut interrupted);
+    assert!(dir.is_dir());
+    let kill = Command::new("kill")
+        .args(["-INT", &interrupted.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = interrupted.wait().unwrap();
+    // Interrupted mid-tour (130), or it had just finished (0): either way, nothing is left.
+    assert!(matches!(status.code(), Some(130 | 0)), "{status}");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+
+    let mut headed = demo();
+    let dir = started(&mut headed);
+    drop(headed.stdout.take());
+    let status = headed.wait().unwrap();
+    assert!(
+        status.success(),
+        "a closed pipe ends the demo quietly: {status}"
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

@@ -690,12 +690,18 @@ fn sink(
                     .set_permissions(m.permissions())
                     .map_err(file_err())?;
             }
-            // Dropped on any error below, the temporary file is removed.
-            let mut out = io::BufWriter::new(temp);
-            copy(&mut body, &mut out, bar.as_ref(), file_err()).and_then(|written| {
-                let temp = out.into_inner().map_err(|e| file_err()(e.into_error()))?;
+            // Dropped on any error below, the temporary file is removed; interrupted, the
+            // handler removes it.
+            let _doomed = crate::interrupt::Doomed::new(temp.path());
+            // Written through the plain file, whose errors name the file asked for, not the
+            // temporary one.
+            let mut out = io::BufWriter::new(temp.as_file());
+            let written = copy(&mut body, &mut out, bar.as_ref(), file_err())
+                .and_then(|n| out.flush().map_err(file_err()).map(|()| n));
+            drop(out);
+            written.and_then(|n| {
                 temp.persist(path).map_err(|e| file_err()(e.error))?;
-                Ok(written)
+                Ok(n)
             })
         }
     };

@@ -103,18 +103,23 @@ fn tiers(dir: &Path, data: &commands::Data) -> Result<(), CliError> {
 pub fn run(keep: bool, asked: Option<&Path>) -> Result<(), CliError> {
     let dir = demo_dir(asked)?;
     let keep = keep || asked.is_some();
-    out!("cairn demo in {}", dir.display());
-    out!("objects up to 1 MiB live inline in SQLite; larger ones go to the blob directory behind a tombstone");
+    // Interrupted, a temporary directory goes as it would at the end.
+    let doomed = (!keep).then(|| crate::interrupt::Doomed::new(&dir));
     let result = tour(&dir);
-    if keep || result.is_err() {
-        out!("\nthe demo's data directory is kept at {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
+    drop(doomed);
+    match result {
+        // A reader that stopped reading (`cairn demo | head`) has seen what it wanted.
+        Err(CliError::Closed) | Ok(()) if !keep => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        _ => out!("\nthe demo's data directory is kept at {}", dir.display()),
     }
     result
 }
 
 fn tour(dir: &Path) -> Result<(), CliError> {
+    out!("cairn demo in {}", dir.display());
+    out!("objects up to 1 MiB live inline in SQLite; larger ones go to the blob directory behind a tombstone");
     let data = commands::open(dir, 30_000)?;
     let store = data.store();
     let plain = PutOptions::default();

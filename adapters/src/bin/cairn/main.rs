@@ -11,6 +11,7 @@
 
 mod commands;
 mod demo;
+mod interrupt;
 mod output;
 mod parse;
 mod workload;
@@ -135,6 +136,7 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
