@@ -147,6 +147,10 @@ pub struct FaultRates {
     pub delete_fails: u32,
     /// Another writer commits on the same key right before a compare-and-write lands.
     pub rival: u32,
+    /// Another writer overwrites the key (a large put and its cleanup) right before a get's blob
+    /// read lands, so the blob vanishes under the get. High rates make a get lose several blobs
+    /// in a row, up to its redirect limit.
+    pub rival_read: u32,
     /// A request or answer is held up for a long time (a latency spike).
     pub spike: u32,
     /// Per step: a client crashes.
@@ -260,6 +264,7 @@ impl FaultRates {
             partial_blob: rate(on, 20_000, 200_000),
             delete_fails: rate(on, 20_000, 300_000),
             rival: rate(on, 20_000, 200_000),
+            rival_read: rate(on, 100_000, 900_000),
             spike: rate(on, 5_000, 50_000),
             crash: rate(on, 200, 3_000),
         }
@@ -299,7 +304,7 @@ impl fmt::Display for Params {
         write!(
             f,
             "\n  faults: fail_before={} fail_after={} cas_lost={} cas_duplicated={} \
-             partial_blob={} delete_fails={} rival={} spike={} crash/step={}",
+             partial_blob={} delete_fails={} rival={} rival_read={} spike={} crash/step={}",
             percent(r.fail_before),
             percent(r.fail_after),
             percent(r.cas_lost),
@@ -307,6 +312,7 @@ impl fmt::Display for Params {
             percent(r.partial_blob),
             percent(r.delete_fails),
             percent(r.rival),
+            percent(r.rival_read),
             percent(r.spike),
             percent(r.crash),
         )

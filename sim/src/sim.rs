@@ -351,6 +351,15 @@ fn request_key(request: &Request<'static>) -> Option<&'static Key> {
     }
 }
 
+/// The request a rival writer lands just before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Before {
+    /// A compare-and-write: the mutation's read is stale when it lands.
+    Cas,
+    /// A get's blob read: the blob its high-volume read found is overwritten and cleaned up.
+    BlobRead,
+}
+
 /// What happens to one request between the machine and the tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
@@ -992,14 +1001,21 @@ impl Sim {
         };
         let io = task.io.as_ref().expect("an apply event has a request");
         let (request, fate, ctx) = (io.request, io.fate, task.ctx);
-        if matches!(request, Request::HvCompareAndWrite { .. })
-            && self.faulty()
-            && self.tape.chance(Label::Rival, self.params.faults.rival)
-        {
-            let key = request_key(&request).expect("a compare-and-write names its key");
-            self.rival(key);
-            if self.failure.is_some() {
-                return;
+        let rival = match request {
+            Request::HvCompareAndWrite { .. } => Some((Before::Cas, self.params.faults.rival)),
+            // Only a get reads blobs.
+            Request::LtGet { .. } | Request::LtHead { .. } => {
+                Some((Before::BlobRead, self.params.faults.rival_read))
+            }
+            _ => None,
+        };
+        if let Some((before, rate)) = rival {
+            if self.faulty() && rate > 0 && self.tape.chance(Label::Rival, rate) {
+                let key = request_key(&request).expect("a write or blob read names its key");
+                self.rival(key, before);
+                if self.failure.is_some() {
+                    return;
+                }
             }
         }
         let answer = self.perform(&request, fate, ctx);
@@ -1100,13 +1116,23 @@ impl Sim {
         self.fail(failure);
     }
 
-    /// Another writer commits on `key`, whole, right now: the race between a read and a
-    /// compare-and-write, forced.
-    fn rival(&mut self, key: &'static Key) {
-        self.stats.hit(Counter::RivalBeforeCas);
+    /// Another writer commits on `key`, whole, right now, cleanup included: the race between a
+    /// read and a compare-and-write, or between a get's two reads, forced.
+    fn rival(&mut self, key: &'static Key, before: Before) {
+        let choice = match before {
+            Before::Cas => {
+                self.stats.hit(Counter::RivalBeforeCas);
+                self.tape.below(Label::Rival, 3)
+            }
+            // A large put: the get's blob vanishes, and its re-read finds another blob to follow
+            // (which the next rival may take away again).
+            Before::BlobRead => {
+                self.stats.hit(Counter::RivalBeforeBlobRead);
+                1
+            }
+        };
         let now = self.now;
         let config = self.params.config;
-        let choice = self.tape.below(Label::Rival, 3);
         self.next_value += 1;
         let value = self.next_value;
         let id = self.rival_ids.change_id(now);

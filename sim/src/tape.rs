@@ -30,7 +30,7 @@ pub enum Label {
     Latency,
     /// What goes wrong with a request.
     Fault,
-    /// A rival write that lands right before a compare-and-write.
+    /// A rival write that lands right before a compare-and-write or a get's blob read.
     Rival,
     /// Whether a client crashes at this step, and which.
     Crash,
