@@ -30,6 +30,11 @@ pub enum PlantedBug {
     GetGivesUpOnVanishedBlob,
     /// A get whose blob vanished under it reports the object lost instead of re-reading.
     GetCallsVanishedBlobLost,
+    /// A get whose blob vanished under it reports a long-term I/O error instead of re-reading.
+    GetReportsVanishedBlobAsIoError,
+    /// A get whose blob vanished a second time gives up as unstable instead of following the key
+    /// again (it stops after one redirect hop, not [`MAX_REDIRECT_HOPS`](crate::limits::MAX_REDIRECT_HOPS)).
+    GetRefusesSecondHop,
     /// A cleanup removes its change-log entry before deleting the blobs it covers.
     LogEntryRemovedBeforeCleanup,
     /// Revisions come from a counter that every client (and every restart) begins at 1.
@@ -52,7 +57,7 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug, in declaration order.
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::CasIgnoresExpected,
         PlantedBug::CasNotIdempotent,
         PlantedBug::OldBlobDeletedBeforeCommit,
@@ -61,6 +66,8 @@ impl PlantedBug {
         PlantedBug::UnknownOutcomeTreatedAsLost,
         PlantedBug::GetGivesUpOnVanishedBlob,
         PlantedBug::GetCallsVanishedBlobLost,
+        PlantedBug::GetReportsVanishedBlobAsIoError,
+        PlantedBug::GetRefusesSecondHop,
         PlantedBug::LogEntryRemovedBeforeCleanup,
         PlantedBug::RevisionsReused,
         PlantedBug::CasRetriedBlindly,

@@ -37,7 +37,7 @@ pub struct Entry {
 use PlantedBug as P;
 
 /// Every planted bug, with what it breaks and what catches it.
-pub const CATALOGUE: [Entry; 20] = [
+pub const CATALOGUE: [Entry; 22] = [
     Entry {
         bug: Bug::Core(P::CasIgnoresExpected),
         name: "cas-ignores-expected",
@@ -100,6 +100,22 @@ pub const CATALOGUE: [Entry; 20] = [
         breaks: "a get racing an overwrite and its cleanup reports the object lost, where it \
                  should follow the key to the new value",
         caught_by: "no read reports a loss that did not happen",
+    },
+    Entry {
+        bug: Bug::Core(P::GetReportsVanishedBlobAsIoError),
+        name: "get-reports-vanished-blob-as-io-error",
+        site: "core/src/tiered/get.rs",
+        breaks: "a get racing an overwrite and its cleanup fails with a long-term I/O error that \
+                 no backend reported, where it should follow the key to the new value",
+        caught_by: "no read reports an I/O error that did not happen",
+    },
+    Entry {
+        bug: Bug::Core(P::GetRefusesSecondHop),
+        name: "get-refuses-second-hop",
+        site: "core/src/tiered/get.rs",
+        breaks: "a get whose blob vanishes twice gives up as unstable after one redirect hop, \
+                 not after MAX_REDIRECT_HOPS",
+        caught_by: "no read gives up before its redirect limit",
     },
     Entry {
         bug: Bug::Core(P::LogEntryRemovedBeforeCleanup),

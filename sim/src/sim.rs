@@ -32,11 +32,12 @@ use crate::world::{
     self, check_quiescent, check_request, check_safety, check_safety_of, Answer, CasMode,
     OpContext, Violation, World, WorldBug,
 };
+use cairn_core::limits::MAX_REDIRECT_HOPS;
 use cairn_core::{
     BlobId, ByteRange, Change, ChangeId, Cleanup, CleanupOutcome, CleanupReport, Completion,
     Delete, Found, Get, GetResult, IdGen, Instant, Key, LargePut, Machine, MutationDone,
     ObjectMeta, Phase, Poll, ReadError, Recovery, RecoveryReport, Request, Revision, SmallPut,
-    WriteOutcome,
+    Tier, WriteOutcome,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -109,6 +110,36 @@ pub enum Failure {
         /// The revision the read called lost.
         revision: Revision,
     },
+    /// A read failed with an I/O error although its own requests to that tier were not failed
+    /// [`Config::io_attempts`](cairn_core::Config::io_attempts) times in a row, the only way a
+    /// get runs out of attempts: the error did not happen, the read made it up.
+    FalseIoError {
+        /// The key's index.
+        key: usize,
+        /// The tier the read blamed.
+        tier: Tier,
+        /// How many of the read's last answers were injected failures of requests to `tier`.
+        failed: u8,
+        /// The attempts a get makes per request.
+        attempts: u8,
+    },
+    /// A read gave up as unstable (the key kept changing under it) before it had seen more than
+    /// [`MAX_REDIRECT_HOPS`] blobs vanish: it stopped following the key too early.
+    FalseUnstable {
+        /// The key's index.
+        key: usize,
+        /// How many blobs the read found missing.
+        vanished: u8,
+    },
+    /// A read refused its range as not satisfiable, yet the simulator asks only `From(0)`,
+    /// which every object it writes (at least one byte) satisfies: the read resolved the range
+    /// against a size nobody wrote.
+    FalseRangeError {
+        /// The key's index.
+        key: usize,
+        /// The object size the read resolved the range against.
+        size: u64,
+    },
     /// The liveness phase did not converge within its budget.
     NoConvergence {
         /// What was still going on.
@@ -135,6 +166,9 @@ impl Failure {
             Failure::NotLinearizable { .. } => "linearizability",
             Failure::LostWrite { .. } => "acknowledged writes survive crashes",
             Failure::FalseLoss { .. } => "no read reports a loss that did not happen",
+            Failure::FalseIoError { .. } => "no read reports an I/O error that did not happen",
+            Failure::FalseUnstable { .. } => "no read gives up before its redirect limit",
+            Failure::FalseRangeError { .. } => "no read refuses a range that fits",
             Failure::NoConvergence { .. } => "liveness",
             Failure::Panic { .. } => "assertion (panic)",
         }
@@ -172,6 +206,26 @@ impl fmt::Display for Failure {
             Failure::FalseLoss { key, revision } => write!(
                 f,
                 "a read of k{key} reported revision {revision} lost, yet no tombstone dangled"
+            ),
+            Failure::FalseIoError {
+                key,
+                tier,
+                failed,
+                attempts,
+            } => write!(
+                f,
+                "a read of k{key} failed with a {tier} I/O error, yet only {failed} of its last \
+                 {attempts} attempts there were failed"
+            ),
+            Failure::FalseUnstable { key, vanished } => write!(
+                f,
+                "a read of k{key} gave up as unstable after {vanished} vanished blobs; it may \
+                 only after more than {MAX_REDIRECT_HOPS}"
+            ),
+            Failure::FalseRangeError { key, size } => write!(
+                f,
+                "a read of k{key} refused range 0.. for an object of {size} bytes; every object \
+                 written has at least one"
             ),
             Failure::NoConvergence { what } => write!(f, "liveness: did not converge: {what}"),
             Failure::Panic { message } => write!(f, "panic: {message}"),
@@ -410,6 +464,11 @@ struct Task {
     last_read: Option<u64>,
     /// A get's blob was missing on the last answer.
     vanished: bool,
+    /// How many blobs a get found missing.
+    vanished_blobs: u8,
+    /// The tier of the last request and how many answers in a row, up to the last one, were
+    /// injected failures of requests to it (`None`: the last answer was delivered).
+    failing: Option<(Tier, u8)>,
     /// A compare-and-write of this mutation failed.
     cas_failed: bool,
     /// A write's ticket for the durability check.
@@ -428,6 +487,8 @@ impl Task {
             io: None,
             last_read: None,
             vanished: false,
+            vanished_blobs: 0,
+            failing: None,
             cas_failed: false,
             ticket: None,
         }
@@ -1223,11 +1284,22 @@ impl Sim {
             _ => Completion::Failed,
         };
         let completion = io.answer.as_ref().map_or(failed, Answer::completion);
-        if let Some(answer) = &io.answer {
-            task.last_read = answer.read;
+        match &io.answer {
+            Some(answer) => {
+                task.last_read = answer.read;
+                task.failing = None;
+            }
+            None => {
+                let tier = io.request.tier();
+                task.failing = match task.failing {
+                    Some((t, n)) if t == tier => Some((tier, n.saturating_add(1))),
+                    _ => Some((tier, 1)),
+                };
+            }
         }
         if matches!(completion, Completion::Blob { found: false }) {
             task.vanished = true;
+            task.vanished_blobs = task.vanished_blobs.saturating_add(1);
         }
         if matches!(io.request, Request::HvCompareAndWrite { .. })
             && matches!(completion, Completion::Failed | Completion::Refused)
@@ -1334,15 +1406,12 @@ impl Sim {
             Ok(Some(Found::Inline { .. } | Found::LongTerm { .. })) => {
                 Outcome::Read(Some(task.last_read.expect("a found object was read")))
             }
-            Err(ReadError::Lost(revision)) => {
-                self.fail(Failure::FalseLoss {
-                    key: usize::from(self.history[record].key),
-                    revision,
-                });
-                Outcome::ReadFailed
-            }
-            Err(e) => {
-                if e == ReadError::Unstable {
+            Err(error) => {
+                let key = usize::from(self.history[record].key);
+                if let Some(failure) = self.false_read_error(&task, key, error) {
+                    self.fail(failure);
+                }
+                if error == ReadError::Unstable {
                     self.stats.hit(Counter::GetUnstable);
                 }
                 Outcome::ReadFailed
@@ -1356,6 +1425,40 @@ impl Sim {
         ));
         self.end_record(record, outcome);
         self.next_op(task.client);
+    }
+
+    /// Why the error a read of `key` ended with is not one that what happened to the read
+    /// explains, if it is not. Each rule is the get machine's own condition for the error.
+    fn false_read_error(&self, task: &Task, key: usize, error: ReadError) -> Option<Failure> {
+        match error {
+            // A real loss is a dangling tombstone, which the safety checks catch first.
+            ReadError::Lost(revision) => Some(Failure::FalseLoss { key, revision }),
+            ReadError::Io(tier) => {
+                let attempts = self.params.config.io_attempts;
+                let failed = match task.failing {
+                    Some((t, n)) if t == tier => n,
+                    _ => 0,
+                };
+                (failed < attempts).then_some(Failure::FalseIoError {
+                    key,
+                    tier,
+                    failed,
+                    attempts,
+                })
+            }
+            // The hop counter starts at 0 and gives up on the vanished blob it meets at
+            // MAX_REDIRECT_HOPS: the (MAX_REDIRECT_HOPS + 1)-th.
+            ReadError::Unstable => {
+                (task.vanished_blobs <= MAX_REDIRECT_HOPS).then_some(Failure::FalseUnstable {
+                    key,
+                    vanished: task.vanished_blobs,
+                })
+            }
+            ReadError::Range(refused) => Some(Failure::FalseRangeError {
+                key,
+                size: refused.size,
+            }),
+        }
     }
 
     fn cleaned(&mut self, tr: TaskRef, report: CleanupReport) {
@@ -1517,5 +1620,73 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> Sim {
+        Sim::new(0, &Options::default(), TapeSource::Live, Sink::Off)
+    }
+
+    fn get() -> Task {
+        let get = Get::new(keys::key(0), None, sim().params.config);
+        Task::new(0, Job::Get(get))
+    }
+
+    #[test]
+    fn an_io_error_needs_every_attempt_failed_on_that_tier() {
+        let sim = sim();
+        let attempts = sim.params.config.io_attempts;
+        let error = ReadError::Io(Tier::Lt);
+        let judge = |failing| {
+            let task = Task { failing, ..get() };
+            sim.false_read_error(&task, 0, error)
+        };
+        assert_eq!(judge(Some((Tier::Lt, attempts))), None);
+        let short = Failure::FalseIoError {
+            key: 0,
+            tier: Tier::Lt,
+            failed: attempts - 1,
+            attempts,
+        };
+        assert_eq!(judge(Some((Tier::Lt, attempts - 1))), Some(short));
+        assert!(
+            judge(Some((Tier::Hv, attempts))).is_some(),
+            "the wrong tier"
+        );
+        assert!(judge(None).is_some(), "nothing failed");
+    }
+
+    #[test]
+    fn unstable_needs_more_vanished_blobs_than_redirect_hops() {
+        let sim = sim();
+        let judge = |vanished_blobs| {
+            let task = Task {
+                vanished_blobs,
+                ..get()
+            };
+            sim.false_read_error(&task, 0, ReadError::Unstable)
+        };
+        assert_eq!(judge(MAX_REDIRECT_HOPS + 1), None);
+        assert_eq!(
+            judge(MAX_REDIRECT_HOPS),
+            Some(Failure::FalseUnstable {
+                key: 0,
+                vanished: MAX_REDIRECT_HOPS
+            })
+        );
+    }
+
+    #[test]
+    fn lost_and_range_errors_never_fit() {
+        let sim = sim();
+        let lost = sim.false_read_error(&get(), 3, ReadError::Lost(Revision(7)));
+        assert!(matches!(lost, Some(Failure::FalseLoss { key: 3, .. })));
+        let range = ByteRange::From(0).resolve(0).expect_err("nothing to read");
+        let refused = sim.false_read_error(&get(), 3, ReadError::Range(range));
+        assert_eq!(refused, Some(Failure::FalseRangeError { key: 3, size: 0 }));
     }
 }

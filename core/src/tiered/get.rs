@@ -75,7 +75,8 @@ pub struct Get<'k> {
     head: bool,
     io_attempts: u8,
     state: State,
-    /// PLANTED BUG (`GetGivesUpOnVanishedBlob`, `GetCallsVanishedBlobLost`) switch.
+    /// PLANTED BUG (`GetGivesUpOnVanishedBlob`, `GetCallsVanishedBlobLost`,
+    /// `GetReportsVanishedBlobAsIoError`, `GetRefusesSecondHop`) switch.
     #[cfg(feature = "planted-bugs")]
     bug: Option<PlantedBug>,
 }
@@ -231,6 +232,18 @@ impl Machine for Get<'_> {
                 #[cfg(feature = "planted-bugs")]
                 if self.bug == Some(PlantedBug::GetCallsVanishedBlobLost) {
                     self.state = State::Finished(Err(ReadError::Lost(tombstone.revision)));
+                    return;
+                }
+                // PLANTED BUG: the vanished blob is taken for a failing long-term tier.
+                #[cfg(feature = "planted-bugs")]
+                if self.bug == Some(PlantedBug::GetReportsVanishedBlobAsIoError) {
+                    self.state = State::Finished(Err(ReadError::Io(Tier::Lt)));
+                    return;
+                }
+                // PLANTED BUG: a second vanished blob exhausts the redirect budget.
+                #[cfg(feature = "planted-bugs")]
+                if self.bug == Some(PlantedBug::GetRefusesSecondHop) && hops >= 1 {
+                    self.state = State::Finished(Err(ReadError::Unstable));
                     return;
                 }
                 if hops >= MAX_REDIRECT_HOPS {
