@@ -43,6 +43,9 @@ pub enum PlantedBug {
     CasRetriedBlindly,
     /// A failed blob write is ignored and the tombstone committed anyway.
     CommitAfterFailedBlobWrite,
+    /// The tombstone is committed with the size it was opened with (0), not the size of the blob
+    /// written.
+    TombstoneSizeNotRecorded,
     /// The blob is written before the change that covers it is recorded.
     BlobWrittenBeforeLogRecord,
     /// A mutation that lost its compare-and-write cleans up as if it had won.
@@ -57,7 +60,7 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug, in declaration order.
-    pub const ALL: [PlantedBug; 19] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::CasIgnoresExpected,
         PlantedBug::CasNotIdempotent,
         PlantedBug::OldBlobDeletedBeforeCommit,
@@ -72,6 +75,7 @@ impl PlantedBug {
         PlantedBug::RevisionsReused,
         PlantedBug::CasRetriedBlindly,
         PlantedBug::CommitAfterFailedBlobWrite,
+        PlantedBug::TombstoneSizeNotRecorded,
         PlantedBug::BlobWrittenBeforeLogRecord,
         PlantedBug::LoserCleansUpAsWinner,
         PlantedBug::ResolveAssumesCommitted,

@@ -37,7 +37,7 @@ pub struct Entry {
 use PlantedBug as P;
 
 /// Every planted bug, with what it breaks and what catches it.
-pub const CATALOGUE: [Entry; 22] = [
+pub const CATALOGUE: [Entry; 23] = [
     Entry {
         bug: Bug::Core(P::CasIgnoresExpected),
         name: "cas-ignores-expected",
@@ -131,7 +131,7 @@ pub const CATALOGUE: [Entry; 22] = [
         site: "core/src/id.rs",
         breaks: "two writers (or a writer and its restarted self) share a blob name: one \
                  overwrites or deletes the other's blob",
-        caught_by: "linearizability / the core's own assertions",
+        caught_by: "a tombstone describes its blob / linearizability",
     },
     Entry {
         bug: Bug::Core(P::CasRetriedBlindly),
@@ -147,6 +147,14 @@ pub const CATALOGUE: [Entry; 22] = [
         site: "core/src/tiered/commit.rs",
         breaks: "a tombstone is committed for a blob that is missing or partial",
         caught_by: "no dangling tombstone",
+    },
+    Entry {
+        bug: Bug::Core(P::TombstoneSizeNotRecorded),
+        name: "tombstone-size-not-recorded",
+        site: "core/src/tiered/commit.rs",
+        breaks: "a large put commits its tombstone with size 0, not the size of the blob it \
+                 wrote, so heads report 0 bytes and ranges resolve against nothing",
+        caught_by: "a tombstone describes its blob",
     },
     Entry {
         bug: Bug::Core(P::BlobWrittenBeforeLogRecord),

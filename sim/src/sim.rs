@@ -157,6 +157,9 @@ impl Failure {
     pub fn checker(&self) -> &'static str {
         match self {
             Failure::Safety { violation, .. } | Failure::Quiescence(violation) => match violation {
+                Violation::DanglingTombstone { problem, .. } if problem.is_mismatch() => {
+                    "a tombstone describes its blob"
+                }
                 Violation::DanglingTombstone { .. } => "no dangling tombstone",
                 Violation::OrphanBlob { .. } => "no orphan blob",
                 Violation::DeletedWhileReferenced { .. } => "no blob deleted while referenced",

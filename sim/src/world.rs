@@ -759,7 +759,7 @@ impl fmt::Display for LogLine<'_> {
 // a kilobyte-sized key, which clippy flags (`result_large_err`); it is returned at most once per
 // failing run, so its size does not matter and boxing it would only add noise.
 
-/// Why a tombstone dangles.
+/// Why a tombstone dangles, or misdescribes the blob it points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BlobProblem {
     /// There is no such blob.
@@ -768,12 +768,37 @@ pub enum BlobProblem {
     Expired,
     /// The blob was only partly written.
     Incomplete,
+    /// The tombstone's size (which ranges resolve against) is not the blob's.
+    WrongSize {
+        /// The size the tombstone says.
+        tombstone: u64,
+        /// The blob's size.
+        blob: u64,
+    },
+    /// The tombstone expires at another instant than its blob (they are written with one).
+    WrongExpiry {
+        /// When the tombstone expires.
+        tombstone: Option<Instant>,
+        /// When the blob expires.
+        blob: Option<Instant>,
+    },
+}
+
+impl BlobProblem {
+    /// Whether the blob is there and readable, only not what the tombstone says it is.
+    pub fn is_mismatch(self) -> bool {
+        matches!(
+            self,
+            BlobProblem::WrongSize { .. } | BlobProblem::WrongExpiry { .. }
+        )
+    }
 }
 
 /// A broken invariant, with what it was found on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// A live tombstone points at a blob that cannot be read (invariant 1).
+    /// A live tombstone points at a blob that cannot be read (invariant 1), or that it
+    /// misdescribes ([`BlobProblem::is_mismatch`]).
     DanglingTombstone {
         /// The key of the row.
         key: KeyBuf,
@@ -820,7 +845,19 @@ impl fmt::Display for Violation {
                 key,
                 revision,
                 problem,
-            } => write!(f, "dangling tombstone {key}@{revision}: blob {problem:?}"),
+            } => match *problem {
+                BlobProblem::WrongSize { tombstone, blob } => write!(
+                    f,
+                    "tombstone {key}@{revision} says size {tombstone}, its blob has {blob}"
+                ),
+                BlobProblem::WrongExpiry { tombstone, blob } => write!(
+                    f,
+                    "tombstone {key}@{revision} says expires {}, its blob {}",
+                    expiry(tombstone),
+                    expiry(blob)
+                ),
+                _ => write!(f, "dangling tombstone {key}@{revision}: blob {problem:?}"),
+            },
             Violation::OrphanBlob { key, revision } => write!(
                 f,
                 "orphan blob {key}@{revision}: no tombstone and no log entry covers it"
@@ -847,6 +884,10 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+fn expiry(at: Option<Instant>) -> String {
+    at.map_or_else(|| "never".to_owned(), |at| at.to_string())
+}
+
 /// Whether a live tombstone at `key` points at `revision`.
 fn is_referenced(world: &World, key: &Key, revision: Revision) -> bool {
     world
@@ -861,17 +902,27 @@ fn live_blobs(world: &World) -> impl Iterator<Item = (&Key, Revision)> {
         .map(|(key, revision, _)| (key, revision))
 }
 
-/// What keeps a live tombstone's blob `{key}/{revision}` from being read, if anything.
-fn blob_problem(world: &World, key: &Key, revision: Revision) -> Option<BlobProblem> {
-    match world.blob(key, revision) {
+/// What keeps the blob a live tombstone `t` under `key` points at from being read, or from
+/// being what `t` says it is, if anything.
+fn blob_problem(world: &World, key: &Key, t: &Tombstone) -> Option<BlobProblem> {
+    match world.blob(key, t.revision) {
         None => Some(BlobProblem::Missing),
         Some(blob) if !blob.is_live(world.now) => Some(BlobProblem::Expired),
         Some(blob) if !blob.complete => Some(BlobProblem::Incomplete),
+        Some(blob) if blob.size != t.size => Some(BlobProblem::WrongSize {
+            tombstone: t.size,
+            blob: blob.size,
+        }),
+        Some(blob) if blob.expires != t.expires => Some(BlobProblem::WrongExpiry {
+            tombstone: t.expires,
+            blob: blob.expires,
+        }),
         Some(_) => None,
     }
 }
 
-/// Invariant 1: every live tombstone points at an existing, complete, live blob.
+/// Invariant 1: every live tombstone points at an existing, complete, live blob, whose size and
+/// expiry it carries.
 #[allow(clippy::result_large_err)] // see the section comment
 pub fn check_no_dangling_tombstone(world: &World) -> Result<(), Violation> {
     for (key, row) in world.rows() {
@@ -879,7 +930,7 @@ pub fn check_no_dangling_tombstone(world: &World) -> Result<(), Violation> {
         if !row.is_live(world.now) {
             continue;
         }
-        let Some(problem) = blob_problem(world, key, t.revision) else {
+        let Some(problem) = blob_problem(world, key, t) else {
             continue;
         };
         return Err(Violation::DanglingTombstone {
@@ -951,7 +1002,7 @@ pub fn check_safety_of(world: &World, key: &Key) -> Result<(), Violation> {
     let live = world.row(key).filter(|row| row.is_live(world.now));
     let referenced = live.and_then(|row| row.target());
     if let Some(Row::Tombstone(t)) = live {
-        if let Some(problem) = blob_problem(world, key, t.revision) {
+        if let Some(problem) = blob_problem(world, key, t) {
             return Err(Violation::DanglingTombstone {
                 key: key.to_key_buf(),
                 revision: t.revision,
@@ -1412,6 +1463,30 @@ mod tests {
         assert_eq!(
             check_no_dangling_tombstone(&w),
             dangling(BlobProblem::Expired)
+        );
+        w.set_blob(key, A, Blob { size: 11, ..blob });
+        assert_eq!(
+            check_no_dangling_tombstone(&w),
+            dangling(BlobProblem::WrongSize {
+                tombstone: 10,
+                blob: 11
+            })
+        );
+        let later = Some(LATER);
+        w.set_blob(
+            key,
+            A,
+            Blob {
+                expires: later,
+                ..blob
+            },
+        );
+        assert_eq!(
+            check_no_dangling_tombstone(&w),
+            dangling(BlobProblem::WrongExpiry {
+                tombstone: None,
+                blob: later
+            })
         );
         w.remove_blob(key, A);
         assert_eq!(

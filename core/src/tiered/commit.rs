@@ -191,6 +191,13 @@ impl Commit {
             (State::PlantedRecordAfterBlob, Completion::Failed) => {
                 finish(failed(Tier::Log, Applied::No), Phase::Recorded)
             }
+            // PLANTED BUG: the tombstone keeps its opening size (0), not the blob's.
+            #[cfg(feature = "planted-bugs")]
+            (State::AwaitBlobWrite, Completion::BlobWritten { .. })
+                if planted(config, PlantedBug::TombstoneSizeNotRecorded) =>
+            {
+                State::AwaitCas
+            }
             // PLANTED BUG: a failed (perhaps partial) blob write is committed anyway.
             #[cfg(feature = "planted-bugs")]
             (State::AwaitBlobWrite, Completion::Failed)
