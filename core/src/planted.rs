@@ -41,6 +41,8 @@ pub enum PlantedBug {
     RevisionsReused,
     /// A compare-and-write that failed (and may have applied) is retried blindly.
     CasRetriedBlindly,
+    /// A large put's tombstone and blob both expire 1 ms after the instant the caller gave.
+    ExpiryOneMsLate,
     /// A failed blob write is ignored and the tombstone committed anyway.
     CommitAfterFailedBlobWrite,
     /// The tombstone is committed with the size it was opened with (0), not the size of the blob
@@ -60,7 +62,7 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug, in declaration order.
-    pub const ALL: [PlantedBug; 20] = [
+    pub const ALL: [PlantedBug; 21] = [
         PlantedBug::CasIgnoresExpected,
         PlantedBug::CasNotIdempotent,
         PlantedBug::OldBlobDeletedBeforeCommit,
@@ -74,6 +76,7 @@ impl PlantedBug {
         PlantedBug::LogEntryRemovedBeforeCleanup,
         PlantedBug::RevisionsReused,
         PlantedBug::CasRetriedBlindly,
+        PlantedBug::ExpiryOneMsLate,
         PlantedBug::CommitAfterFailedBlobWrite,
         PlantedBug::TombstoneSizeNotRecorded,
         PlantedBug::BlobWrittenBeforeLogRecord,

@@ -37,7 +37,7 @@ pub struct Entry {
 use PlantedBug as P;
 
 /// Every planted bug, with what it breaks and what catches it.
-pub const CATALOGUE: [Entry; 23] = [
+pub const CATALOGUE: [Entry; 24] = [
     Entry {
         bug: Bug::Core(P::CasIgnoresExpected),
         name: "cas-ignores-expected",
@@ -140,6 +140,15 @@ pub const CATALOGUE: [Entry; 23] = [
         breaks: "a compare-and-write that failed after applying is retried and lands again over \
                  a later write (or brings back a cleaned-up tombstone)",
         caught_by: "linearizability / no dangling tombstone",
+    },
+    Entry {
+        bug: Bug::Core(P::ExpiryOneMsLate),
+        name: "expiry-one-ms-late",
+        site: "core/src/tiered/mutation.rs",
+        breaks: "a large put's tombstone and blob expire 1 ms after the instant asked for: they \
+                 agree with each other, but reads report (and the tiers apply) an expiry nobody \
+                 set",
+        caught_by: "reads return the metadata written",
     },
     Entry {
         bug: Bug::Core(P::CommitAfterFailedBlobWrite),

@@ -140,6 +140,18 @@ pub enum Failure {
         /// The object size the read resolved the range against.
         size: u64,
     },
+    /// A read returned a value with a size or an expiry other than the ones it was written with
+    /// (the simulator chooses both: the core takes an absolute expiry, never a time-to-live).
+    WrongMetadata {
+        /// The key's index.
+        key: usize,
+        /// The value tag read.
+        value: u64,
+        /// What the write gave it.
+        written: Metadata,
+        /// What the read reported.
+        read: Metadata,
+    },
     /// The liveness phase did not converge within its budget.
     NoConvergence {
         /// What was still going on.
@@ -172,6 +184,7 @@ impl Failure {
             Failure::FalseIoError { .. } => "no read reports an I/O error that did not happen",
             Failure::FalseUnstable { .. } => "no read gives up before its redirect limit",
             Failure::FalseRangeError { .. } => "no read refuses a range that fits",
+            Failure::WrongMetadata { .. } => "reads return the metadata written",
             Failure::NoConvergence { .. } => "liveness",
             Failure::Panic { .. } => "assertion (panic)",
         }
@@ -230,8 +243,53 @@ impl fmt::Display for Failure {
                 "a read of k{key} refused range 0.. for an object of {size} bytes; every object \
                  written has at least one"
             ),
+            Failure::WrongMetadata {
+                key,
+                value,
+                written,
+                read,
+            } => write!(
+                f,
+                "a read of k{key} returned value {value} with {read}, but it was written with \
+                 {written}"
+            ),
             Failure::NoConvergence { what } => write!(f, "liveness: did not converge: {what}"),
             Failure::Panic { message } => write!(f, "panic: {message}"),
+        }
+    }
+}
+
+/// The metadata a read reports along with a value: its size and its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// Bytes.
+    pub size: u64,
+    /// When it expires, if ever.
+    pub expires: Option<Instant>,
+}
+
+impl Metadata {
+    /// What a get or head reports about the object it found.
+    pub fn of(found: Found) -> Metadata {
+        match found {
+            Found::Inline { meta, .. } => Metadata {
+                size: meta.size,
+                expires: meta.expires,
+            },
+            Found::LongTerm { tombstone, .. } => Metadata {
+                size: tombstone.size,
+                expires: tombstone.expires,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "size {}", self.size)?;
+        match self.expires {
+            Some(at) => write!(f, " expiring at {at}"),
+            None => f.write_str(" and no expiry"),
         }
     }
 }
@@ -545,7 +603,8 @@ struct Sim {
     history: Vec<Record>,
     /// The history's clock: one tick per invocation or response.
     clock: u64,
-    next_value: u64,
+    /// What each write gave its value tag (value `v` at index `v - 1`).
+    written: Vec<Metadata>,
     ops_left: usize,
     stage: Stage,
     final_recovery: bool,
@@ -616,7 +675,7 @@ impl Sim {
             clients,
             history: Vec::with_capacity(options.ops + 16),
             clock: 0,
-            next_value: 0,
+            written: Vec::with_capacity(options.ops + 16),
             ops_left: options.ops,
             stage: Stage::Safety,
             final_recovery: false,
@@ -821,13 +880,12 @@ impl Sim {
             }
             1 => (Job::Get(Get::head(key, config)), Kind::Head),
             2 | 3 => {
-                self.next_value += 1;
-                let value = self.next_value;
                 let expires = self.ttl();
                 let id = self.clients[client].ids.change_id(now);
                 held = Some(id);
                 if kind == 2 {
                     let size = self.tape.between(Label::Size, 1, INLINE_THRESHOLD);
+                    let value = self.mint(size, expires);
                     let meta = ObjectMeta {
                         size,
                         created: now,
@@ -840,6 +898,7 @@ impl Sim {
                     let size =
                         self.tape
                             .between(Label::Size, INLINE_THRESHOLD + 1, 10 * INLINE_THRESHOLD);
+                    let value = self.mint(size, expires);
                     let revision = self.clients[client].ids.revision(now);
                     ctx = OpContext::put_large(value, size);
                     let job = Job::Large(LargePut::new(key, revision, expires, id, config));
@@ -887,6 +946,21 @@ impl Sim {
         };
         let task = self.spawn(task);
         self.advance(task);
+    }
+
+    /// A fresh value tag for a write of `size` bytes expiring at `expires`, remembered so that
+    /// every read of it can be checked.
+    fn mint(&mut self, size: u64, expires: Option<Instant>) -> u64 {
+        self.written.push(Metadata { size, expires });
+        self.written.len() as u64
+    }
+
+    /// The metadata written with value tag `value`.
+    fn written(&self, value: u64) -> Metadata {
+        let index = value.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+        *index
+            .and_then(|i| self.written.get(i))
+            .unwrap_or_else(|| panic!("a read returned value {value}, which nothing wrote"))
     }
 
     fn ttl(&mut self) -> Option<Instant> {
@@ -1197,11 +1271,10 @@ impl Sim {
         };
         let now = self.now;
         let config = self.params.config;
-        self.next_value += 1;
-        let value = self.next_value;
         let id = self.rival_ids.change_id(now);
         let (kind, done) = match choice {
             0 => {
+                let value = self.mint(1, None);
                 let meta = ObjectMeta {
                     size: 1,
                     created: now,
@@ -1215,6 +1288,7 @@ impl Sim {
                 (kind, self.run_inline(put, OpContext::put(value)))
             }
             1 => {
+                let value = self.mint(INLINE_THRESHOLD + 1, None);
                 let revision = self.rival_ids.revision(now);
                 let put = LargePut::new(key, revision, None, id, config);
                 let ctx = OpContext::put_large(value, INLINE_THRESHOLD + 1);
@@ -1406,8 +1480,19 @@ impl Sim {
         let record = task.record.expect("a read has a record");
         let outcome = match result {
             Ok(None) => Outcome::Read(None),
-            Ok(Some(Found::Inline { .. } | Found::LongTerm { .. })) => {
-                Outcome::Read(Some(task.last_read.expect("a found object was read")))
+            Ok(Some(found)) => {
+                let value = task.last_read.expect("a found object was read");
+                let read = Metadata::of(found);
+                let written = self.written(value);
+                if read != written {
+                    self.fail(Failure::WrongMetadata {
+                        key: usize::from(self.history[record].key),
+                        value,
+                        written,
+                        read,
+                    });
+                }
+                Outcome::Read(Some(value))
             }
             Err(error) => {
                 let key = usize::from(self.history[record].key);

@@ -245,6 +245,14 @@ impl<'k> Mutation<'k> {
                 }))
             }
             (Opening::ReadCurrent { revision, expires }, Completion::Row(row)) => {
+                // PLANTED BUG: the expiry is rounded up by a millisecond (tombstone and blob).
+                #[cfg(feature = "planted-bugs")]
+                let expires = match expires {
+                    Some(at) if planted(&self.config, PlantedBug::ExpiryOneMsLate) => {
+                        Some(at + crate::Duration::from_millis(1))
+                    }
+                    _ => expires,
+                };
                 let tombstone = Tombstone {
                     revision,
                     size: 0,
