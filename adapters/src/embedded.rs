@@ -282,8 +282,9 @@ impl<R: Runtime> Embedded<R> {
         self.passes.load(Ordering::Acquire)
     }
 
-    /// Runs [`maintain`](Embedded::maintain) every `interval` (at least 1 ms) in the background until the last
-    /// handle to the store is dropped; a failed pass is retried at the next interval.
+    /// Runs [`maintain`](Embedded::maintain) every `interval` (at least 1 ms) in the background
+    /// until the last handle to the store is dropped; a failed pass is retried at the next
+    /// interval.
     pub fn maintain_every(self: &Arc<Self>, interval: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);
         self.store.every(interval, move |_| {

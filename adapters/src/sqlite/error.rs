@@ -110,7 +110,8 @@ impl SqliteError {
     }
 }
 
-/// Whether the database file, or the directory it is (to be) in, is certainly not writable.
+/// Whether the database file exists and certainly cannot be written (a read-only file system,
+/// permissions).
 fn unwritable(path: &Path) -> bool {
     use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
     let target = match path.exists() {

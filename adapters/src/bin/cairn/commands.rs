@@ -419,39 +419,41 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// The body to store, and a count of the bytes it has read, with a progress bar on large
 /// transfers.
 fn source(file: Option<&Path>, json: bool) -> Result<(Body, Arc<AtomicU64>), CliError> {
-    let (reader, total): (Box<dyn Read + Send>, Option<u64>) =
-        match file {
-            // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
-            // the key: typing the object in takes an explicit `-`.
-            None if io::stdin().is_terminal() => {
-                return Err(CliError::Input(
-                    "no FILE to store, and standard input is a terminal: name a file, pipe the \
+    let (reader, total): (Box<dyn Read + Send>, Option<u64>) = match file {
+        // A forgotten FILE would read the terminal and, at the first Ctrl-D, store nothing over
+        // the key: typing the object in takes an explicit `-`.
+        None if io::stdin().is_terminal() => {
+            return Err(CliError::Input(
+                "no FILE to store, and standard input is a terminal: name a file, pipe the \
                  object in, or pass - to type it (end with Ctrl-D)"
-                        .into(),
-                ))
-            }
-            // Likewise a standard input that is no pipe and no file: `/dev/null`, which is also
-            // what a job started without one (`<&-`) reads. It would store an empty object over
-            // the key, by accident.
-            None if stdin_is_a_device() => return Err(CliError::Input(
-                "no FILE to store, and standard input is neither a pipe nor a file (closed, or \
-                 /dev/null): name a file, pipe the object in, or pass - to read it all the same"
                     .into(),
-            )),
-            None => (Box::new(io::stdin()), None),
-            Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
-            Some(path) => {
-                let f = File::open(path).map_err(path_err(path))?;
-                let meta = f.metadata().map_err(path_err(path))?;
-                if meta.is_dir() {
-                    return Err(CliError::Input(format!(
-                        "{} is a directory, not a file to store",
-                        path.display()
-                    )));
-                }
-                (Box::new(f), Some(meta.len()))
+            ))
+        }
+        // Likewise a standard input that is no pipe and no file: `/dev/null`, which is also
+        // what a job started without one (`<&-`) reads. It would store an empty object over
+        // the key, by accident.
+        None if stdin_is_a_device() => {
+            return Err(CliError::Input(
+                "no FILE to store, and standard input is neither a pipe nor a file (closed, \
+                 or /dev/null): name a file, pipe the object in, or pass - to read it all \
+                 the same"
+                    .into(),
+            ))
+        }
+        None => (Box::new(io::stdin()), None),
+        Some(p) if p == Path::new("-") => (Box::new(io::stdin()), None),
+        Some(path) => {
+            let f = File::open(path).map_err(path_err(path))?;
+            let meta = f.metadata().map_err(path_err(path))?;
+            if meta.is_dir() {
+                return Err(CliError::Input(format!(
+                    "{} is a directory, not a file to store",
+                    path.display()
+                )));
             }
-        };
+            (Box::new(f), Some(meta.len()))
+        }
+    };
     let read = Arc::new(AtomicU64::new(0));
     let bar = output::Progress::new("put", total, json);
     let mut body = chunks(reader, bar, read.clone());
