@@ -493,6 +493,15 @@ fn an_inline_row_shorter_than_its_size_is_a_read_error_not_a_panic() {
     }
 }
 
+/// The file of the one blob stored for `key`.
+fn blob_of(data: &Embedded<InlineRuntime>, key: &str) -> PathBuf {
+    let info = data.blobs().blobs().map(|b| b.expect("a readable blob"));
+    let mut found = info
+        .filter(|b| b.key.as_bytes() == key.as_bytes())
+        .map(|b| b.path);
+    found.next().expect("its blob")
+}
+
 /// An expired blob is swept by its expiry marker. One whose marker is gone would stay forever:
 /// `fsck` reports it as an orphan and repair deletes it.
 #[test]
@@ -502,14 +511,7 @@ fn an_expired_blob_without_its_marker_is_an_orphan_that_repair_deletes() {
     let ttl = PutOptions::default().ttl(Duration::from_secs(10));
     block_on(data.store().put("gone", large(1), &ttl)).expect("put");
     block_on(data.store().put("kept", large(2), &ttl)).expect("put");
-    let path_of = |key: &str| {
-        let info = data.blobs().blobs().map(|b| b.expect("a readable blob"));
-        let mut found = info
-            .filter(|b| b.key.as_bytes() == key.as_bytes())
-            .map(|b| b.path);
-        found.next().expect("its blob")
-    };
-    let (gone, kept) = (path_of("gone"), path_of("kept"));
+    let (gone, kept) = (blob_of(&data, "gone"), blob_of(&data, "kept"));
     // Next to `HASH-REVISION.blob`, its marker is `HASH-REVISION-EXPIRY.expires`.
     let marker = |blob: &Path| {
         let stem = blob.file_stem().and_then(|s| s.to_str()).expect("a name");
@@ -546,17 +548,8 @@ fn an_expired_blob_that_cannot_be_removed_stops_neither_the_sweep_nor_an_open() 
     let ttl = PutOptions::default().ttl(Duration::from_secs(10));
     block_on(data.store().put("stuck", large(1), &ttl)).expect("put");
     block_on(data.store().put("goes", large(2), &ttl)).expect("put");
-    let files = blob_files(dir.path());
-    assert_eq!(files.len(), 2);
-    let stuck = files
-        .iter()
-        .find(|p| {
-            let info = data.blobs().blobs().map(|b| b.expect("a readable blob"));
-            info.into_iter()
-                .any(|b| b.key.as_bytes() == b"stuck" && &b.path == *p)
-        })
-        .expect("stuck's blob")
-        .clone();
+    assert_eq!(blob_files(dir.path()).len(), 2);
+    let stuck = blob_of(&data, "stuck");
     std::fs::remove_file(&stuck).expect("remove");
     std::fs::create_dir_all(stuck.join("inside")).expect("a directory in its place");
     clock.advance(Duration::from_secs(11));
