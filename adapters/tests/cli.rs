@@ -1109,3 +1109,48 @@ fn an_interrupted_demo_leaves_no_directory_behind() {
     );
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
+
+/// `ls --json` streams one array a page at a time: a listing longer than a page is still one
+/// valid document, in key order, and an empty one is `[]`.
+#[test]
+fn json_listing_spans_pages_as_one_array() {
+    use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+    use cairn_adapters::{InlineRuntime, PutOptions};
+    use futures_lite::future::block_on;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    ok(&cairn_with_stdin(&data, &["put", "first", "-"], Some(b"x")));
+    let empty = json(&cairn(&data, &["--json", "ls", "nothing/"]));
+    assert_eq!(empty, serde_json::json!([]));
+
+    // More keys than the command lists per page (1,000), written through the library.
+    let keys = 2_345;
+    {
+        let store = block_on(Embedded::open(
+            &data,
+            EmbeddedOptions::default(),
+            InlineRuntime,
+        ))
+        .expect("open");
+        for i in 0..keys {
+            let key = format!("many/{i:05}");
+            block_on(store.store().put(
+                &key,
+                bytes::Bytes::from(vec![7u8; i % 5]),
+                &PutOptions::default(),
+            ))
+            .expect("put");
+        }
+    }
+    let listed = json(&cairn(&data, &["--json", "ls", "many/"]));
+    let listed = listed.as_array().expect("one array");
+    assert_eq!(listed.len(), keys);
+    for (i, doc) in listed.iter().enumerate() {
+        assert_eq!(doc["key"], format!("many/{i:05}"));
+        assert_eq!(doc["size"], (i % 5) as u64);
+        assert_eq!(doc["tier"], "inline");
+    }
+    let text = ok(&cairn(&data, &["ls"]));
+    assert_eq!(text.lines().count(), keys + 1);
+}

@@ -792,9 +792,11 @@ fn report_put(
 
 fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
     let mut after: Option<KeyBuf> = None;
-    let mut docs = Vec::new();
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = io::BufWriter::new(stdout.lock());
+    // JSON goes out as one array written a page at a time, so a listing of any length holds
+    // one page in memory, as the text listing does.
+    let mut separator = "[";
     loop {
         let page = block_on(data.store().list(prefix, after.as_deref(), LIST_PAGE))?;
         for entry in &page.entries {
@@ -805,7 +807,9 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
                 cairn_core::HvRow::Absent => continue,
             };
             if json {
-                docs.push(json!({ "key": key, "size": size, "tier": tier }));
+                let doc = json!({ "key": key, "size": size, "tier": tier });
+                write!(out, "{separator}{doc}").map_err(output::stdout_error)?;
+                separator = ",";
             } else {
                 writeln!(out, "{size:>12}  {tier:<9}  {}", shown(&key))
                     .map_err(output::stdout_error)?;
@@ -817,7 +821,9 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
         }
     }
     if json {
-        writeln!(out, "{}", serde_json::Value::Array(docs)).map_err(output::stdout_error)?;
+        // An empty listing is `[]`: the opening bracket is still the separator then.
+        let open = if separator == "[" { "[" } else { "" };
+        writeln!(out, "{open}]").map_err(output::stdout_error)?;
     }
     out.flush().map_err(output::stdout_error)
 }
