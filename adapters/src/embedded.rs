@@ -304,6 +304,17 @@ impl<R: Runtime> Embedded<R> {
     /// runs recovery and deletes orphan blobs. Safe beside writes in this process or another:
     /// every finding is looked at again, in one snapshot, before it is reported or repaired.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, Error> {
+        self.fsck_with_progress(repair, |_| {}).await
+    }
+
+    /// [`fsck`](Embedded::fsck), calling `progress` with the report so far (its `rows` and
+    /// `blobs` counts grow) after every page of rows and every thousand blob files: a check of
+    /// a large store reads every row and every blob file's header, which can take a while.
+    pub async fn fsck_with_progress(
+        &self,
+        repair: bool,
+        mut progress: impl FnMut(&FsckReport),
+    ) -> Result<FsckReport, Error> {
         let mut report = FsckReport::default();
         if repair {
             let (recovered, cause) = self.store.recover_explained().await?;
@@ -329,6 +340,7 @@ impl<R: Runtime> Embedded<R> {
         loop {
             let page = self.db().rows(after.as_deref(), FSCK_PAGE).map_err(hv)?;
             report.rows += page.len() as u64;
+            progress(&report);
             for (key, row) in &page {
                 if let HvRow::Tombstone(t) = row.at(now) {
                     tombstones.insert((key.clone(), t.revision));
@@ -399,6 +411,9 @@ impl<R: Runtime> Embedded<R> {
                 }
             };
             report.blobs += 1;
+            if report.blobs % FSCK_PAGE as u64 == 0 {
+                progress(&report);
+            }
             if let Some(expires) = meta.expires.filter(|_| is_expired(meta.expires, now)) {
                 // Expired: nothing reaches it any more, and the sweep removes it by its marker.
                 // Without one (a marker removed by hand, or by a sweep older than the

@@ -612,3 +612,34 @@ fn a_missing_blob_directory_is_not_started_over_under_tombstones() {
     assert!(block_on(data.store().get("big")).expect("get").is_some());
     assert!(block_on(data.fsck(false)).expect("fsck").is_clean());
 }
+
+/// A check of a large store reports its progress: after every page of rows, with counts that
+/// only grow, the last of them the report's own.
+#[test]
+fn fsck_reports_progress_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = open(dir.path());
+    let store = data.store();
+    let small = 2_500;
+    for i in 0..small {
+        block_on(store.put(
+            &format!("s/{i:05}"),
+            Bytes::from_static(b"x"),
+            &PutOptions::default(),
+        ))
+        .expect("small put");
+    }
+    block_on(store.put("big", large(1), &PutOptions::default())).expect("large put");
+
+    let mut seen = Vec::new();
+    let report = block_on(data.fsck_with_progress(false, |so_far| {
+        seen.push((so_far.rows, so_far.blobs));
+    }))
+    .expect("fsck");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.rows, report.blobs), (small + 1, 1));
+    // One call per page of a thousand rows: three pages here.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    assert_eq!(seen.last().unwrap().0, report.rows);
+}

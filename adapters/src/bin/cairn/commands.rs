@@ -829,7 +829,18 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
 }
 
 fn fsck(data: &Data, repair: bool, json: bool) -> Result<ExitCode, CliError> {
-    let report = block_on(data.fsck(repair))?;
+    let mut tally = output::Tally::new(json);
+    let checked = block_on(data.fsck_with_progress(repair, |so_far| {
+        tally.show(so_far.rows + so_far.blobs, || {
+            format!(
+                "fsck: checked {} and {}",
+                output::count(so_far.rows, "row", "rows"),
+                output::count(so_far.blobs, "blob file", "blob files")
+            )
+        })
+    }));
+    tally.finish();
+    let report = checked?;
     let lossy = |k: &KeyBuf| String::from_utf8_lossy(k.as_bytes()).into_owned();
     let text = |k: &KeyBuf| shown(&lossy(k)).into_owned();
     // What remains wrong after any repair: orphans are deleted and stale entries recovered; a

@@ -181,6 +181,44 @@ impl Progress {
     }
 }
 
+/// Work counted in things rather than bytes (fsck's rows and blob files) that starts showing a
+/// spinner with a count once it has turned out long: on a terminal, not with `--json`.
+pub struct Tally {
+    bar: Option<ProgressBar>,
+    may_spin: bool,
+}
+
+/// Things counted before a [`Tally`] shows itself.
+const TALLY_MIN: u64 = 10_000;
+
+impl Tally {
+    pub fn new(json: bool) -> Tally {
+        Tally {
+            bar: None,
+            may_spin: !json && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// `done` things so far, described by `message`.
+    pub fn show(&mut self, done: u64, message: impl FnOnce() -> String) {
+        if self.may_spin && done >= TALLY_MIN {
+            self.may_spin = false;
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(message());
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// A progress bar for a transfer of `total` bytes (if known), or none when not on a terminal or
 /// the transfer is small.
 pub fn progress(what: &str, total: Option<u64>, json: bool) -> Option<ProgressBar> {
