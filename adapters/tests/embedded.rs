@@ -108,6 +108,63 @@ fn repair_running_beside_large_puts_never_deletes_a_blob_they_commit() {
     assert_eq!(blob_files(dir.path()).len(), 20);
 }
 
+/// A plain `fsck` beside another instance (another process, to the database and the blob
+/// directory) that keeps writing and overwriting large objects: a blob can be published,
+/// committed, replaced, deleted and its change-log entry dropped, all between fsck's reads of
+/// the log and its second look at the blob. A blob deleted by then is no orphan: nothing here
+/// crashes or fails, so every pass must come out clean — an fsck that cried "orphan" at such
+/// a blob would make `cairn fsck` (exit 1) useless beside a running application.
+#[test]
+fn fsck_beside_another_instance_overwriting_large_objects_reports_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Objects of 1 KiB and up are large here, so that blobs come and go quickly, and many
+    // still ones make every listing long.
+    let open_small = || {
+        let mut options = EmbeddedOptions::default();
+        options.config.inline_threshold = 1024;
+        block_on(Embedded::open(dir.path(), options, InlineRuntime)).expect("open")
+    };
+    let checker = open_small();
+    let writer = open_small();
+    let opts = PutOptions::default();
+    let blob = |i: u32| Bytes::from(vec![i as u8; 2048]);
+    for i in 0..300 {
+        block_on(writer.store().put(&format!("still{i}"), blob(i), &opts)).expect("put");
+    }
+    let writing = AtomicBool::new(true);
+    let mut passes = 0;
+    let mut findings = Vec::new();
+    std::thread::scope(|s| {
+        let overwrites = s.spawn(|| {
+            for i in 0..1000u32 {
+                let key = format!("hot{}", i % 2);
+                block_on(writer.store().put(&key, blob(i), &opts)).expect("put");
+            }
+            writing.store(false, Ordering::Release);
+        });
+        while writing.load(Ordering::Acquire) {
+            let report = block_on(checker.fsck(false)).expect("fsck");
+            if !report.is_clean() {
+                findings.push(report);
+            }
+            passes += 1;
+        }
+        overwrites.join().expect("writer");
+    });
+    assert!(
+        passes > 1,
+        "fsck ran only {passes} time(s) beside the overwrites"
+    );
+    assert!(
+        findings.is_empty(),
+        "problems in {} of {passes} passes, the first: {:#?}",
+        findings.len(),
+        findings.first()
+    );
+    let report = block_on(checker.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+}
+
 /// A stray file, a stray directory, a file of junk named like a blob and a blob under another
 /// blob's name are each reported, the walk goes on past them (a real orphan behind them is
 /// still found), and repair deletes the orphan but none of them.
