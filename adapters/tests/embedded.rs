@@ -165,6 +165,123 @@ fn fsck_beside_another_instance_overwriting_large_objects_reports_nothing() {
     assert!(report.is_clean(), "{report:#?}");
 }
 
+/// Another process's store over `dir`: its own database handle (so its own instance, with a
+/// lease of [`OTHER_LEASE`]) and blob directory, on `clock`, whose compare-and-write waits at
+/// `gate` — a large put held there has its blob published and its change logged, its
+/// tombstone not committed.
+/// An hour: the writer thread checks its lease every quarter of it in real time, so it never
+/// renews on its own while a test moves the manual clock past the lease.
+const OTHER_LEASE: Duration = Duration::from_secs(3600);
+
+fn another_process_held_at_its_commit(
+    dir: &Path,
+    clock: &Arc<cairn_adapters::ManualClock>,
+    gate: &Arc<cairn_adapters::fault::Gate>,
+) -> cairn_adapters::TieredStore<
+    cairn_adapters::fault::Faulty<cairn_adapters::sqlite::SqliteHv>,
+    BlobDir,
+    cairn_adapters::sqlite::SqliteLog,
+    InlineRuntime,
+> {
+    use cairn_adapters::blobdir::BlobDirOptions;
+    use cairn_adapters::fault::{Fault, Faults, Faulty, Op};
+    use cairn_adapters::sqlite::{SqliteDb, SqliteOptions};
+    let db = SqliteDb::open(
+        &dir.join("cairn.sqlite"),
+        SqliteOptions::default()
+            .clock(clock.clone())
+            .lease(OTHER_LEASE),
+    )
+    .expect("the other process's database handle");
+    let blobs = BlobDir::open(
+        &dir.join(BLOB_DIR),
+        BlobDirOptions::default().clock(clock.clone()),
+    )
+    .expect("the other process's blob directory");
+    let faults = Faults::new();
+    faults.inject(Op::HvCas, Fault::Pause(gate.clone()));
+    cairn_adapters::TieredStore::builder(Faulty::new(db.hv(), faults), blobs, db.log())
+        .clock(clock.clone())
+        .build(InlineRuntime)
+        .expect("the other process's store")
+}
+
+/// `fsck --repair`, `recover` and a maintenance pass in one process while another process's
+/// large put sits between publishing its blob and committing its tombstone: the blob is
+/// covered by a live instance's change-log entry, so nothing deletes it or calls it a problem,
+/// and the put then commits a tombstone whose blob is there.
+#[test]
+fn repair_in_one_process_leaves_another_process_s_uncommitted_blob_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (data, clock) = open_on_a_manual_clock(dir.path());
+    let opts = PutOptions::default();
+    block_on(data.store().put("k", large(1), &opts)).expect("put");
+    let gate = cairn_adapters::fault::Gate::new();
+    let other = another_process_held_at_its_commit(dir.path(), &clock, &gate);
+    let report = std::thread::scope(|s| {
+        let put = s.spawn(|| block_on(other.put("k", large(2), &opts)));
+        block_on(gate.reached());
+        let report = block_on(data.fsck(true));
+        let recovered = block_on(data.store().recover());
+        let maintained = block_on(data.maintain());
+        gate.release(); // before any assertion, or a failure would leave the put waiting
+        put.join().expect("the put thread").expect("put");
+        assert_eq!(recovered.expect("recover").entries, 0);
+        assert_eq!(maintained.expect("maintain").entries, 0);
+        report.expect("fsck")
+    });
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.orphans_deleted, 0, "{report:#?}");
+    assert_eq!(
+        report.in_flight.len(),
+        1,
+        "the put's entry is held: {report:#?}"
+    );
+    let object = block_on(data.store().get("k")).expect("get").expect("k");
+    assert_eq!(block_on(object.bytes()).expect("body"), large(2));
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(blob_files(dir.path()).len(), 1, "the replaced blob went");
+}
+
+/// The same put held at its commit, its process stalled: recovery elsewhere leaves its entry
+/// alone for as long as its lease runs, takes it over after — deleting the blob nobody
+/// references — and the stalled put, resumed, is fenced instead of committing a tombstone to
+/// that deleted blob. The key keeps its old value, byte for byte, and nothing is left over.
+#[test]
+fn a_put_stalled_past_its_lease_is_taken_over_then_and_not_before() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (data, clock) = open_on_a_manual_clock(dir.path());
+    let opts = PutOptions::default();
+    block_on(data.store().put("k", large(1), &opts)).expect("put");
+    let gate = cairn_adapters::fault::Gate::new();
+    let other = another_process_held_at_its_commit(dir.path(), &clock, &gate);
+    let (early, late, result) = std::thread::scope(|s| {
+        let put = s.spawn(|| block_on(other.put("k", large(2), &opts)));
+        block_on(gate.reached());
+        clock.advance(Duration::from_millis(OTHER_LEASE.as_millis() - 1));
+        let early = block_on(data.store().recover());
+        clock.advance(Duration::from_millis(2));
+        let late = block_on(data.store().recover());
+        gate.release();
+        (early, late, put.join().expect("the put thread"))
+    });
+    let early = early.expect("recover within the lease");
+    assert_eq!(
+        early.entries, 0,
+        "taken over before the lease ran out: {early:?}"
+    );
+    let late = late.expect("recover after the lease");
+    assert_eq!((late.entries, late.blobs_deleted), (1, 1), "{late:?}");
+    let err = result.expect_err("a put fenced at its commit");
+    assert_eq!(err.applied(), Some(cairn_core::Applied::No), "{err}");
+    let object = block_on(data.store().get("k")).expect("get").expect("k");
+    assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(blob_files(dir.path()).len(), 1);
+}
+
 /// A stray file, a stray directory, a file of junk named like a blob and a blob under another
 /// blob's name are each reported, the walk goes on past them (a real orphan behind them is
 /// still found), and repair deletes the orphan but none of them.
