@@ -26,7 +26,7 @@ use crate::{Clock, CoarseClock, Error, TieredStore};
 use cairn_core::{
     is_expired, BlobId, ChangeId, Config, Duration, HvRow, KeyBuf, RecoveryReport, Revision,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -195,7 +195,11 @@ impl<R: Runtime> Embedded<R> {
         // A blob directory gone (a disk not mounted, a link to an empty one) is not started over
         // empty under a database whose tombstones point into it: every large object would read
         // as lost, and every write's cleanup would miss. Only a database referring to no blob
-        // may have it made afresh (a first open, or one a crash interrupted before it).
+        // may have it made afresh (a first open, or one a crash interrupted before it). Every
+        // open makes the blob directory before it writes, so one referred to was there before
+        // the reference: it is looked for again after the database was read, or a process
+        // opening beside the first one to make the store (its directory made and a large put
+        // logged between the two looks) would be refused.
         let blob_dir = root.join(BLOB_DIR);
         if !BlobDir::is_blob_dir(&blob_dir) {
             let refers = db.refers_to_blobs().map_err(|source| {
@@ -204,7 +208,7 @@ impl<R: Runtime> Embedded<R> {
                     source,
                 })
             })?;
-            if refers {
+            if refers && !BlobDir::is_blob_dir(&blob_dir) {
                 return Err(OpenError::Dir {
                     path: blob_dir,
                     source: std::io::Error::new(
@@ -308,8 +312,9 @@ impl<R: Runtime> Embedded<R> {
     }
 
     /// [`fsck`](Embedded::fsck), calling `progress` with the report so far (its `rows` and
-    /// `blobs` counts grow) after every page of rows and every thousand blob files: a check of
-    /// a large store reads every row and every blob file's header, which can take a while.
+    /// `blobs` counts grow) after every page of rows, once the change log is read, and after
+    /// every thousand blob files: a check of a large store reads every row and every blob
+    /// file's header, which can take a while.
     pub async fn fsck_with_progress(
         &self,
         repair: bool,
@@ -362,32 +367,21 @@ impl<R: Runtime> Embedded<R> {
             })
             .collect();
         let me = self.db().instance_id();
-        let mut own = Vec::new();
+        // Entries that look stale: a dead owner's, and this instance's own that no operation
+        // holds (a cleanup that failed, or a repair's recovery that could not finish one,
+        // waiting for the next recovery pass). Each is looked at again once the blobs are
+        // listed, below.
+        let mut suspects = Vec::new();
         for entry in entries {
-            if !entry.owner_live {
-                report.stale_entries.push(entry);
+            if !entry.owner_live
+                || (entry.owner == me && !self.db().in_flight().holds(entry.record.id))
+            {
+                suspects.push(entry.record.id);
             } else if entry.owner != me {
                 report.in_flight.push(entry);
-            } else if !self.db().in_flight().holds(entry.record.id) {
-                own.push(entry);
             }
         }
-        if !own.is_empty() {
-            // This instance's own entries that no operation holds: a cleanup that failed (or a
-            // repair's recovery that could not finish one), waiting for the next recovery pass.
-            // Unless the operation finished meanwhile: it holds its entry until it removed it.
-            let now_logged: HashSet<ChangeId> = self
-                .db()
-                .log_entries()
-                .map_err(log)?
-                .into_iter()
-                .map(|e| e.record.id)
-                .collect();
-            report.stale_entries.extend(
-                own.into_iter()
-                    .filter(|e| now_logged.contains(&e.record.id)),
-            );
-        }
+        progress(&report);
         let around = self.blobs().surroundings();
         report.temp_files = around.temp_files;
         report.temp_bytes = around.temp_bytes;
@@ -445,6 +439,29 @@ impl<R: Runtime> Embedded<R> {
         // nothing can refer to it again, so one still there now stays an orphan. And a
         // tombstone found above that still points at its revision now pointed at it
         // throughout, so its blob, missing in between, is really missing.
+        if !suspects.is_empty() {
+            // Stale only if still so after the long listing: another process's recovery may
+            // have reclaimed a dead owner's entry meanwhile (gone, or taken over by a live
+            // instance: then it is in flight), and an operation of this instance finished (it
+            // holds its entry until it removed it).
+            let now_logged: HashMap<ChangeId, LoggedChange> = self
+                .db()
+                .log_entries()
+                .map_err(log)?
+                .into_iter()
+                .map(|e| (e.record.id, e))
+                .collect();
+            for id in suspects {
+                match now_logged.get(&id) {
+                    None => {}
+                    Some(now) if now.owner == me && self.db().in_flight().holds(now.record.id) => {}
+                    Some(now) if now.owner_live && now.owner != me => {
+                        report.in_flight.push(now.clone());
+                    }
+                    Some(now) => report.stale_entries.push(now.clone()),
+                }
+            }
+        }
         let mut orphans = Vec::with_capacity(report.orphans.len());
         for orphan in std::mem::take(&mut report.orphans) {
             if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)?

@@ -282,6 +282,45 @@ fn a_put_stalled_past_its_lease_is_taken_over_then_and_not_before() {
     assert_eq!(blob_files(dir.path()).len(), 1);
 }
 
+/// A dead process's change-log entry that another process's recovery reclaims while a plain
+/// fsck runs is no finding: fsck looks at the entries that seem stale again after its long
+/// walk of the blob directory, and reports only those still there and still dead.
+#[test]
+fn an_entry_reclaimed_while_fsck_runs_is_not_reported_stale() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (data, clock) = open_on_a_manual_clock(dir.path());
+    let opts = PutOptions::default();
+    block_on(data.store().put("k", large(1), &opts)).expect("put");
+    let gate = cairn_adapters::fault::Gate::new();
+    let other = another_process_held_at_its_commit(dir.path(), &clock, &gate);
+    let (report, calls, reclaimed) = std::thread::scope(|s| {
+        let put = s.spawn(|| block_on(other.put("k", large(2), &opts)));
+        block_on(gate.reached());
+        // The other process is now dead as far as anyone can tell: its lease ran out.
+        clock.advance(Duration::from_millis(OTHER_LEASE.as_millis() + 1));
+        let mut calls = 0;
+        let mut reclaimed = None;
+        let report = block_on(data.fsck_with_progress(false, |_| {
+            calls += 1;
+            // The second call comes once the change log is read (the first after the one page
+            // of rows): the recovery of some other process reclaims the entry just then.
+            if calls == 2 {
+                reclaimed = Some(block_on(data.store().recover()));
+            }
+        }));
+        gate.release();
+        let _ = put.join().expect("the put thread");
+        (report, calls, reclaimed)
+    });
+    assert_eq!(calls, 2, "one page of rows and the change log");
+    let reclaimed = reclaimed.expect("recovery ran").expect("recover");
+    assert_eq!(reclaimed.entries, 1, "{reclaimed:?}");
+    let report = report.expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    let object = block_on(data.store().get("k")).expect("get").expect("k");
+    assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+}
+
 /// A stray file, a stray directory, a file of junk named like a blob and a blob under another
 /// blob's name are each reported, the walk goes on past them (a real orphan behind them is
 /// still found), and repair deletes the orphan but none of them.
@@ -812,8 +851,8 @@ fn fsck_reports_progress_page_by_page() {
     .expect("fsck");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.rows, report.blobs), (small + 1, 1));
-    // One call per page of a thousand rows: three pages here.
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    // One call per page of a thousand rows (three pages here), one after the change log.
+    assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
     assert_eq!(seen.last().unwrap().0, report.rows);
 }
