@@ -696,6 +696,38 @@ fn another_layout_version_is_refused() {
     assert!(err.to_string().contains("layout"), "{err}");
 }
 
+/// Threads of one process making the same new blob directory at once (two stores opened on one
+/// fresh data directory) all succeed, and leave its `LAYOUT` whole: each writes the tag through
+/// a temporary file of its own, never one another thread is renaming or truncating.
+#[test]
+fn threads_creating_one_blob_directory_at_once_all_succeed() {
+    const THREADS: usize = 8;
+    for round in 0..40 {
+        let parent = scratch_dir();
+        let root = parent.path().join("root");
+        let start = std::sync::Barrier::new(THREADS);
+        let opened: Vec<io::Result<BlobDir>> = std::thread::scope(|s| {
+            let spawned: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        BlobDir::open(&root, BlobDirOptions::default())
+                    })
+                })
+                .collect();
+            spawned.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for result in opened {
+            if let Err(e) = result {
+                panic!("round {round}: an open failed: {e}");
+            }
+        }
+        let tag = std::fs::read_to_string(root.join("LAYOUT")).unwrap();
+        assert_eq!(tag, "cairn blobdir layout 1\n", "round {round}");
+        BlobDir::open(&root, BlobDirOptions::default()).expect("reopened");
+    }
+}
+
 #[test]
 fn concurrent_writers_on_two_handles_all_land() {
     let f = Fixture::new();

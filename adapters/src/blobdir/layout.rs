@@ -176,12 +176,24 @@ impl Layout {
     /// A fresh temporary file name for a write of `revision`, unique within this machine: the
     /// process id tells processes apart and a counter tells this process's writes apart.
     pub(crate) fn temp_path(&self, revision: Revision) -> PathBuf {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
         self.tmp
-            .join(format!("{revision}-{pid}-{seq}{TEMP_SUFFIX}"))
+            .join(format!("{revision}-{}{TEMP_SUFFIX}", unique()))
     }
+
+    /// A fresh temporary file name for writing `LAYOUT`, unique as [`temp_path`]'s are: two
+    /// threads creating the same directory must not truncate or rename each other's file.
+    ///
+    /// [`temp_path`]: Layout::temp_path
+    pub(crate) fn tag_temp_path(&self) -> PathBuf {
+        self.tmp.join(format!("LAYOUT-{}{TEMP_SUFFIX}", unique()))
+    }
+}
+
+/// `{pid}-{seq}`: a process id and a counter of this process's temporary files.
+fn unique() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{seq}", std::process::id())
 }
 
 /// Makes `dir`'s entries (files created, renamed in or removed) durable. On platforms where a
@@ -318,5 +330,6 @@ mod tests {
     fn temp_names_are_unique() {
         let layout = Layout::new(PathBuf::from("/data"));
         assert_ne!(layout.temp_path(Revision(1)), layout.temp_path(Revision(1)));
+        assert_ne!(layout.tag_temp_path(), layout.tag_temp_path());
     }
 }

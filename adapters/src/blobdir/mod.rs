@@ -234,9 +234,7 @@ fn create_dir(dir: &Path) -> io::Result<bool> {
 /// Writes `LAYOUT` as every file here is written: temp file, sync, rename.
 fn write_tag(layout: &Layout) -> io::Result<()> {
     let tag = layout.tag_path();
-    let temp = layout
-        .tmp()
-        .join(format!("LAYOUT-{}.partial", std::process::id()));
+    let temp = layout.tag_temp_path();
     std::fs::File::create(&temp)
         .and_then(|mut f| {
             f.write_all(LAYOUT_TAG.as_bytes())?;
