@@ -55,7 +55,7 @@ impl BackendError {
         self.refused
     }
 
-    /// The underlying error.
+    /// The underlying error (to downcast it, say).
     pub fn source_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
     }
@@ -73,9 +73,12 @@ impl fmt::Display for BackendError {
     }
 }
 
+/// Transparent: a backend error prints as the error it wraps, so its source is that error's own
+/// source (naming the wrapped error again would show its message twice in every error report).
+/// [`source_ref`](BackendError::source_ref) reaches the wrapped error itself.
 impl std::error::Error for BackendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
+        self.source.source()
     }
 }
 

@@ -104,3 +104,41 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every message in an error's chain, as `anyhow`'s `{:#}` or a `Caused by:` list shows it.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |&e| e.source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// A backend's error is a transparent wrapper: it prints as the error it wraps, so its
+    /// source is what that error names as its own, never the wrapped error a second time.
+    #[test]
+    fn a_backend_error_is_not_its_own_cause() {
+        let disk = io::Error::other("disk full");
+        let e = BackendError::new(disk);
+        assert_eq!(chain(&e), ["disk full"]);
+        assert!(e.source().is_none());
+        assert!(e.source_ref().downcast_ref::<io::Error>().is_some());
+
+        let write = Error::Write {
+            error: WriteError {
+                tier: cairn_core::Tier::Hv,
+                applied: Applied::No,
+            },
+            source: BackendError::refused(io::Error::other("database is locked")),
+        };
+        let messages = chain(&write);
+        let locked = messages
+            .iter()
+            .filter(|m| m.contains("database is locked"))
+            .count();
+        assert!(locked <= 2, "{messages:#?}");
+    }
+}
