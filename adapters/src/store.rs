@@ -562,17 +562,21 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     ) -> Result<ListPage, Error> {
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let now = self.inner.driver.now();
-        let entries = self
+        // One row more than the page, to tell whether another page follows: a full last page
+        // then says it is the last instead of sending its caller for an empty one.
+        let mut entries = self
             .inner
             .driver
             .hv
-            .list(prefix.as_ref(), after, limit, now)
+            .list(prefix.as_ref(), after, limit + 1, now)
             .await
             .map_err(|source| Error::Read {
                 tier: Tier::Hv,
                 source,
             })?;
-        let next = (entries.len() == limit).then(|| entries[limit - 1].key.clone());
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = more.then(|| entries[limit - 1].key.clone());
         Ok(ListPage { entries, next })
     }
 

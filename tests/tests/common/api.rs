@@ -75,6 +75,11 @@ impl<H: HvBackend, L: LtBackend, G: ChangeLog, R: Runtime> Api for TieredStore<H
         let mut after: Option<KeyBuf> = None;
         loop {
             let page = TieredStore::list(self, prefix, after.as_deref(), 2).await?;
+            // A full last page says it is the last: no page after the first comes back empty.
+            assert!(
+                after.is_none() || !page.entries.is_empty(),
+                "an empty page after {after:?}"
+            );
             keys.extend(page.entries.into_iter().map(|e| e.key));
             match page.next {
                 Some(next) => after = Some(next),
@@ -136,6 +141,11 @@ impl<H: HvBackend, L: LtBackend, G: ChangeLog> Api for BlockingStore<H, L, G> {
         let mut after: Option<KeyBuf> = None;
         loop {
             let page = BlockingStore::list(self, prefix, after.as_deref(), 2)?;
+            // A full last page says it is the last: no page after the first comes back empty.
+            assert!(
+                after.is_none() || !page.entries.is_empty(),
+                "an empty page after {after:?}"
+            );
             keys.extend(page.entries.into_iter().map(|e| e.key));
             match page.next {
                 Some(next) => after = Some(next),

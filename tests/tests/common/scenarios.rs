@@ -403,6 +403,9 @@ pub async fn list_pages_through_a_prefix_in_order(
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
     assert_eq!(keys, ["a/1", "a/2", "a/3"]);
+    // Two full pages of two: the second is the last, with no empty one after it.
+    api.put("a/5", bytes(5, 1), &opts()).await.unwrap();
+    assert_eq!(api.list("a/").await.unwrap().len(), 4);
     api.join().await;
     t.assert_converged();
 }
