@@ -35,15 +35,29 @@ impl TokioRuntime {
     /// The runtime this is called from.
     ///
     /// # Panics
-    /// Outside a tokio runtime; use [`TokioRuntime::from_handle`] there.
+    /// Outside a tokio runtime (use [`TokioRuntime::from_handle`] there), and in one built
+    /// without its time driver, as [`from_handle`](TokioRuntime::from_handle) does.
     pub fn current() -> Self {
-        TokioRuntime {
-            handle: tokio::runtime::Handle::current(),
-        }
+        Self::from_handle(tokio::runtime::Handle::current())
     }
 
-    /// A specific runtime. Its time driver must be enabled.
+    /// A specific runtime.
+    ///
+    /// # Panics
+    /// If the runtime was built without its time driver (`enable_time()` or `enable_all()` on
+    /// its builder): the store sleeps between retries and between background passes, and a
+    /// sleep on such a runtime would panic inside a background task, where nobody sees it —
+    /// recovery every so often would simply stop. Better here, at once.
     pub fn from_handle(handle: tokio::runtime::Handle) -> Self {
+        let timers = {
+            let _runtime = handle.enter();
+            std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+        };
+        assert!(
+            timers,
+            "cairn's TokioRuntime needs the tokio runtime's time driver: build the runtime with \
+             `enable_time()` or `enable_all()`"
+        );
         TokioRuntime { handle }
     }
 }
@@ -127,5 +141,16 @@ mod tests {
             .unwrap();
         let runtime = TokioRuntime::from_handle(rt.handle().clone());
         futures_lite::future::block_on(runtime.sleep(Duration::from_millis(1)));
+    }
+
+    /// A runtime without timers is refused when the store's runtime is made, not found out by
+    /// a background task that panics unseen at its first sleep.
+    #[test]
+    #[should_panic(expected = "needs the tokio runtime's time driver")]
+    fn a_tokio_runtime_without_timers_is_refused_at_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _ = rt.block_on(async { TokioRuntime::current() });
     }
 }
