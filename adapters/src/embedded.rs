@@ -67,29 +67,60 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Why a data directory could not be opened.
-#[derive(Debug, thiserror::Error)]
+/// Why a data directory could not be opened. Like [`Error`], every message names its cause, and
+/// the chain goes on from the cause's own cause.
+#[derive(Debug)]
 pub enum OpenError {
     /// The directory could not be created or read.
-    #[error("cannot use data directory {}: {source}", .path.display())]
     Dir {
         /// The directory.
         path: PathBuf,
         /// What failed.
-        #[source]
         source: std::io::Error,
     },
     /// The database could not be opened.
-    #[error(transparent)]
-    Sqlite(#[from] SqliteOpenError),
+    Sqlite(SqliteOpenError),
     /// The configuration is invalid, or the database could not be read while opening.
-    #[error(transparent)]
-    Store(#[from] Error),
+    Store(Error),
     /// The maintenance pass of [`Embedded::open`] failed: the database or the blob directory
     /// could not be read or written. (What recovery cannot clean up, and single blobs the sweep
     /// cannot remove, do not fail it: they wait for the next pass.)
-    #[error("the maintenance pass on open failed: {0}")]
-    Maintenance(#[source] Error),
+    Maintenance(Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Dir { path, source } => {
+                write!(f, "cannot use data directory {}: {source}", path.display())
+            }
+            OpenError::Sqlite(e) => e.fmt(f),
+            OpenError::Store(e) => e.fmt(f),
+            OpenError::Maintenance(e) => write!(f, "the maintenance pass on open failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Dir { source, .. } => source.source(),
+            OpenError::Sqlite(e) => e.source(),
+            OpenError::Store(e) | OpenError::Maintenance(e) => e.source(),
+        }
+    }
+}
+
+impl From<SqliteOpenError> for OpenError {
+    fn from(e: SqliteOpenError) -> Self {
+        OpenError::Sqlite(e)
+    }
+}
+
+impl From<Error> for OpenError {
+    fn from(e: Error) -> Self {
+        OpenError::Store(e)
+    }
 }
 
 /// What `fsck` found (and, with repair, fixed).

@@ -14,63 +14,110 @@ use std::io;
 ///   [`Read`](Error::Read).
 /// - Contention: [`Unstable`](Error::Unstable).
 /// - Damage done outside cairn: [`Lost`](Error::Lost).
-#[derive(Debug, thiserror::Error)]
+///
+/// Every message is whole: it names its cause's message too, so printing it alone says all.
+/// [`source`](std::error::Error::source) therefore goes on from what the message has not
+/// already said (the cause's own cause), and a report that walks the chain (`anyhow`'s `{:#}`,
+/// a `Caused by:` list) shows nothing twice. The variants' fields hold the cause itself.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The key is empty, too long, or contains NUL.
-    #[error("invalid key: {0}")]
-    InvalidKey(#[from] KeyError),
+    InvalidKey(KeyError),
     /// Content type or user metadata break a limit.
-    #[error("invalid metadata: {0}")]
-    InvalidMetadata(#[from] MetadataError),
+    InvalidMetadata(MetadataError),
     /// The requested range selects no byte of the object.
-    #[error("range not satisfiable: the object has {size} bytes")]
     InvalidRange {
         /// The object's size.
         size: u64,
     },
     /// A configuration value is out of bounds.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(#[from] ConfigError),
+    InvalidConfig(ConfigError),
     /// The caller's body stream failed; nothing was committed.
-    #[error("reading the object body failed: {0}")]
-    Body(#[source] io::Error),
+    Body(io::Error),
     /// A put or delete failed in a backend.
-    #[error("{error}: {source}")]
     Write {
         /// Which tier failed and whether the write may have taken effect.
         error: WriteError,
         /// The backend's error.
-        #[source]
         source: BackendError,
     },
     /// A read, listing, recovery or maintenance pass (a sweep of expired rows and blobs, fsck's
     /// repair) failed in a backend. Such passes only collect garbage: a failed one leaves the
     /// objects as they were, and the next pass tries again.
-    #[error("{tier} failed: {source}")]
     Read {
         /// The tier that failed.
         tier: Tier,
         /// The backend's error.
-        #[source]
         source: BackendError,
     },
     /// The key was overwritten under the read too many times in a row; retrying may succeed.
-    #[error("the key kept changing under the read; try again")]
     Unstable,
     /// The key's tombstone points at a blob the long-term tier does not have: it was removed
     /// outside cairn, and the object is lost. `fsck` lists it as a dangling tombstone;
     /// overwriting or deleting the key clears it. (Processes whose clocks disagree by more than
     /// an object's remaining time to live — or a clock stepped back — can also see this for an
     /// expiring object whose blob one of them already swept.)
-    #[error(
-        "the object's blob (revision {revision}) is missing from the long-term tier: it was \
-         removed outside cairn, and the object is lost (delete or overwrite the key to clear it)"
-    )]
     Lost {
         /// The revision the tombstone points at.
         revision: Revision,
     },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::InvalidKey(e) => write!(f, "invalid key: {e}"),
+            Error::InvalidMetadata(e) => write!(f, "invalid metadata: {e}"),
+            Error::InvalidRange { size } => {
+                write!(f, "range not satisfiable: the object has {size} bytes")
+            }
+            Error::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
+            Error::Body(e) => write!(f, "reading the object body failed: {e}"),
+            Error::Write { error, source } => write!(f, "{error}: {source}"),
+            Error::Read { tier, source } => write!(f, "{tier} failed: {source}"),
+            Error::Unstable => f.write_str("the key kept changing under the read; try again"),
+            Error::Lost { revision } => write!(
+                f,
+                "the object's blob (revision {revision}) is missing from the long-term tier: it \
+                 was removed outside cairn, and the object is lost (delete or overwrite the key \
+                 to clear it)"
+            ),
+        }
+    }
+}
+
+/// See [`Error`]: each message already holds its cause's, so the chain goes on from the
+/// cause's own cause.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::InvalidKey(e) => e.source(),
+            Error::InvalidMetadata(e) => e.source(),
+            Error::InvalidConfig(e) => e.source(),
+            Error::Body(e) => e.source(),
+            Error::Write { source, .. } | Error::Read { source, .. } => source.source(),
+            Error::InvalidRange { .. } | Error::Unstable | Error::Lost { .. } => None,
+        }
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Self {
+        Error::InvalidKey(e)
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        Error::InvalidMetadata(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::InvalidConfig(e)
+    }
 }
 
 impl Error {
@@ -139,6 +186,53 @@ mod tests {
             .iter()
             .filter(|m| m.contains("database is locked"))
             .count();
-        assert!(locked <= 2, "{messages:#?}");
+        assert_eq!(locked, 1, "{messages:#?}");
+    }
+
+    /// A store error's message names its cause, so its chain goes on from the cause's cause:
+    /// no message appears twice, and nothing the cause chain held is lost.
+    #[test]
+    fn no_store_error_repeats_its_cause_in_a_chain() {
+        #[derive(Debug)]
+        struct Deep;
+        impl std::fmt::Display for Deep {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("sector 7 unreadable")
+            }
+        }
+        impl std::error::Error for Deep {}
+        #[derive(Debug)]
+        struct Shallow(Deep);
+        impl std::fmt::Display for Shallow {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("reading the row failed")
+            }
+        }
+        impl std::error::Error for Shallow {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let read = Error::Read {
+            tier: Tier::Hv,
+            source: BackendError::new(Shallow(Deep)),
+        };
+        assert_eq!(
+            chain(&read),
+            [
+                "high-volume tier failed: reading the row failed".to_string(),
+                "sector 7 unreadable".to_string()
+            ]
+        );
+        let key = Error::from(cairn_core::Key::new(b"").unwrap_err());
+        assert_eq!(chain(&key).len(), 1, "{:?}", chain(&key));
+        let body = Error::Body(io::Error::other(Shallow(Deep)));
+        assert_eq!(
+            chain(&body),
+            [
+                "reading the object body failed: reading the row failed".to_string(),
+                "sector 7 unreadable".to_string()
+            ]
+        );
     }
 }

@@ -1213,3 +1213,36 @@ fn a_database_on_a_read_only_file_system_is_reported_as_read_only() {
     assert_eq!(err.kind(), SqliteErrorKind::ReadOnly, "{err}");
     assert!(err.to_string().contains("write access"), "{err}");
 }
+
+/// Every message names its cause, so a report that walks the chain (`anyhow`'s `{:#}`, a
+/// `Caused by:` list) never shows a message that the one before it already said: here a file
+/// that is not a database, opened directly and through the embedded store.
+#[test]
+fn error_chains_never_repeat_a_message() {
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |&e| e.source())
+            .map(ToString::to_string)
+            .collect()
+    }
+    fn assert_no_repeats(e: &(dyn std::error::Error + 'static)) {
+        let messages = chain(e);
+        for pair in messages.windows(2) {
+            assert!(!pair[0].contains(&pair[1]), "{messages:#?}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.sqlite");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = SqliteDb::open(&path, fast()).expect_err("not a database");
+    assert!(err.to_string().contains("not a database"), "{err}");
+    assert_no_repeats(&err);
+    let err = block_on(cairn_adapters::embedded::Embedded::open(
+        dir.path(),
+        cairn_adapters::embedded::EmbeddedOptions::default(),
+        cairn_adapters::InlineRuntime,
+    ))
+    .map(drop)
+    .expect_err("not a database");
+    assert!(err.to_string().contains("not a database"), "{err}");
+    assert_no_repeats(&err);
+}

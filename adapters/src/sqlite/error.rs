@@ -152,11 +152,15 @@ impl fmt::Display for SqliteError {
     }
 }
 
+/// The cause, unless the message already names it: then the cause's own cause, so that a report
+/// walking the chain shows no message twice.
 impl std::error::Error for SqliteError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        let cause = self.source.as_deref()?;
+        match self.kind {
+            SqliteErrorKind::Sqlite => cause.source(),
+            _ => Some(cause),
+        }
     }
 }
 

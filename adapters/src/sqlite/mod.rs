@@ -238,9 +238,10 @@ pub enum OpenError {
     /// The lease option is zero: an instance would be dead on arrival.
     #[error("the instance lease must be at least 1 ms")]
     ZeroLease,
-    /// The writer thread could not be started.
+    /// The writer thread could not be started. (The message names the I/O error, which is
+    /// therefore not also its source.)
     #[error("cannot start the SQLite writer thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 /// What the handle, its writer thread and its readers share.
