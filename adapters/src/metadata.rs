@@ -155,12 +155,13 @@ impl PutOptions {
         if user_len > MAX_USER_METADATA_LEN {
             return Err(MetadataError::UserTooLarge { len: user_len });
         }
-        if self
-            .user
-            .iter()
-            .any(|(k, _)| k.is_empty() || k.chars().any(char::is_control))
-        {
-            return Err(MetadataError::UserName);
+        for (name, value) in &self.user {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(MetadataError::UserName);
+            }
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(MetadataError::UserValue { name: name.clone() });
+            }
         }
         if self.user.len() > 1 {
             let mut names: Vec<String> = self
@@ -195,8 +196,15 @@ impl PutOptions {
     }
 }
 
+/// Whether `b` may be part of an HTTP header name (RFC 9110's `tchar`): S3 carries user metadata
+/// as headers, so a name of anything else could not move there.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Metadata that breaks a limit. The caller's fault; nothing was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetadataError {
     /// The content type is empty, longer than [`MAX_CONTENT_TYPE_LEN`] or has control
     /// characters.
@@ -208,8 +216,15 @@ pub enum MetadataError {
         /// Its total size.
         len: usize,
     },
-    /// A user metadata name is empty or has control characters.
+    /// A user metadata name is empty or has a character an HTTP header name cannot hold
+    /// (anything but ASCII letters, digits and ``!#$%&'*+-.^_`|~``: no space, no `:`).
     UserName,
+    /// A user metadata value has a control character other than a tab (a newline, NUL, …),
+    /// which an HTTP header value cannot hold.
+    UserValue {
+        /// The name whose value it is.
+        name: String,
+    },
     /// Two user metadata names differ only in ASCII case, or not at all: as in S3 (whose names
     /// are HTTP headers), a name holds one value.
     UserDuplicate {
@@ -232,9 +247,15 @@ impl fmt::Display for MetadataError {
                 f,
                 "user metadata is {len} bytes; the limit is {MAX_USER_METADATA_LEN}"
             ),
-            MetadataError::UserName => {
-                f.write_str("user metadata names must be non-empty without control characters")
-            }
+            MetadataError::UserName => f.write_str(
+                "user metadata names must be non-empty and made of ASCII letters, digits and \
+                 !#$%&'*+-.^_`|~ only, as HTTP header names are (no spaces, no colons)",
+            ),
+            MetadataError::UserValue { name } => write!(
+                f,
+                "the value of user metadata {name:?} has a control character (a tab aside), \
+                 which an HTTP header value cannot hold"
+            ),
             MetadataError::UserDuplicate { name } => write!(
                 f,
                 "user metadata name {name:?} is given more than once (names ignore ASCII case)"
@@ -275,10 +296,28 @@ mod tests {
         });
         assert_eq!(two("colour", "colour"), twice);
         assert_eq!(two("colour", "Colour"), twice);
-        assert_eq!(
-            two("é", "É"),
-            Ok(()),
-            "only ASCII case is folded, as HTTP does"
-        );
+    }
+
+    /// Names and values travel as HTTP headers in S3: a name is a header-name token, a value
+    /// holds no control character but a tab.
+    #[test]
+    fn user_metadata_is_what_an_http_header_can_carry() {
+        let one = |name: &str, value: &str| PutOptions::default().user(name, value).validate();
+        for name in ["owner", "x-Trace_ID.2", "a!#$%&'*+-.^_`|~z"] {
+            assert_eq!(one(name, "v"), Ok(()), "{name:?}");
+        }
+        for name in ["", "a b", "a:b", "a=b", "é", "a\tb", "a\nb", "(x)", "a/b"] {
+            assert_eq!(one(name, "v"), Err(MetadataError::UserName), "{name:?}");
+        }
+        for value in ["", "plain text", "tab\tseparated", "日本語", "a: b; c=d"] {
+            assert_eq!(one("n", value), Ok(()), "{value:?}");
+        }
+        for value in ["line\nbreak", "cr\r", "nul\0", "\u{7f}", "\u{85}"] {
+            assert_eq!(
+                one("n", value),
+                Err(MetadataError::UserValue { name: "n".into() }),
+                "{value:?}"
+            );
+        }
     }
 }
