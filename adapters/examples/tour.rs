@@ -112,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )?
         .expect("present");
-    let bytes = Store::read_body(part.body)?;
+    let bytes = part.body.bytes_blocking()?;
     println!("   got {:?} (span {:?})", &bytes[..], part.span);
     assert_eq!(&bytes[..], &video2[1000..1010]);
 

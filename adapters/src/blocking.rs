@@ -67,7 +67,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
     }
 
     /// See [`TieredStore::get`]. The body is still a stream; read it with
-    /// [`BlockingStore::read_body`] or use [`BlockingStore::get_bytes`].
+    /// [`Body::bytes_blocking`] or use [`BlockingStore::get_bytes`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Object>, Error> {
         self.store.read_blocking(key.as_ref(), None)
     }
@@ -91,9 +91,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> BlockingStore<H, L, C> {
         self.store.read_blocking(key.as_ref(), Some(range))
     }
 
-    /// Reads a body to the end on this thread.
+    /// Reads a body to the end on this thread: [`Body::bytes_blocking`], which needs no type
+    /// parameters spelled out.
     pub fn read_body(body: Body) -> std::io::Result<Bytes> {
-        block_on(pin!(body.bytes()))
+        body.bytes_blocking()
     }
 
     /// See [`TieredStore::head`].

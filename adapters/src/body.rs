@@ -75,6 +75,12 @@ impl Body {
         }
         Ok(buf.freeze())
     }
+
+    /// [`bytes`](Body::bytes) on the calling thread, for callers without a runtime (a
+    /// [`BlockingStore`](crate::BlockingStore)'s): blocks until the body is read to the end.
+    pub fn bytes_blocking(self) -> io::Result<Bytes> {
+        crate::runtime::block_on(std::pin::pin!(self.bytes()))
+    }
 }
 
 impl Stream for Body {

@@ -20,7 +20,7 @@
 //! let store = BlockingStore::new(MemoryHv::new(), MemoryLt::new(), MemoryLog::new());
 //! store.put("greeting", "hello, world", &PutOptions::default().content_type("text/plain"))?;
 //! let part = store.get_range("greeting", ByteRange::Inclusive { start: 7, end: 11 })?.unwrap();
-//! assert_eq!(BlockingStore::<MemoryHv, MemoryLt, MemoryLog>::read_body(part.body)?, "world");
+//! assert_eq!(part.body.bytes_blocking()?, "world");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -125,7 +125,7 @@ impl<H: HvBackend, L: LtBackend, G: ChangeLog> Api for BlockingStore<H, L, G> {
                     meta: o.meta.clone(),
                     location: o.location,
                 };
-                let bytes = BlockingStore::<H, L, G>::read_body(o.body).map_err(Error::Body)?;
+                let bytes = o.body.bytes_blocking().map_err(Error::Body)?;
                 Ok(Some((info, o.span, bytes)))
             }
         }
