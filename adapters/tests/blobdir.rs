@@ -619,6 +619,33 @@ fn a_marker_left_by_a_crashed_write_is_swept() {
     assert!(files_under(&f.root().join("blobs")).is_empty());
 }
 
+/// Recovery deletes the blob of a write that crashed between making its marker and renaming its
+/// blob: the marker goes with that delete, though no header names it, rather than wait for the
+/// sweep an hour past an expiry that may be years away.
+#[test]
+fn deleting_a_blob_that_never_appeared_removes_its_lone_marker() {
+    let f = Fixture::new();
+    let far = Metadata {
+        expires: Some(Instant::from_millis(T0 + 10 * 365 * 86_400_000)),
+        ..meta()
+    };
+    f.put(b"k", 1, &far, Body::from_bytes("x")).unwrap();
+    f.put(b"k", 2, &far, Body::from_bytes("y")).unwrap();
+    let blobs = f.blobs();
+    let one = blobs.iter().find(|b| b.revision == Revision(1)).unwrap();
+    std::fs::remove_file(&one.path).unwrap();
+    assert_eq!(files_under(&f.root().join("blobs")).len(), 3);
+    block_on(f.dir.delete(blob(b"k", 1))).unwrap();
+    // Revision 2's blob and marker stay; revision 1's marker is gone.
+    let left = files_under(&f.root().join("blobs"));
+    assert_eq!(left.len(), 2, "{left:?}");
+    let one = Revision(1).to_string();
+    assert!(
+        left.iter().all(|p| !p.to_string_lossy().contains(&one)),
+        "{left:?}"
+    );
+}
+
 /// A write creates its blob's marker, then renames the blob into place. A sweep (here or in
 /// another process) that finds the marker alone in between must leave it: without its marker
 /// the blob, expired already, would never be swept.

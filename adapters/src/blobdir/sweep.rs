@@ -42,7 +42,7 @@ impl BlobDir {
         let hash = key_hash(blob.key);
         let path = layout.blob_path(hash, blob.revision);
         let expires = match open_file(&path) {
-            Ok(None) => return Ok(()),
+            Ok(None) => return self.remove_lone_markers(hash, blob.revision),
             Ok(Some((_, h))) if *h.key != *blob.key || h.revision != blob.revision => return Ok(()),
             Ok(Some((_, h))) => h.meta.expires,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
@@ -53,6 +53,41 @@ impl BlobDir {
             remove_if_present(&layout.marker_path(hash, blob.revision, at))?;
         }
         sync_dir(&layout.dir_of(hash))
+    }
+
+    /// Removes the expiry markers of blob `revision` of the key with hash `key_hash`, whose blob
+    /// is not there: a write that crashed between making its marker and renaming its blob
+    /// leaves one, which the sweep removes only once it has expired — for a long time to live,
+    /// practically never. Recovery then deletes the blob this way, and has no header to name the
+    /// marker by, so the blob's fan-out directory is listed for it: one listing, on a path that
+    /// only cleanup after a failure takes. Nobody is writing this revision any more (its write
+    /// failed, or recovery took its entry over after its lease ran out), so its marker cannot
+    /// be on its way to a blob.
+    fn remove_lone_markers(&self, key_hash: u128, revision: Revision) -> io::Result<()> {
+        let dir = self.inner.layout.dir_of(key_hash);
+        let mut removed = false;
+        let entries = match std::fs::read_dir(&dir) {
+            // No directory, no marker: the delete has succeeded.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            listed => listed.map_err(context("listing", &dir))?,
+        };
+        for entry in entries {
+            let entry = entry.map_err(context("listing", &dir))?;
+            if let Some(Entry::Marker {
+                key_hash: h,
+                revision: r,
+                ..
+            }) = entry.file_name().to_str().and_then(Entry::parse)
+            {
+                if (h, r) == (key_hash, revision) {
+                    removed |= remove_if_present(&entry.path())?;
+                }
+            }
+        }
+        if removed {
+            sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// Whether the expiry marker of blob `revision` of `key`, expiring at `expires`, is there:
