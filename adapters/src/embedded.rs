@@ -458,6 +458,30 @@ impl<R: Runtime> Embedded<R> {
             }
             live_blobs.insert(id);
         }
+        if !suspects.is_empty() {
+            // Stale only if still so after the long listing: another process's recovery may
+            // have reclaimed a dead owner's entry meanwhile (gone, or taken over by a live
+            // instance: then it is in flight), and an operation of this instance finished (it
+            // holds its entry until it removed it).
+            let mut now_logged: HashMap<ChangeId, LoggedChange> = self
+                .db()
+                .log_entries()
+                .map_err(log)?
+                .into_iter()
+                .map(|e| (e.record.id, e))
+                .collect();
+            for id in suspects {
+                match now_logged.remove(&id) {
+                    None => {}
+                    Some(fresh)
+                        if fresh.owner == me && self.db().in_flight().holds(fresh.record.id) => {}
+                    Some(fresh) if fresh.owner_live && fresh.owner != me => {
+                        report.in_flight.push(fresh);
+                    }
+                    Some(fresh) => report.stale_entries.push(fresh),
+                }
+            }
+        }
         // The three reads above were made one after another while writes went on, so each
         // finding is looked at again. A put logs its entry before its blob exists and drops the
         // entry only after its tombstone committed or its blob was deleted; an overwrite or a
@@ -470,29 +494,6 @@ impl<R: Runtime> Embedded<R> {
         // nothing can refer to it again, so one still there now stays an orphan. And a
         // tombstone found above that still points at its revision now pointed at it
         // throughout, so its blob, missing in between, is really missing.
-        if !suspects.is_empty() {
-            // Stale only if still so after the long listing: another process's recovery may
-            // have reclaimed a dead owner's entry meanwhile (gone, or taken over by a live
-            // instance: then it is in flight), and an operation of this instance finished (it
-            // holds its entry until it removed it).
-            let now_logged: HashMap<ChangeId, LoggedChange> = self
-                .db()
-                .log_entries()
-                .map_err(log)?
-                .into_iter()
-                .map(|e| (e.record.id, e))
-                .collect();
-            for id in suspects {
-                match now_logged.get(&id) {
-                    None => {}
-                    Some(now) if now.owner == me && self.db().in_flight().holds(now.record.id) => {}
-                    Some(now) if now.owner_live && now.owner != me => {
-                        report.in_flight.push(now.clone());
-                    }
-                    Some(now) => report.stale_entries.push(now.clone()),
-                }
-            }
-        }
         let mut orphans = Vec::with_capacity(report.orphans.len());
         for orphan in std::mem::take(&mut report.orphans) {
             if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)?
