@@ -646,6 +646,26 @@ fn deleting_a_blob_that_never_appeared_removes_its_lone_marker() {
     );
 }
 
+/// A blob that is not there is deleted, whatever stands in the way of tidying its lone marker:
+/// the marker is only a hint for the sweep, and a delete that failed on it would keep its
+/// change-log entry in recovery forever, where before it succeeded at once.
+#[test]
+fn deleting_a_missing_blob_succeeds_though_its_marker_cannot_be_removed() {
+    let f = Fixture::new();
+    let far = Metadata {
+        expires: Some(Instant::from_millis(T0 + 10 * 365 * 86_400_000)),
+        ..meta()
+    };
+    f.put(b"k", 1, &far, Body::from_bytes("x")).unwrap();
+    std::fs::remove_file(f.only_path()).unwrap();
+    // Something that is not a file under the marker's name: it cannot be unlinked.
+    let [marker] = files_under(&f.root().join("blobs")).try_into().unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::create_dir(&marker).unwrap();
+    std::fs::write(marker.join("inside"), b"").unwrap();
+    block_on(f.dir.delete(blob(b"k", 1))).expect("the blob is not there: deleted");
+}
+
 /// A write creates its blob's marker, then renames the blob into place. A sweep (here or in
 /// another process) that finds the marker alone in between must leave it: without its marker
 /// the blob, expired already, would never be swept.

@@ -42,7 +42,10 @@ impl BlobDir {
         let hash = key_hash(blob.key);
         let path = layout.blob_path(hash, blob.revision);
         let expires = match open_file(&path) {
-            Ok(None) => return self.remove_lone_markers(hash, blob.revision),
+            Ok(None) => {
+                self.remove_lone_markers(hash, blob.revision);
+                return Ok(());
+            }
             Ok(Some((_, h))) if *h.key != *blob.key || h.revision != blob.revision => return Ok(()),
             Ok(Some((_, h))) => h.meta.expires,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
@@ -63,16 +66,21 @@ impl BlobDir {
     /// only cleanup after a failure takes. Nobody is writing this revision any more (its write
     /// failed, or recovery took its entry over after its lease ran out), so its marker cannot
     /// be on its way to a blob.
-    fn remove_lone_markers(&self, key_hash: u128, revision: Revision) -> io::Result<()> {
+    ///
+    /// Best effort, as the sweep is: the blob is not there, so the delete has succeeded. A
+    /// marker that cannot be listed, removed or synced away (a directory under its name, a
+    /// fan-out directory that cannot be read) only waits for the sweep; failing the delete for
+    /// it would keep the change-log entry behind it in recovery for good.
+    fn remove_lone_markers(&self, key_hash: u128, revision: Revision) {
         let dir = self.inner.layout.dir_of(key_hash);
-        let mut removed = false;
-        let entries = match std::fs::read_dir(&dir) {
-            // No directory, no marker: the delete has succeeded.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            listed => listed.map_err(context("listing", &dir))?,
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
         };
+        let mut removed = false;
         for entry in entries {
-            let entry = entry.map_err(context("listing", &dir))?;
+            let Ok(entry) = entry else {
+                break;
+            };
             if let Some(Entry::Marker {
                 key_hash: h,
                 revision: r,
@@ -80,14 +88,14 @@ impl BlobDir {
             }) = entry.file_name().to_str().and_then(Entry::parse)
             {
                 if (h, r) == (key_hash, revision) {
-                    removed |= remove_if_present(&entry.path())?;
+                    removed |= remove_if_present(&entry.path()).unwrap_or(false);
                 }
             }
         }
         if removed {
-            sync_dir(&dir)?;
+            // Undone by a power loss, the removal leaves a marker the sweep takes later.
+            let _ = sync_dir(&dir);
         }
-        Ok(())
     }
 
     /// Whether the expiry marker of blob `revision` of `key`, expiring at `expires`, is there:
