@@ -1155,3 +1155,45 @@ fn json_listing_spans_pages_as_one_array() {
     let text = ok(&cairn(&data, &["ls"]));
     assert_eq!(text.lines().count(), keys + 1);
 }
+
+/// `ls --json` that fails after it began its array (a damaged row on a later page) cannot take
+/// back what it streamed, but its error document still stands on a line of its own, as every
+/// `--json` error does, rather than glued to the end of the unfinished array.
+#[test]
+fn a_json_listing_failing_half_way_reports_its_error_on_a_line_of_its_own() {
+    use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+    use cairn_adapters::{InlineRuntime, PutOptions};
+    use futures_lite::future::block_on;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    ok(&cairn_with_stdin(&data, &["put", "first", "-"], Some(b"x")));
+    {
+        let store = block_on(Embedded::open(
+            &data,
+            EmbeddedOptions::default(),
+            InlineRuntime,
+        ))
+        .expect("open");
+        for i in 0..1_200 {
+            let key = format!("many/{i:05}");
+            block_on(store.store().put(&key, "v", &PutOptions::default())).expect("put");
+        }
+    }
+    // Past the first page of 1,000: the listing has begun its array when it meets the row.
+    let raw = rusqlite::Connection::open(data.join("cairn.sqlite")).unwrap();
+    raw.execute(
+        "UPDATE rows SET meta = X'01FFFF' WHERE key = CAST('many/01100' AS BLOB)",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let out = cairn(&data, &["--json", "ls", "many/"]);
+    assert_eq!(code(&out), 3, "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("[{"), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(last).expect("the error, one line");
+    assert_eq!(doc["kind"], "storage", "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("damaged"), "{doc}");
+}

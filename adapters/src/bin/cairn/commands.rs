@@ -798,7 +798,18 @@ fn list(data: &Data, prefix: &str, json: bool) -> Result<(), CliError> {
     // one page in memory, as the text listing does.
     let mut separator = "[";
     loop {
-        let page = block_on(data.store().list(prefix, after.as_deref(), LIST_PAGE))?;
+        let page = match block_on(data.store().list(prefix, after.as_deref(), LIST_PAGE)) {
+            Ok(page) => page,
+            Err(e) => {
+                // What was streamed cannot be taken back, but the error document that follows
+                // (as every `--json` error, one line on standard output) must not be glued to
+                // the unfinished array.
+                if json && separator != "[" {
+                    writeln!(out).map_err(output::stdout_error)?;
+                }
+                return Err(e.into());
+            }
+        };
         for entry in &page.entries {
             let key = String::from_utf8_lossy(entry.key.as_bytes()).into_owned();
             let (size, tier) = match entry.row {
