@@ -142,7 +142,9 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let json = cli.json;
-    match commands::run(cli) {
+    let done = commands::run(cli);
+    interrupt::settle();
+    match done {
         Ok(code) => code,
         Err(e) => report(&e, json),
     }
