@@ -29,6 +29,13 @@ fn open(dir: &Path) -> Embedded<InlineRuntime> {
     .expect("open")
 }
 
+/// `key` reads back as `expected`, byte for byte.
+fn assert_reads(data: &Embedded<InlineRuntime>, key: &str, expected: Bytes) {
+    let object = block_on(data.store().get(key)).expect("get");
+    let object = object.unwrap_or_else(|| panic!("{key} was lost"));
+    assert_eq!(block_on(object.bytes()).expect("body"), expected, "{key}");
+}
+
 /// A data directory whose every tier reads time from the clock returned, which only the test
 /// moves.
 fn open_on_a_manual_clock(
@@ -98,10 +105,7 @@ fn repair_running_beside_large_puts_never_deletes_a_blob_they_commit() {
     });
     assert!(passes > 1, "fsck ran only {passes} time(s) beside the puts");
     for i in 40..60u8 {
-        let key = format!("k{}", i % 20);
-        let object = block_on(data.store().get(&key)).expect("get");
-        let object = object.unwrap_or_else(|| panic!("{key} was lost"));
-        assert_eq!(block_on(object.bytes()).expect("body"), large(i), "{key}");
+        assert_reads(&data, &format!("k{}", i % 20), large(i));
     }
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "{report:?}");
@@ -237,8 +241,7 @@ fn repair_in_one_process_leaves_another_process_s_uncommitted_blob_alone() {
         1,
         "the put's entry is held: {report:#?}"
     );
-    let object = block_on(data.store().get("k")).expect("get").expect("k");
-    assert_eq!(block_on(object.bytes()).expect("body"), large(2));
+    assert_reads(&data, "k", large(2));
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "{report:#?}");
     assert_eq!(blob_files(dir.path()).len(), 1, "the replaced blob went");
@@ -275,8 +278,7 @@ fn a_put_stalled_past_its_lease_is_taken_over_then_and_not_before() {
     assert_eq!((late.entries, late.blobs_deleted), (1, 1), "{late:?}");
     let err = result.expect_err("a put fenced at its commit");
     assert_eq!(err.applied(), Some(cairn_core::Applied::No), "{err}");
-    let object = block_on(data.store().get("k")).expect("get").expect("k");
-    assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+    assert_reads(&data, "k", large(1));
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "{report:#?}");
     assert_eq!(blob_files(dir.path()).len(), 1);
@@ -317,8 +319,7 @@ fn an_entry_reclaimed_while_fsck_runs_is_not_reported_stale() {
     assert_eq!(reclaimed.entries, 1, "{reclaimed:?}");
     let report = report.expect("fsck");
     assert!(report.is_clean(), "{report:#?}");
-    let object = block_on(data.store().get("k")).expect("get").expect("k");
-    assert_eq!(block_on(object.bytes()).expect("body"), large(1));
+    assert_reads(&data, "k", large(1));
 }
 
 /// A stray file, a stray directory, a file of junk named like a blob and a blob under another
