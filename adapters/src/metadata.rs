@@ -157,7 +157,7 @@ impl PutOptions {
         }
         for (name, value) in &self.user {
             if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(MetadataError::UserName);
+                return Err(MetadataError::UserName { name: name.clone() });
             }
             if value.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(MetadataError::UserValue { name: name.clone() });
@@ -218,7 +218,10 @@ pub enum MetadataError {
     },
     /// A user metadata name is empty or has a character an HTTP header name cannot hold
     /// (anything but ASCII letters, digits and ``!#$%&'*+-.^_`|~``: no space, no `:`).
-    UserName,
+    UserName {
+        /// The name refused.
+        name: String,
+    },
     /// A user metadata value has a control character other than a tab (a newline, NUL, …),
     /// which an HTTP header value cannot hold.
     UserValue {
@@ -247,9 +250,11 @@ impl fmt::Display for MetadataError {
                 f,
                 "user metadata is {len} bytes; the limit is {MAX_USER_METADATA_LEN}"
             ),
-            MetadataError::UserName => f.write_str(
-                "user metadata names must be non-empty and made of ASCII letters, digits and \
-                 !#$%&'*+-.^_`|~ only, as HTTP header names are (no spaces, no colons)",
+            MetadataError::UserName { name } => write!(
+                f,
+                "user metadata name {name:?} is not allowed: names must be non-empty and made of \
+                 ASCII letters, digits and !#$%&'*+-.^_`|~ only, as HTTP header names are (no \
+                 spaces, no colons)"
             ),
             MetadataError::UserValue { name } => write!(
                 f,
@@ -307,7 +312,8 @@ mod tests {
             assert_eq!(one(name, "v"), Ok(()), "{name:?}");
         }
         for name in ["", "a b", "a:b", "a=b", "é", "a\tb", "a\nb", "(x)", "a/b"] {
-            assert_eq!(one(name, "v"), Err(MetadataError::UserName), "{name:?}");
+            let refused = Err(MetadataError::UserName { name: name.into() });
+            assert_eq!(one(name, "v"), refused, "{name:?}");
         }
         for value in ["", "plain text", "tab\tseparated", "日本語", "a: b; c=d"] {
             assert_eq!(one("n", value), Ok(()), "{value:?}");

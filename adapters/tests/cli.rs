@@ -721,6 +721,12 @@ fn puts_report_their_own_object_and_mistakes_are_explained() {
         assert_eq!(code(&out), 2, "{args:?}: {out:?}");
     }
     assert_eq!(code(&cairn(&data, &["head", "t"])), 1, "nothing was stored");
+    // Of several metadata pairs, the message names the one refused.
+    let args = ["put", "t", "-", "--meta", "fine=1", "--meta", "not fine=2"];
+    let out = cairn_with_stdin(&data, &args, Some(b"v"));
+    assert_eq!(code(&out), 2, "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("\"not fine\""), "{said}");
     // A key far too long is not repeated in full.
     let long = "k".repeat(5000);
     let out = cairn(&data, &["head", &long]);
