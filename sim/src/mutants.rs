@@ -30,14 +30,15 @@ pub fn hunt(bug: Bug, options: &Options, first_seed: u64, budget: u64) -> Hunt {
         bug: Some(bug),
         ..*options
     };
-    for i in 0..budget {
-        let seed = first_seed + i;
+    // Seeds past `u64::MAX` do not exist: a hunt starting near it ends there.
+    let seeds = (first_seed..=u64::MAX).take(usize::try_from(budget).unwrap_or(usize::MAX));
+    for (i, seed) in (1..).zip(seeds) {
         let report = run(seed, &options, TapeSource::Live, Sink::Off);
         if let Some(failure) = report.failure {
             return Hunt {
                 bug,
                 caught_by_seed: Some(seed),
-                seeds: i + 1,
+                seeds: i,
                 failure: Some(failure),
             };
         }
@@ -45,7 +46,7 @@ pub fn hunt(bug: Bug, options: &Options, first_seed: u64, budget: u64) -> Hunt {
     Hunt {
         bug,
         caught_by_seed: None,
-        seeds: budget,
+        seeds: budget.min((u64::MAX - first_seed).saturating_add(1)),
         failure: None,
     }
 }
@@ -113,5 +114,21 @@ mod tests {
         );
         assert_eq!(median_and_max(&[caught(2), caught(6)]), Some((4, 6)));
         assert_eq!(median_and_max(&[]), None);
+    }
+
+    #[test]
+    fn a_hunt_stops_at_the_last_seed_there_is() {
+        let options = Options {
+            ops: 20,
+            ..Options::default()
+        };
+        let hunt = hunt(
+            Bug::from_name("recovery-deletes-without-reread").unwrap(),
+            &options,
+            u64::MAX,
+            5,
+        );
+        assert!(hunt.seeds <= 1, "{hunt:?}");
+        assert!(hunt.caught_by_seed.is_none_or(|seed| seed == u64::MAX));
     }
 }

@@ -6,7 +6,7 @@ use crate::sim::{run, Failure, TapeSource};
 use crate::stats::Stats;
 use crate::trace::Sink;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -61,20 +61,28 @@ pub fn run_seeds(
 ) -> Summary {
     let started = Instant::now();
     let total = seeds.end.saturating_sub(seeds.start);
-    let next = AtomicU64::new(seeds.start);
+    // Batches are claimed by number, not by first seed: a shared next seed would wrap past
+    // `u64::MAX` near the end of the range and hand out seeds from its start again.
+    let next_batch = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
+    let working = AtomicUsize::new(jobs.max(1));
     let merged = Mutex::new(Summary::default());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
+                // Counted down however the worker ends, so that a panic in one cannot leave
+                // the progress loop below waiting for seeds nobody will run.
+                let _working = Leaving(&working);
                 let mut local = Summary::default();
                 loop {
-                    let from = next.fetch_add(BATCH, Ordering::Relaxed);
-                    if from >= seeds.end {
-                        break;
-                    }
-                    for seed in from..(from + BATCH).min(seeds.end) {
+                    let batch = next_batch.fetch_add(1, Ordering::Relaxed);
+                    let from = batch
+                        .checked_mul(BATCH)
+                        .and_then(|offset| seeds.start.checked_add(offset))
+                        .filter(|&from| from < seeds.end);
+                    let Some(from) = from else { break };
+                    for seed in from..from.saturating_add(BATCH).min(seeds.end) {
                         let report = run(seed, options, TapeSource::Live, Sink::Off);
                         local.stats.merge(&report.stats);
                         if let Some(failure) = report.failure {
@@ -94,7 +102,7 @@ pub fn run_seeds(
             });
         }
         let mut last = Instant::now();
-        while done.load(Ordering::Relaxed) < total {
+        while done.load(Ordering::Relaxed) < total && working.load(Ordering::Relaxed) > 0 {
             std::thread::sleep(Duration::from_millis(50));
             if last.elapsed() >= Duration::from_secs(1) {
                 last = Instant::now();
@@ -112,6 +120,15 @@ pub fn run_seeds(
     summary.failures.truncate(MAX_FAILURES_KEPT);
     summary.elapsed = started.elapsed();
     summary
+}
+
+/// Counts a worker out when it ends, by return or by panic.
+struct Leaving<'a>(&'a AtomicUsize);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The command that replays `seed` with `options`.
@@ -153,5 +170,18 @@ mod tests {
         let four = run_seeds(0..24, &options, 4, |_| {});
         assert_eq!(one.stats, four.stats);
         assert_eq!(one.stats.seeds, 24);
+    }
+
+    #[test]
+    fn seeds_at_the_end_of_the_range_of_u64_run_once_each() {
+        let options = Options {
+            ops: 20,
+            ..Options::default()
+        };
+        let last = u64::MAX - 3..u64::MAX;
+        for jobs in [1, 3, 8] {
+            let summary = run_seeds(last.clone(), &options, jobs, |_| {});
+            assert_eq!(summary.stats.seeds, 3, "{jobs} threads");
+        }
     }
 }

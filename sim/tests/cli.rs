@@ -95,4 +95,9 @@ fn bad_arguments_are_the_callers_fault() {
     assert_eq!(out.status.code(), Some(2));
     let out = cairn_sim(&["replay", "--seed", "1", "--bug", "no-such-bug"]);
     assert_eq!(out.status.code(), Some(2));
+    // One past the last seed does not fit in a u64: refused, not wrapped into an empty range.
+    let out = cairn_sim(&["run", "--seeds", "18446744073709551615"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replay --seed 18446744073709551615"), "{err}");
 }

@@ -138,7 +138,16 @@ fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
             }
             Ok(range)
         }
-        None => number(s).map(|a| a..a + 1),
+        None => {
+            let a = number(s)?;
+            // A `Range` cannot hold the last seed; `replay --seed` runs it.
+            let end = a.checked_add(1).ok_or_else(|| {
+                format!(
+                    "seed {a} is past the last one `run` takes; replay it with `replay --seed {a}`"
+                )
+            })?;
+            Ok(a..end)
+        }
     }
 }
 
