@@ -93,6 +93,13 @@ fn bad_arguments_are_the_callers_fault() {
     assert_eq!(out.status.code(), Some(2));
     let out = cairn_sim(&["run", "--seeds", "0..2", "--clients", "0"]);
     assert_eq!(out.status.code(), Some(2));
+    // Not a run that never ends (or overflows its counts) but a bound the message names.
+    for ops in ["100001", "18446744073709551615"] {
+        let out = cairn_sim(&["replay", "--seed", "1", "--ops", ops]);
+        assert_eq!(out.status.code(), Some(2), "--ops {ops}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--ops must be 0..=100000"), "{err}");
+    }
     let out = cairn_sim(&["replay", "--seed", "1", "--bug", "no-such-bug"]);
     assert_eq!(out.status.code(), Some(2));
     // One past the last seed does not fit in a u64: refused, not wrapped into an empty range.

@@ -94,7 +94,7 @@ struct WorldArgs {
     /// Hot keys (default: drawn per seed, 4 to 20).
     #[arg(long)]
     keys: Option<usize>,
-    /// Operations per seed, over all clients.
+    /// Operations per seed, over all clients (at most 100,000).
     #[arg(long, default_value_t = DEFAULT_OPS)]
     ops: usize,
     /// Fault profile: swarm (default), calm or chaos.
