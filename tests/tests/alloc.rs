@@ -1,6 +1,6 @@
 //! Proof that the core never touches the heap: a counting global allocator, and every machine
 //! driven through every path — happy paths, each failure branch, retries exhausted, lost races,
-//! lost responses, backoff and deferral, vanished and dangling blobs, bad ranges, heads,
+//! lost responses, refusals, backoff and deferral, vanished and dangling blobs, bad ranges, heads,
 //! recovery over several entries — with the heap-operation count read before and after every
 //! call into the core (building a key or a machine, `poll`, `handle`, dropping an output).
 //!
@@ -8,10 +8,10 @@
 //! them. The counter is per thread, so tests running in parallel do not disturb each other.
 
 use cairn_core::{
-    Applied, ByteRange, ChangeId, Cleanup, CleanupOutcome, CleanupReport, Completion, Config,
-    Delete, Found, Get, GetResult, IdGen, Instant, Key, LargePut, Machine, MutationDone,
-    ObjectMeta, PendingCleanup, Phase, Poll, ReadError, Recovery, RecoveryReport, Request,
-    Revision, SmallPut, Tier, WriteError, WriteOutcome,
+    cas_verdict, is_expired, Applied, ByteRange, ChangeId, Cleanup, CleanupOutcome, CleanupReport,
+    Completion, Config, Delete, Found, Get, GetResult, HvRow, HvWrite, IdGen, Instant, Key, KeyBuf,
+    LargePut, Machine, MutationDone, ObjectMeta, PendingCleanup, Phase, Poll, ReadError, Recovery,
+    RecoveryReport, Request, Revision, SmallPut, Tier, Tombstone, WriteError, WriteOutcome,
 };
 use cairn_sim::world::{check_safety, CasMode, LoggedChange, OpContext, World, MAX_RUN_STEPS};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -118,25 +118,48 @@ enum Plan {
     From { n: usize, applied: bool },
     /// The requests whose bit is set in `mask` fail.
     Mask { mask: u64, applied: bool },
+    /// Only request `n` is refused (answered `Completion::Refused`: certainly not applied).
+    RefusedAt { n: usize },
+    /// Request `n` and every later one are refused.
+    RefusedFrom { n: usize },
+}
+
+/// How a planned failure is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// `Completion::Failed`, after applying the request if `applied`.
+    Failed { applied: bool },
+    /// `Completion::Refused`, without applying it.
+    Refused,
 }
 
 impl Plan {
-    /// `None`: deliver; `Some(applied)`: fail, after applying if `applied`.
-    fn fails(self, i: usize) -> Option<bool> {
+    /// `None`: deliver; `Some(fault)`: fail request `i` so.
+    fn fails(self, i: usize) -> Option<Fault> {
         match self {
-            Plan::At { n, applied } if i == n => Some(applied),
-            Plan::From { n, applied } if i >= n => Some(applied),
-            Plan::Mask { mask, applied } if i < 64 && mask & (1 << i) != 0 => Some(applied),
+            Plan::At { n, applied } if i == n => Some(Fault::Failed { applied }),
+            Plan::From { n, applied } if i >= n => Some(Fault::Failed { applied }),
+            Plan::Mask { mask, applied } if i < 64 && mask & (1 << i) != 0 => {
+                Some(Fault::Failed { applied })
+            }
+            Plan::RefusedAt { n } if i == n => Some(Fault::Refused),
+            Plan::RefusedFrom { n } if i >= n => Some(Fault::Refused),
             _ => None,
         }
     }
 
-    /// Every plan that fails one of the first `len` requests, or all from one of them on.
+    /// Every plan that fails or refuses one of the first `len` requests, or all from one of
+    /// them on.
     fn sweep(len: usize) -> impl Iterator<Item = Plan> {
         let faulty = (0..len).flat_map(|n| {
-            [false, true]
-                .into_iter()
-                .flat_map(move |applied| [Plan::At { n, applied }, Plan::From { n, applied }])
+            [
+                Plan::At { n, applied: false },
+                Plan::From { n, applied: false },
+                Plan::At { n, applied: true },
+                Plan::From { n, applied: true },
+                Plan::RefusedAt { n },
+                Plan::RefusedFrom { n },
+            ]
         });
         std::iter::once(Plan::Healthy).chain(faulty)
     }
@@ -192,11 +215,15 @@ impl Harness {
                     self.requests += 1;
                     match fails {
                         None => Some(self.world.apply(&request, op)),
-                        Some(applied) => {
+                        Some(Fault::Failed { applied }) => {
                             if applied {
                                 self.world.apply(&request, op);
                             }
                             None
+                        }
+                        Some(Fault::Refused) => {
+                            core!("handle of a refusal", machine.handle(Completion::Refused));
+                            continue;
                         }
                     }
                 }
@@ -889,6 +916,67 @@ fn recovery_paths_do_not_allocate() {
     let mut ids = core!("IdGen::new", IdGen::new(7));
     let (a, b) = core!("IdGen::revision", (ids.revision(NOW), ids.change_id(NOW)));
     assert_ne!({ a.0 }, { b.0 });
+}
+
+// --- The functions backends and drivers call ---------------------------------------------
+
+#[test]
+fn the_functions_backends_and_drivers_call_do_not_allocate() {
+    let tombstone = |revision| {
+        HvRow::Tombstone(Tombstone {
+            revision,
+            size: LARGE,
+            expires: Some(NOW),
+        })
+    };
+    let writes = [
+        HvWrite::Tombstone(Tombstone {
+            revision: B,
+            size: LARGE,
+            expires: None,
+        }),
+        HvWrite::Inline(meta()),
+        HvWrite::Delete,
+    ];
+    for row in [
+        HvRow::Absent,
+        HvRow::Inline(meta()),
+        tombstone(A),
+        tombstone(B),
+    ] {
+        let live = core!("HvRow::at", row.at(NOW));
+        for expected in [None, Some(A), Some(C)] {
+            for write in &writes {
+                let verdict = core!("cas_verdict", cas_verdict(live, expected, write));
+                core!("CasVerdict::succeeded", verdict.succeeded());
+            }
+        }
+    }
+    core!("is_expired", is_expired(Some(NOW), NOW));
+    core!("Config::validate", Config::DEFAULT.validate()).expect("the defaults are valid");
+    core!(
+        "Config::validate",
+        Config {
+            io_attempts: 0,
+            ..Config::DEFAULT
+        }
+        .validate()
+    )
+    .expect_err("no attempt at all");
+    core!("KeyBuf::new", KeyBuf::new(&[b'k'; 1024])).expect("the longest key");
+    core!("Key::new", Key::new(&[b'k'; 1025])).expect_err("one byte too long");
+    for range in [
+        ByteRange::From(1),
+        ByteRange::Inclusive {
+            start: 1,
+            end: u64::MAX,
+        },
+        ByteRange::Suffix(u64::MAX),
+        ByteRange::From(u64::MAX),
+    ] {
+        let _span = core!("ByteRange::resolve", range.resolve(SMALL));
+    }
+    core!("Completion::or_failed", Completion::Refused.or_failed());
 }
 
 // --- Every path, every fault -----------------------------------------------------------------
