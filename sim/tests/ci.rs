@@ -7,6 +7,7 @@ use cairn_sim::mutants::{self, SEED_BUDGET};
 use cairn_sim::params::Options;
 use cairn_sim::runner::{default_jobs, replay_command, run_seeds};
 use cairn_sim::sim::{is_canary_seed, run, TapeSource};
+use cairn_sim::stats::Counter;
 use cairn_sim::trace::Sink;
 
 /// Seeds of the default profile in the CI run.
@@ -35,6 +36,12 @@ fn a_few_thousand_seeds_pass_and_hit_every_fault_kind_and_rare_branch() {
         report.join("\n")
     );
     assert_eq!(summary.stats.seeds, CI_SEEDS);
+    // A search out of budget checks nothing: every history of the CI run must be decided.
+    let inconclusive = summary.stats.get(Counter::LinearizabilityInconclusive);
+    assert_eq!(
+        inconclusive, 0,
+        "linearizability undecided on {inconclusive} histories"
+    );
     let never: Vec<_> = summary
         .stats
         .unexercised()

@@ -108,3 +108,27 @@ fn bad_arguments_are_the_callers_fault() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("replay --seed 18446744073709551615"), "{err}");
 }
+
+#[test]
+fn a_run_whose_linearizability_search_ran_out_of_budget_says_so() {
+    // 64 clients on one key: histories too entangled for the search's node budget (which a
+    // debug build spends in about 20 s).
+    let out = cairn_sim(&[
+        "run",
+        "--seeds",
+        "1",
+        "--clients",
+        "64",
+        "--keys",
+        "1",
+        "--ops",
+        "300",
+        "--require-coverage",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("linearizability NOT CHECKED on 1 key"),
+        "{text}"
+    );
+    assert!(!out.status.success(), "{text}");
+}
