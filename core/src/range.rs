@@ -36,9 +36,10 @@ pub struct Span {
 }
 
 impl Span {
-    /// Number of bytes in the span.
+    /// Number of bytes in the span (none for a span built by hand with `end` before `start`:
+    /// the fields are public, and a caller's mistake must not overflow).
     pub fn len(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 
     /// Always false: a resolved span is never empty. Present for API symmetry.
@@ -79,5 +80,16 @@ impl ByteRange {
             return Err(RangeNotSatisfiable { size });
         }
         Ok(span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_built_backwards_by_hand_is_empty_rather_than_an_overflow() {
+        assert_eq!(Span { start: 5, end: 2 }.len(), 0);
+        assert_eq!(Span { start: 2, end: 5 }.len(), 3);
     }
 }
