@@ -65,7 +65,9 @@ hex_id!(ChangeId);
 ///
 /// A driver seeds it once (the adapters from the OS, the simulator from its seed); the core never
 /// invents randomness on its own. Callers who want to choose ids themselves can skip this and pass
-/// their own values to the machines.
+/// their own values to the machines — never the same revision twice for a key (a
+/// [`LargePut`](crate::LargePut) that meets its own revision panics rather than let cleanup delete
+/// a referenced blob).
 ///
 /// ```
 /// use cairn_core::{IdGen, Instant};

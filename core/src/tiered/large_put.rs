@@ -26,6 +26,12 @@ pub struct LargePut<'k>(Mutation<'k>);
 impl<'k> LargePut<'k> {
     /// A put under `key` whose blob will be `revision` (fresh: never used before for this key),
     /// expiring at `expires`. `id` names the change-log entry.
+    ///
+    /// # Panics
+    ///
+    /// When the key's tombstone turns out to point at `revision` already: a revision handed out
+    /// twice is the driver's bug, and going on would let cleanup delete the blob that tombstone
+    /// references. [`IdGen`](crate::IdGen) draws 80 random bits for each within a millisecond.
     pub fn new(
         key: &'k Key,
         revision: Revision,

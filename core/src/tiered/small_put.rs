@@ -25,6 +25,10 @@ pub struct SmallPut<'k>(Mutation<'k>);
 impl<'k> SmallPut<'k> {
     /// A put of `meta.size` bytes (the driver holds them) under `key`. `id` names the change-log
     /// entry, used only if a tombstone is met.
+    ///
+    /// `meta.size` must [fit inline](Config::fits_inline): the driver chooses between this and
+    /// [`LargePut`](crate::LargePut) by size. A debug build panics on a larger one; a release
+    /// build stores it inline all the same.
     #[inline]
     pub fn new(key: &'k Key, meta: ObjectMeta, id: ChangeId, config: Config) -> SmallPut<'k> {
         debug_assert!(config.fits_inline(meta.size), "a small put must fit inline");
