@@ -109,8 +109,8 @@ impl Options {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
             return Err(format!("--clients must be 1..={MAX_CLIENTS}"));
         }
-        if self.ops > MAX_OPS {
-            return Err(format!("--ops must be 0..={MAX_OPS}"));
+        if self.ops == 0 || self.ops > MAX_OPS {
+            return Err(format!("--ops must be 1..={MAX_OPS}"));
         }
         if let Some(keys) = self.keys {
             if keys == 0 || keys > MAX_KEYS {

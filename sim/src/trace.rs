@@ -5,6 +5,21 @@ use crate::keys;
 use cairn_core::{Completion, HvRow, HvWrite, Request};
 use std::fmt;
 
+/// Writes `text` to standard output. Standard output closed by its reader (`cairn-sim … | head`)
+/// ends the process at once, silently and successfully, as it ends `cat` or `grep`; any other
+/// failure to write ends it with a message on standard error and exit code 3 — where
+/// `println!` would panic.
+pub fn print(text: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(text) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cairn-sim: writing to standard output: {e}");
+        std::process::exit(3);
+    }
+}
+
 /// Where readable trace lines go.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Sink {
@@ -55,7 +70,7 @@ impl Trace {
     pub fn line(&mut self, line: fmt::Arguments<'_>) {
         match &mut self.sink {
             Sink::Off => {}
-            Sink::Stdout => println!("{line}"),
+            Sink::Stdout => print(format_args!("{line}\n")),
             Sink::Buffer(text) => {
                 use fmt::Write as _;
                 writeln!(text, "{line}").expect("writing to a String cannot fail");

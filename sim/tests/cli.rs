@@ -94,12 +94,16 @@ fn bad_arguments_are_the_callers_fault() {
     let out = cairn_sim(&["run", "--seeds", "0..2", "--clients", "0"]);
     assert_eq!(out.status.code(), Some(2));
     // Not a run that never ends (or overflows its counts) but a bound the message names.
-    for ops in ["100001", "18446744073709551615"] {
+    // Nor a run of nothing that passes.
+    for ops in ["0", "100001", "18446744073709551615"] {
         let out = cairn_sim(&["replay", "--seed", "1", "--ops", ops]);
         assert_eq!(out.status.code(), Some(2), "--ops {ops}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--ops must be 0..=100000"), "{err}");
+        assert!(err.contains("--ops must be 1..=100000"), "{err}");
     }
+    // A hunt of no seeds would report every planted bug as surviving.
+    let out = cairn_sim(&["mutants", "--seeds", "0"]);
+    assert_eq!(out.status.code(), Some(2));
     let out = cairn_sim(&["replay", "--seed", "1", "--bug", "no-such-bug"]);
     assert_eq!(out.status.code(), Some(2));
     // One past the last seed does not fit in a u64: refused, not wrapped into an empty range.
@@ -131,4 +135,40 @@ fn a_run_whose_linearizability_search_ran_out_of_budget_says_so() {
         "{text}"
     );
     assert!(!out.status.success(), "{text}");
+}
+
+/// `cairn-sim replay --trace | head`: the reader leaves after a line, and the simulator stops
+/// quietly rather than panic on its next line; a standard output that cannot be written is
+/// reported, not a panic either.
+#[test]
+fn a_reader_that_stops_reading_ends_the_run_quietly() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn-sim"))
+        .args(["replay", "--seed", "1", "--ops", "2000", "--trace"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn-sim runs");
+    let mut first = [0u8; 64];
+    let read = child.stdout.as_mut().unwrap().read(&mut first).unwrap();
+    assert!(read > 0, "it printed something first");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {said}", out.status);
+    assert!(!said.contains("panicked"), "{said}");
+
+    let full = std::fs::File::options().write(true).open("/dev/full");
+    if let Ok(full) = full {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn-sim"))
+            .args(["replay", "--seed", "1"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{said}");
+        assert!(said.contains("writing to standard output"), "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
 }

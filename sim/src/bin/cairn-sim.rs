@@ -13,11 +13,22 @@ use cairn_sim::params::{Options, Profile, DEFAULT_CLIENTS, DEFAULT_OPS};
 use cairn_sim::runner::{cpu_time, default_jobs, replay_command, run_seeds, Progress};
 use cairn_sim::sim::{run, TapeSource};
 use cairn_sim::stats::Counter;
-use cairn_sim::trace::Sink;
+use cairn_sim::trace::{print, Sink};
 use cairn_sim::{mutants, shrink};
 use clap::{Args, Parser, Subcommand};
 use std::ops::Range;
 use std::process::ExitCode;
+
+/// `println!` that ends the process quietly once standard output's reader is gone (see
+/// [`print`]) instead of panicking.
+macro_rules! say {
+    () => {
+        print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -70,8 +81,9 @@ enum Command {
     },
     /// Run every planted bug until a seed catches it; exits non-zero if one survives.
     Mutants {
-        /// Seeds each bug may survive.
-        #[arg(long, default_value_t = mutants::SEED_BUDGET)]
+        /// Seeds each bug may survive (at least 1).
+        #[arg(long, default_value_t = mutants::SEED_BUDGET,
+              value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
         /// The first seed of every hunt.
         #[arg(long, default_value_t = 0)]
@@ -207,7 +219,7 @@ fn run_command(
     let keys = options
         .keys
         .map_or_else(|| "4-20 (per seed)".to_owned(), |k| k.to_string());
-    println!(
+    say!(
         "cairn-sim run: seeds {}..{} | {} clients, keys {keys}, {} ops/seed, profile {}{}{} | {jobs} threads",
         seeds.start,
         seeds.end,
@@ -232,42 +244,42 @@ fn run_command(
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
     let stats = &summary.stats;
-    println!();
-    print!("{stats}");
-    println!("violations: {}", stats.failed);
+    say!();
+    print(format_args!("{stats}"));
+    say!("violations: {}", stats.failed);
     let wall = summary.elapsed.as_secs_f64().max(1e-9);
-    println!(
+    say!(
         "wall {wall:.2}s: {:.0} seeds/s, {:.0} simulated ops/s",
         stats.seeds as f64 / wall,
         stats.ops as f64 / wall
     );
     if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
         let cpu = cpu.as_secs_f64();
-        println!(
+        say!(
             "cpu {cpu:.2}s: {:.0} seeds per CPU-second, {:.0} simulated ops per CPU-second",
             stats.seeds as f64 / cpu,
             stats.ops as f64 / cpu
         );
     }
     for failed in &summary.failures {
-        println!("\nseed {} FAILED: {}", failed.seed, failed.failure);
-        println!("  drew: {}", failed.params);
-        println!("  replay: {}", replay_command(failed.seed, options));
+        say!("\nseed {} FAILED: {}", failed.seed, failed.failure);
+        say!("  drew: {}", failed.params);
+        say!("  replay: {}", replay_command(failed.seed, options));
     }
     if stats.failed > summary.failures.len() as u64 {
-        println!(
+        say!(
             "\n... and {} more failing seeds",
             stats.failed - summary.failures.len() as u64
         );
     }
     let inconclusive = stats.get(Counter::LinearizabilityInconclusive);
     if inconclusive > 0 {
-        println!("\n{}", inconclusive_note(inconclusive));
+        say!("\n{}", inconclusive_note(inconclusive));
     }
     let unexercised = stats.unexercised();
     if require_coverage && !unexercised.is_empty() {
         let names: Vec<_> = unexercised.iter().map(|c| c.name()).collect();
-        println!("\ncoverage: never hit: {}", names.join(", "));
+        say!("\ncoverage: never hit: {}", names.join(", "));
         return ExitCode::FAILURE;
     }
     if require_coverage && inconclusive > 0 {
@@ -283,27 +295,28 @@ fn run_command(
 fn replay_command_run(seed: u64, options: &Options, trace: bool) -> ExitCode {
     let sink = if trace { Sink::Stdout } else { Sink::Off };
     let report = run(seed, options, TapeSource::Live, sink);
-    println!("seed {seed}: {}", report.params);
+    say!("seed {seed}: {}", report.params);
     match &report.failure {
         None => {
-            println!(
+            say!(
                 "seed {seed}: ok ({} operations, trace hash {:016x})",
-                report.stats.ops, report.trace_hash
+                report.stats.ops,
+                report.trace_hash
             );
             let inconclusive = report.stats.get(Counter::LinearizabilityInconclusive);
             if inconclusive > 0 {
-                println!("{}", inconclusive_note(inconclusive));
+                say!("{}", inconclusive_note(inconclusive));
             }
             ExitCode::SUCCESS
         }
         Some(failure) => {
-            println!(
+            say!(
                 "seed {seed} FAILED [{}]: {failure}\ntrace hash {:016x}",
                 failure.checker(),
                 report.trace_hash
             );
             if !trace {
-                println!("  step by step: {} --trace", replay_command(seed, options));
+                say!("  step by step: {} --trace", replay_command(seed, options));
             }
             ExitCode::FAILURE
         }
@@ -320,9 +333,9 @@ fn inconclusive_note(histories: u64) -> String {
 }
 
 fn shrink_command(seed: u64, options: &Options, budget: usize) -> ExitCode {
-    println!("shrinking seed {seed} ({})", options.flags());
+    say!("shrinking seed {seed} ({})", options.flags());
     let Some(shrunk) = shrink::shrink(seed, options, budget) else {
-        println!("seed {seed} does not fail: nothing to shrink");
+        say!("seed {seed} does not fail: nothing to shrink");
         return ExitCode::FAILURE;
     };
     let kept: Vec<_> = shrunk
@@ -331,7 +344,7 @@ fn shrink_command(seed: u64, options: &Options, budget: usize) -> ExitCode {
         .enumerate()
         .filter(|(_, d)| d.value != 0)
         .collect();
-    println!(
+    say!(
         "minimal run after {} runs: {} clients, {} operations; {} of {} decisions left, {} of them not the simplest choice",
         shrunk.runs,
         shrunk.options.clients,
@@ -348,15 +361,15 @@ fn shrink_command(seed: u64, options: &Options, budget: usize) -> ExitCode {
         .iter()
         .map(|(label, n)| format!("{label} ×{n}"))
         .collect();
-    println!("choices that are not the simplest: {}", summary.join(", "));
-    println!("\nthe minimal run, step by step:");
+    say!("choices that are not the simplest: {}", summary.join(", "));
+    say!("\nthe minimal run, step by step:");
     let report = run(
         seed,
         &shrunk.options,
         TapeSource::Replay(shrunk.values.clone()),
         Sink::Stdout,
     );
-    println!(
+    say!(
         "\nminimal failure [{}]: {}",
         shrunk.failure.checker(),
         report.failure.as_ref().unwrap_or(&shrunk.failure)
@@ -371,23 +384,23 @@ fn mutants_command(
     jobs: Option<usize>,
 ) -> ExitCode {
     let jobs = jobs.unwrap_or_else(default_jobs);
-    println!(
+    say!(
         "cairn-sim mutants: {} planted bugs, up to {budget} seeds each from seed {first_seed}, {jobs} threads",
         CATALOGUE.len()
     );
     let started = std::time::Instant::now();
     let hunts = mutants::hunt_all(options, first_seed, budget, jobs);
-    println!("\n{:<42} {:>6} {:>8}  caught by", "bug", "seeds", "seed");
+    say!("\n{:<42} {:>6} {:>8}  caught by", "bug", "seeds", "seed");
     for hunt in &hunts {
         match (&hunt.caught_by_seed, &hunt.failure) {
-            (Some(seed), Some(failure)) => println!(
+            (Some(seed), Some(failure)) => say!(
                 "{:<42} {:>6} {:>8}  {}",
                 hunt.bug.name(),
                 hunt.seeds,
                 seed,
                 failure.checker()
             ),
-            _ => println!(
+            _ => say!(
                 "{:<42} {:>6} {:>8}  SURVIVED",
                 hunt.bug.name(),
                 hunt.seeds,
@@ -397,7 +410,7 @@ fn mutants_command(
     }
     let survivors = hunts.iter().filter(|h| h.caught_by_seed.is_none()).count();
     if let Some((median, max)) = mutants::median_and_max(&hunts) {
-        println!(
+        say!(
             "\n{} of {} caught; seeds to catch: median {median}, max {max} ({:.1}s)",
             hunts.len() - survivors,
             hunts.len(),
@@ -405,7 +418,7 @@ fn mutants_command(
         );
     }
     if survivors > 0 {
-        println!("{survivors} planted bug(s) survived {budget} seeds");
+        say!("{survivors} planted bug(s) survived {budget} seeds");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -414,9 +427,12 @@ fn mutants_command(
 
 fn bugs_command() -> ExitCode {
     for entry in &CATALOGUE {
-        println!(
+        say!(
             "{}\n  in:        {}\n  breaks:    {}\n  caught by: {}\n",
-            entry.name, entry.site, entry.breaks, entry.caught_by
+            entry.name,
+            entry.site,
+            entry.breaks,
+            entry.caught_by
         );
     }
     ExitCode::SUCCESS
