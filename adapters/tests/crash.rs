@@ -3,6 +3,10 @@
 //! is reopened (recovery runs) and checked: no dangling tombstone, no orphan blob, no change-log
 //! entry left, every acknowledged write readable with its exact bytes, `PRAGMA integrity_check`
 //! ok. 50 cycles by default; `CAIRN_CRASH_CYCLES=1000` for the long run.
+//!
+//! Any put that fails on its own fails the test, and so does a run whose kills did not land
+//! where it matters — during large and small puts, leaving change-log entries and staged blobs
+//! behind — so that the check cannot pass on a workload that did nothing.
 #![cfg(all(unix, feature = "cli"))]
 
 #[path = "../src/bin/cairn/workload_plan.rs"]
@@ -11,6 +15,7 @@ mod workload_plan;
 use bytes::Bytes;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
 use cairn_adapters::{Clock, InlineRuntime, ManualClock, SystemClock};
+use cairn_core::limits::DEFAULT_INLINE_THRESHOLD;
 use cairn_core::{Duration, Rng};
 use futures_lite::future::block_on;
 use std::collections::BTreeMap;
@@ -34,19 +39,35 @@ fn cycles() -> u64 {
         .unwrap_or(50)
 }
 
+/// What one cycle did, as the workload announced it and the killed process left it.
+#[derive(Default, Debug)]
+struct Cycle {
+    /// Puts acknowledged, and how many of them large (above the inline threshold).
+    acked: u64,
+    acked_large: u64,
+    /// The size of the put under way when the kill landed (begun, not acknowledged).
+    killed_mid_put: Option<u64>,
+    /// Change-log entries the kill left in the database: it landed between a put's record and
+    /// its removal (around a tombstone's commit).
+    log_entries_left: u64,
+    /// Temporary blob files the kill left: it landed while a large put staged its blob (or
+    /// before its publication).
+    temp_files_left: u64,
+}
+
 /// Runs the workload until a random moment, kills it, and records what it announced.
 fn run_and_kill(
     dir: &std::path::Path,
     seed: u64,
     kill_after: std::time::Duration,
     keys: &mut BTreeMap<String, Allowed>,
-) {
+) -> Cycle {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--data")
         .arg(dir)
         .args(["--lease-ms", "60000", "__workload", &seed.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start cairn __workload");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -56,29 +77,70 @@ fn run_and_kill(
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     // The kill lands at an arbitrary point of an arbitrary operation: that moment is the input
     // this test randomises (from its seed), not a wait for something to happen.
     std::thread::sleep(kill_after);
+    // The workload never ends by itself: one that did (an open that failed, a panic) would
+    // leave this cycle checking nothing.
+    if let Some(status) = child.try_wait().expect("poll the workload") {
+        panic!(
+            "cycle {seed}: the workload exited by itself ({status}) before the kill: {}",
+            errors.join().expect("stderr reader")
+        );
+    }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
+    let _ = errors.join();
+    let mut cycle = Cycle::default();
+    let mut under_way = None;
     for line in reader.join().expect("reader") {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let [what, key, seed, i, _size] = fields[..] else {
+        // A line cut short by the kill has fewer fields (or a shorter size, which is unused).
+        let fields: Vec<&str> = line.splitn(6, ' ').collect();
+        let [what, key, seed, i, size, ..] = fields[..] else {
             continue;
         };
         let put = Put::new(seed.parse().expect("seed"), i.parse().expect("index"));
         assert_eq!(put.key, key, "the workload and the test agree on put {i}");
         let allowed = keys.entry(key.to_string()).or_default();
         match what {
-            "begin" => allowed.unacked.push(put),
+            "begin" => {
+                under_way = Some(put.size);
+                allowed.unacked.push(put);
+            }
             "ack" => {
-                allowed.unacked.retain(|p| *p != put);
+                under_way = None;
+                cycle.acked += 1;
+                cycle.acked_large += u64::from(put.size > DEFAULT_INLINE_THRESHOLD);
                 allowed.acked = Some(put);
                 allowed.unacked.clear();
             }
+            // Nothing injects faults: a put that fails on its own is a defect, not noise.
+            "fail" => panic!("cycle {seed}: put {i} of {key} ({size}) failed: {line}"),
             other => panic!("unexpected workload line {other:?}"),
         }
     }
+    cycle.killed_mid_put = under_way;
+    cycle.log_entries_left = log_entries(dir);
+    cycle
+}
+
+/// The change-log entries in the database as the kill left it, read without writing anything
+/// (recovery has not run yet).
+fn log_entries(dir: &std::path::Path) -> u64 {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        dir.join("cairn.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return 0; // killed before the database was made
+    };
+    db.query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+        .unwrap_or(0)
 }
 
 /// Reopens as a later process would, an hour on (so the killed writer's lease has run out and
@@ -94,6 +156,17 @@ fn verify(dir: &std::path::Path, keys: &mut BTreeMap<String, Allowed>, cycle: u6
         block_on(Embedded::open(dir, options, InlineRuntime)).expect("reopen after the crash");
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "cycle {cycle}: {report:#?}");
+    // The killed writer's lease ran out an hour ago: an entry still held for it would mean
+    // recovery skipped it (and fsck excuses the blobs such an entry covers).
+    assert!(
+        report.in_flight.is_empty(),
+        "cycle {cycle}: recovery left the dead writer's entries: {report:#?}"
+    );
+    assert_eq!(
+        data.db().log_entries().expect("change log").len(),
+        0,
+        "cycle {cycle}: the change log is empty after recovery"
+    );
     assert_eq!(
         data.db().integrity_check().expect("integrity check"),
         ["ok"],
@@ -132,13 +205,51 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut rng = Rng::new(0x5eed_c0de);
     let mut keys: BTreeMap<String, Allowed> = BTreeMap::new();
-    for cycle in 0..cycles() {
-        let kill_after = std::time::Duration::from_millis(20 + rng.below(300));
-        run_and_kill(dir.path(), cycle, kill_after, &mut keys);
+    let cycles = cycles();
+    let mut done = Vec::new();
+    for cycle in 0..cycles {
+        // From the first instant on: a few kills land while the process starts and opens.
+        let kill_after = std::time::Duration::from_millis(rng.below(320));
+        let temp_before = temp_files(dir.path());
+        let mut stats = run_and_kill(dir.path(), cycle, kill_after, &mut keys);
+        // Temporary files of earlier cycles stay for an hour of wall-clock time.
+        stats.temp_files_left = temp_files(dir.path()).saturating_sub(temp_before);
         verify(dir.path(), &mut keys, cycle);
+        done.push(stats);
     }
-    assert!(
-        keys.values().any(|a| a.acked.is_some()),
-        "the workload acknowledged writes"
+    // A check that saw nothing proves nothing: the kills must have landed where it matters.
+    let count = |f: fn(&Cycle) -> bool| done.iter().filter(|c| f(c)).count() as u64;
+    let acking = count(|c| c.acked > 0);
+    let large_acked: u64 = done.iter().map(|c| c.acked_large).sum();
+    let mid_large = count(|c| {
+        c.killed_mid_put
+            .is_some_and(|s| s > DEFAULT_INLINE_THRESHOLD)
+    });
+    let mid_small = count(|c| {
+        c.killed_mid_put
+            .is_some_and(|s| s <= DEFAULT_INLINE_THRESHOLD)
+    });
+    let entries_left = count(|c| c.log_entries_left > 0);
+    let temps_left = count(|c| c.temp_files_left > 0);
+    eprintln!(
+        "{cycles} cycles: {acking} acknowledged a put ({large_acked} large puts in all), \
+         {mid_large} killed mid large put, {mid_small} mid small put, {entries_left} left a \
+         change-log entry, {temps_left} a temporary blob file"
     );
+    // Loose bounds, a tenth of what a quiet machine gives, so a busy one passes as well; a run
+    // of a handful of cycles (a smoke test) is too short for them.
+    if cycles < 20 {
+        return;
+    }
+    let tenth = cycles / 10;
+    assert!(acking >= tenth, "too few cycles acknowledged anything");
+    assert!(large_acked >= tenth, "too few large puts acknowledged");
+    assert!(mid_large >= tenth, "too few kills during a large put");
+    assert!(mid_small >= 1, "no kill during a small put");
+    assert!(entries_left >= 1, "no kill left a change-log entry");
+    assert!(temps_left >= 1, "no kill left a staged blob");
+}
+
+fn temp_files(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("blobs").join("tmp")).map_or(0, |entries| entries.count() as u64)
 }

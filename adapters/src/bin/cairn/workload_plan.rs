@@ -32,17 +32,26 @@ impl Put {
         Put { key, size, seed, i }
     }
 
-    /// The bytes it writes.
+    /// The bytes it writes: unlike those of every other put of the run (its first block, and
+    /// each block's opening tag, come from `(seed, i)`), and every block numbered in its tag, so
+    /// a block misplaced or repeated shows.
+    /// Cheap to make, so a kill meant for the store seldom lands here instead.
     pub fn bytes(&self) -> Bytes {
-        let mut rng = Rng::new(
-            self.seed
-                .wrapping_add(self.i)
-                .wrapping_mul(31)
-                .wrapping_add(7),
-        );
-        let mut out = Vec::with_capacity(self.size as usize + 8);
-        while (out.len() as u64) < self.size {
-            out.extend_from_slice(&rng.next_u64().to_le_bytes());
+        const BLOCK: usize = 4096;
+        let mut rng =
+            Rng::new((self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.i).wrapping_add(0x5eed));
+        let tag = rng.next_u64();
+        let first: Vec<u8> = (0..BLOCK / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        let mut out = Vec::with_capacity(self.size as usize + BLOCK);
+        for block in 0u64.. {
+            if out.len() as u64 >= self.size {
+                break;
+            }
+            let start = out.len();
+            out.extend_from_slice(&first);
+            out[start..start + 8].copy_from_slice(&(tag ^ block).to_le_bytes());
         }
         out.truncate(self.size as usize);
         Bytes::from(out)
