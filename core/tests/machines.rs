@@ -1572,7 +1572,8 @@ mod known_core_bugs {
 
     /// `limits::MAX_REDIRECT_HOPS` says a get *follows* a fresh tombstone after a vanished blob up
     /// to that many times, and `ReadError::Unstable` says the key changed *more than* that many
-    /// times; the get gives up one hop earlier (`hops + 1 >= MAX_REDIRECT_HOPS` in get.rs).
+    /// times: the first read and 8 hops, and the ninth blob to vanish ends the get
+    /// (`hops >= MAX_REDIRECT_HOPS` in get.rs).
     #[test]
     fn get_follows_max_redirect_hops_fresh_tombstones_as_documented() {
         let reads = super::get::blob_reads_until_unstable();
