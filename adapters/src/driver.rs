@@ -12,7 +12,7 @@ use cairn_core::{
     BlobId, Change, ChangeId, Completion, Guarded, HvWrite, Instant, LogEntry, Machine, ObjectMeta,
     Poll, Request, Tier,
 };
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Mutex;
@@ -158,13 +158,14 @@ pub(crate) struct Driver<H, L, C, R> {
 
 /// The change-log entries this store's operations are using. They are marked in the registry
 /// that recovery consults, which every store on the same log shares (see
-/// [`ChangeLog::in_flight`]), and remembered here too: a store that closes while it still holds
+/// [`ChangeLog::in_flight`]), and remembered here too, with the change each records (what an
+/// operation dropped half way is cleaned up by): a store that closes while it still holds
 /// some leaves them to recovery, as a process that died would. (Only entries whose release never
 /// ran get there — a cleanup task that panicked, a release that found no thread, a runtime shut
 /// down under it — and without the wait for the tier to settle that a release makes.)
 pub(crate) struct Held {
     registry: InFlightEntries,
-    mine: Mutex<HashSet<ChangeId>>,
+    mine: Mutex<HashMap<ChangeId, LogRecord>>,
 }
 
 impl Held {
@@ -176,9 +177,20 @@ impl Held {
         }
     }
 
-    fn hold(&self, id: ChangeId) {
-        crate::memory_lock(&self.mine).insert(id);
+    fn hold(&self, id: ChangeId, change: Change<'_>) {
+        let record = LogRecord {
+            id,
+            key: change.key.to_key_buf(),
+            new: change.new,
+            old: change.old,
+        };
+        crate::memory_lock(&self.mine).insert(id, record);
         self.registry.hold(id);
+    }
+
+    /// The change `id` records, if an operation of this store holds it.
+    pub fn change(&self, id: ChangeId) -> Option<LogRecord> {
+        crate::memory_lock(&self.mine).get(&id).cloned()
     }
 
     /// Whether an operation under way, of this store or another on the same log, uses `id`.
@@ -195,7 +207,7 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mine = self.mine.get_mut().unwrap_or_else(|e| e.into_inner());
-        for id in mine.drain() {
+        for (id, _) in mine.drain() {
             self.registry.release(id);
         }
     }
@@ -391,7 +403,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Driver<H, L, C, R> {
                 .map(|()| Answer::Plain(Completion::Done)),
             Request::LogRecord { id, change } => {
                 // Held before it can be scanned, so recovery never reclaims a live operation's entry.
-                self.held.hold(id);
+                self.held.hold(id, change);
                 let record = self.log.record(id, change);
                 let large = match (change.new, &mut io.carry) {
                     (Some(revision), Carry::Large { meta, body, staged }) => {

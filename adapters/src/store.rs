@@ -7,8 +7,8 @@ use crate::{Body, Clock, CoarseClock, Error, Metadata, PutOptions};
 use bytes::{Bytes, BytesMut};
 use cairn_core::{
     ByteRange, ChangeId, Cleanup, CleanupOutcome, Config, Delete, Found, Get, IdGen, Instant, Key,
-    KeyBuf, LargePut, MutationDone, PendingCleanup, ReadError, Recovery, RecoveryReport, Revision,
-    SmallPut, Span, Tier, WriteOutcome,
+    KeyBuf, LargePut, MutationDone, PendingCleanup, Phase, ReadError, Recovery, RecoveryReport,
+    Revision, SmallPut, Span, Tier, WriteOutcome,
 };
 use event_listener::Event;
 use futures_lite::StreamExt;
@@ -683,10 +683,13 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 /// A put or delete under way. Its change-log entry is *held* from the moment it is recorded:
 /// recovery (in this store, or another over the same log) leaves it to the operation, whose
 /// cleanup releases it. If the operation's future is dropped half way — cancelled (a timeout, a
-/// dropped request), or unwound by a panic, the crash of this one operation — the entry is
-/// released here instead, for the next recovery pass to clean up after it: at once if the
-/// high-volume tier has nothing pending, else once it has settled, so that no write of the
-/// operation can land after recovery took the entry over.
+/// dropped request), or unwound by a panic, the crash of this one operation — its entry is
+/// cleaned up in the background instead, as recovery would: once the high-volume tier has
+/// settled, so that no write of the operation can land after the cleanup read the row, the row
+/// is read again, whichever of the change's blobs it no longer references is deleted, and the
+/// entry removed (or, if a tier keeps failing, left to the next recovery pass) and released.
+/// Without that, the entry — and a blob the put had written — stayed until a recovery pass ran,
+/// which a store with none scheduled never does while it is open.
 struct InFlight<'s, H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> {
     store: &'s TieredStore<H, L, C, R>,
     id: ChangeId,
@@ -702,27 +705,33 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> InFlight<'_, H, L, C,
 impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_, H, L, C, R> {
     fn drop(&mut self) {
         let id = self.id;
-        let driver = &self.store.inner.driver;
-        if !driver.held.holds(id) {
+        let Some(change) = self.store.inner.driver.held.change(id) else {
             return; // dropped before it logged anything
-        }
-        let settled = std::pin::pin!(driver.hv.settled());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if std::future::Future::poll(settled, &mut cx).is_ready() {
-            driver.release(id); // a tier whose writes end with their futures
-            return;
-        }
-        let release = move |inner: Arc<Inner<Driver<H, L, C, R>>>| async move {
+        };
+        let cleanup = move |inner: Arc<Inner<Driver<H, L, C, R>>>| async move {
             inner.driver.hv.settled().await;
+            let pending = PendingCleanup {
+                id,
+                new: change.new,
+                old: change.old,
+                phase: Phase::Unknown,
+            };
+            let mut cleanup = Cleanup::new(change.key, pending, inner.config);
+            let now = inner.driver.now();
+            inner
+                .driver
+                .drive(&mut cleanup, &mut OpIo::default(), now)
+                .await;
             inner.driver.release(id);
         };
         if !self.store.inner.driver.runtime.runs_inline() {
-            self.store.spawn_task(release);
+            self.store.spawn_task(cleanup);
             return;
         }
         // Spawned inline, the drop would wait for the tier to settle (a writer round trip, an
-        // fsync) on the thread that dropped the put, maybe an executor's worker. If no thread
-        // can be had, the entry stays held until the store closes, as before it was released.
+        // fsync) and for the cleanup (with its backoff, if a tier fails) on the thread that
+        // dropped the operation, maybe an executor's worker. If no thread can be had, the entry
+        // stays held until the store closes, then is left to recovery.
         let inner = self.store.inner.clone();
         inner.tasks.running.fetch_add(1, Ordering::AcqRel);
         let count = TaskCount {
@@ -731,7 +740,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_,
         let _ = std::thread::Builder::new()
             .name("cairn-release".into())
             .spawn(move || {
-                crate::runtime::block_on(std::pin::pin!(release(inner)));
+                crate::runtime::block_on(std::pin::pin!(cleanup(inner)));
                 drop(count);
             });
     }

@@ -487,19 +487,33 @@ pub async fn recovery_after_a_crash_between_blob_write_and_commit(
 ) {
     api.put("k", bytes(2000, 1), &opts()).await.unwrap();
     api.join().await;
-    t.faults.inject(
-        Op::HvCas,
-        Fault::Run(Arc::new(|| panic!("injected crash before commit"))),
-    );
+    let crash = || {
+        t.faults.inject(
+            Op::HvCas,
+            Fault::Run(Arc::new(|| panic!("injected crash before commit"))),
+        )
+    };
+    // One operation crashes (panics) in a store that lives on: the store cleans up after it in
+    // the background once the high-volume tier has settled (at once in memory; after a writer
+    // round trip over SQLite), as recovery would.
+    crash();
     let crashed = AssertUnwindSafe(api.put("k", bytes(2500, 2), &opts()))
         .catch_unwind()
         .await;
     assert!(crashed.is_err(), "the put crashed");
+    api.join().await;
+    assert_eq!(t.blob_count(), 1, "the crashed put's blob is cleaned up");
+    assert_eq!(t.log_len(), 0, "and its entry removed");
+    // The whole process crashes: nothing it would have run in the background ever runs.
+    let dying = t.builder().seed(0xdead).build(Dead).unwrap(); // ids of its own
+    crash();
+    let crashed = AssertUnwindSafe(dying.put("k", bytes(2500, 3), &opts()))
+        .catch_unwind()
+        .await;
+    assert!(crashed.is_err(), "the put crashed");
+    drop(dying);
     assert_eq!(t.blob_count(), 2, "the crash left its new blob behind");
     assert_eq!(t.log_len(), 1);
-    // The crashed put's entry is left to recovery once the high-volume tier has settled (at
-    // once in memory; after a writer round trip over SQLite).
-    api.join().await;
     // The process restarts: a new store over the same tiers runs recovery.
     let restarted = t.builder().build(InlineRuntime).unwrap();
     let report = restarted.recover().await.unwrap();
@@ -513,6 +527,16 @@ pub async fn recovery_after_a_crash_between_blob_write_and_commit(
         "the committed value stands"
     );
     t.assert_converged();
+}
+
+/// The runtime of a process about to die: nothing spawned on it ever runs.
+struct Dead;
+
+impl cairn_adapters::Runtime for Dead {
+    fn spawn(&self, _: cairn_adapters::Task) {}
+    fn sleep(&self, _: std::time::Duration) -> cairn_adapters::Task {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Turns scenarios into tests under tokio, smol and the blocking driver: one module per driver,
