@@ -104,6 +104,13 @@ fn bad_arguments_are_the_callers_fault() {
     // A hunt of no seeds would report every planted bug as surviving.
     let out = cairn_sim(&["mutants", "--seeds", "0"]);
     assert_eq!(out.status.code(), Some(2));
+    // No threads, or a hundred thousand of them.
+    for jobs in ["0", "100000"] {
+        let out = cairn_sim(&["run", "--seeds", "0..2", "--jobs", jobs]);
+        assert_eq!(out.status.code(), Some(2), "--jobs {jobs}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("threads must be 1..=256"), "{err}");
+    }
     let out = cairn_sim(&["replay", "--seed", "1", "--bug", "no-such-bug"]);
     assert_eq!(out.status.code(), Some(2));
     // One past the last seed does not fit in a u64: refused, not wrapped into an empty range.

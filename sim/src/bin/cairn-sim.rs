@@ -50,8 +50,8 @@ enum Command {
         seeds: Range<u64>,
         #[command(flatten)]
         world: WorldArgs,
-        /// Threads (default: every core).
-        #[arg(long)]
+        /// Threads, 1 to 256 (default: every core).
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
         /// Also fail if a fault kind or rare branch was never hit.
         #[arg(long)]
@@ -90,8 +90,8 @@ enum Command {
         first_seed: u64,
         #[command(flatten)]
         world: WorldArgs,
-        /// Threads (default: every core).
-        #[arg(long)]
+        /// Threads, 1 to 256 (default: every core).
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
     },
     /// List the planted bugs: what each breaks and what catches it.
@@ -133,6 +133,17 @@ impl WorldArgs {
         };
         options.validate()?;
         Ok(options)
+    }
+}
+
+/// Most threads a run may ask for: far past any core count that helps, and short of the
+/// thousands of threads (each with its stack) a slip of the keyboard would spawn.
+const MAX_JOBS: usize = 256;
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(jobs @ 1..=MAX_JOBS) => Ok(jobs),
+        _ => Err(format!("{s:?}: threads must be 1..={MAX_JOBS}")),
     }
 }
 
