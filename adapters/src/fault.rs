@@ -1,6 +1,7 @@
 //! A fault-injecting wrapper around any backend, for tests: make a chosen call fail before it
 //! applies, apply and then report an error (a lost acknowledgement), answer a compare-and-write
-//! with a conflict, or pause until the test releases it.
+//! with a conflict, or pause until the test releases it; or make every call suspend, so that a
+//! caller can give up at each.
 
 use crate::backend::{
     BackendError, BackendResult, ChangeLog, HvBackend, ListEntry, LogRecord, LtBackend, Row,
@@ -90,6 +91,7 @@ struct Rule {
 pub struct Faults {
     rules: Mutex<Vec<Rule>>,
     calls: Mutex<hashbrown::HashMap<Op, u64>>,
+    suspending: AtomicBool,
 }
 
 impl Faults {
@@ -111,6 +113,17 @@ impl Faults {
             skip,
             times,
         });
+    }
+
+    /// From now on every call suspends once before it acts and once after (and a blob's body
+    /// between its chunks): each request becomes a point where the caller's future may be
+    /// dropped, before the request took effect or after it did (its acknowledgement lost).
+    pub fn suspend_every_call(&self) {
+        self.suspending.store(true, Ordering::Relaxed);
+    }
+
+    fn suspends(&self) -> bool {
+        self.suspending.load(Ordering::Relaxed)
     }
 
     /// Drops every planned fault.
@@ -221,16 +234,20 @@ impl<B> Faulty<B> {
         op: Op,
         call: impl Future<Output = BackendResult<T>>,
     ) -> BackendResult<T> {
-        apply(op, self.faults.take(op), call).await
+        apply(op, self.faults.take(op), self.faults.suspends(), call).await
     }
 }
 
-/// Runs `call` under `fault`.
+/// Runs `call` under `fault`, suspending before and after it if `suspend`.
 async fn apply<T>(
     op: Op,
     fault: Option<Fault>,
+    suspend: bool,
     call: impl Future<Output = BackendResult<T>>,
 ) -> BackendResult<T> {
+    if suspend {
+        futures_lite::future::yield_now().await;
+    }
     match &fault {
         Some(Fault::FailBefore) => return Err(injected("failed before applying")),
         Some(Fault::Pause(gate)) => gate.pass().await,
@@ -239,6 +256,9 @@ async fn apply<T>(
         Some(Fault::FailAfter) | None => {}
     }
     let result = call.await;
+    if suspend {
+        futures_lite::future::yield_now().await;
+    }
     match fault {
         Some(Fault::FailAfter) => Err(injected("applied, then the response was lost")),
         _ => result,
@@ -279,7 +299,7 @@ impl<B: HvBackend> HvBackend for Faulty<B> {
             return Ok(false);
         }
         let call = self.inner.compare_and_write(key, expected, write, now);
-        apply(Op::HvCas, fault, call).await
+        apply(Op::HvCas, fault, self.faults.suspends(), call).await
     }
     fn settled(&self) -> impl std::future::Future<Output = ()> + Send {
         self.inner.settled()
@@ -306,7 +326,18 @@ impl<B: LtBackend> LtBackend for Faulty<B> {
         blob: BlobId<'_>,
         span: Option<Span>,
     ) -> BackendResult<Option<(Metadata, Body)>> {
-        self.around(Op::LtGet, self.inner.get(blob, span)).await
+        let found = self.around(Op::LtGet, self.inner.get(blob, span)).await?;
+        if !self.faults.suspends() {
+            return Ok(found);
+        }
+        // A body that suspends between its chunks, as a file or a socket does.
+        Ok(found.map(|(meta, body)| {
+            let slow = futures_lite::StreamExt::then(body, |chunk| async move {
+                futures_lite::future::yield_now().await;
+                chunk
+            });
+            (meta, Body::from_stream(slow))
+        }))
     }
     async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
         self.around(Op::LtHead, self.inner.head(blob)).await
@@ -321,7 +352,7 @@ impl<B: LtBackend> LtBackend for Faulty<B> {
             staging = Some(self.inner.stage(blob, meta, body).await);
             Ok(())
         };
-        let outcome = apply(Op::LtStage, fault, call).await;
+        let outcome = apply(Op::LtStage, fault, self.faults.suspends(), call).await;
         match (outcome, staging) {
             (Err(e), _) => Staging::Failed(e),
             (Ok(()), Some(Staging::Staged(staged))) => Staging::Staged(Box::new(FaultyStaged {
@@ -347,8 +378,9 @@ impl Staged for FaultyStaged {
 
     fn publish(self: Box<Self>) -> Pin<Box<dyn Future<Output = BackendResult<u64>> + Send>> {
         let fault = self.faults.take(Op::LtPut);
+        let suspend = self.faults.suspends();
         let publish = self.inner.publish();
-        Box::pin(apply(Op::LtPut, fault, publish))
+        Box::pin(apply(Op::LtPut, fault, suspend, publish))
     }
 }
 

@@ -5,17 +5,13 @@
 //! change-log entry, no orphan blob, no dangling tombstone once its background work is joined.
 
 use bytes::Bytes;
-use cairn_adapters::backend::{
-    BackendResult, ChangeLog, HvBackend, ListEntry, LogRecord, LtBackend, Row, SyncChangeLog,
-    SyncHvBackend, SyncLtBackend, Write,
-};
-use cairn_adapters::cairn_core::{
-    BlobId, Change, ChangeId, Guarded, HvRow, Instant, Key, Revision, Span,
-};
+use cairn_adapters::backend::{ChangeLog, HvBackend, LtBackend};
+use cairn_adapters::cairn_core::{HvRow, Revision};
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+use cairn_adapters::fault::{Faults, Faulty};
 use cairn_adapters::memory::{MemoryHv, MemoryLog, MemoryLt};
 use cairn_adapters::{
-    Body, InlineRuntime, Metadata, PutOptions, Runtime, SmolRuntime, TieredStore, TokioRuntime,
+    Body, InlineRuntime, PutOptions, Runtime, SmolRuntime, TieredStore, TokioRuntime,
 };
 use futures_lite::future::{block_on, yield_now};
 use futures_lite::StreamExt;
@@ -26,9 +22,9 @@ use std::task::{Context, Waker};
 
 const MIB: usize = 1 << 20;
 
-/// In-memory tiers whose every call suspends once before it acts and once after: every request
-/// is a point where the caller may give up, before the request took effect or after it did (the
-/// acknowledgement lost with the future).
+/// In-memory tiers whose every call suspends once before it acts and once after (and a blob's
+/// body between its chunks): every request is a point where the caller may give up, before the
+/// request took effect or after it did (the acknowledgement lost with the future).
 #[derive(Clone, Default)]
 struct Tiers {
     hv: Arc<MemoryHv>,
@@ -36,128 +32,17 @@ struct Tiers {
     log: Arc<MemoryLog>,
 }
 
-struct YHv(Arc<MemoryHv>);
-struct YLt(Arc<MemoryLt>);
-struct YLog(Arc<MemoryLog>);
-
-impl HvBackend for YHv {
-    async fn read(&self, key: &Key, payload: bool, now: Instant) -> BackendResult<Row> {
-        yield_now().await;
-        let row = SyncHvBackend::read(&*self.0, key, payload, now);
-        yield_now().await;
-        row
-    }
-    async fn put_non_tombstone(
-        &self,
-        key: &Key,
-        meta: &Metadata,
-        payload: &Bytes,
-        now: Instant,
-    ) -> BackendResult<Guarded> {
-        yield_now().await;
-        let done = SyncHvBackend::put_non_tombstone(&*self.0, key, meta, payload, now);
-        yield_now().await;
-        done
-    }
-    async fn delete_non_tombstone(&self, key: &Key, now: Instant) -> BackendResult<Guarded> {
-        yield_now().await;
-        let done = SyncHvBackend::delete_non_tombstone(&*self.0, key, now);
-        yield_now().await;
-        done
-    }
-    async fn compare_and_write(
-        &self,
-        key: &Key,
-        expected: Option<Revision>,
-        write: Write<'_>,
-        now: Instant,
-    ) -> BackendResult<bool> {
-        yield_now().await;
-        let done = SyncHvBackend::compare_and_write(&*self.0, key, expected, write, now);
-        yield_now().await;
-        done
-    }
-    async fn list(
-        &self,
-        prefix: &[u8],
-        after: Option<&Key>,
-        limit: usize,
-        now: Instant,
-    ) -> BackendResult<Vec<ListEntry>> {
-        yield_now().await;
-        let done = SyncHvBackend::list(&*self.0, prefix, after, limit, now);
-        yield_now().await;
-        done
-    }
-}
-
-impl LtBackend for YLt {
-    async fn put(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> BackendResult<u64> {
-        let bytes = body.bytes().await?;
-        yield_now().await;
-        let done = SyncLtBackend::put(&*self.0, blob, meta, bytes);
-        yield_now().await;
-        done
-    }
-    async fn get(
-        &self,
-        blob: BlobId<'_>,
-        span: Option<Span>,
-    ) -> BackendResult<Option<(Metadata, Body)>> {
-        yield_now().await;
-        let found = SyncLtBackend::get(&*self.0, blob, span)?;
-        yield_now().await;
-        // A body that suspends between its chunks, as a file or a socket does.
-        Ok(found.map(|(meta, body)| {
-            let slow = body.then(|chunk| async move {
-                yield_now().await;
-                chunk
-            });
-            (meta, Body::from_stream(slow))
-        }))
-    }
-    async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
-        yield_now().await;
-        SyncLtBackend::head(&*self.0, blob)
-    }
-    async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
-        yield_now().await;
-        let done = SyncLtBackend::delete(&*self.0, blob);
-        yield_now().await;
-        done
-    }
-}
-
-impl ChangeLog for YLog {
-    async fn record(&self, id: ChangeId, change: Change<'_>) -> BackendResult<()> {
-        yield_now().await;
-        let done = SyncChangeLog::record(&*self.0, id, change);
-        yield_now().await;
-        done
-    }
-    async fn remove(&self, id: ChangeId) -> BackendResult<()> {
-        yield_now().await;
-        let done = SyncChangeLog::remove(&*self.0, id);
-        yield_now().await;
-        done
-    }
-    async fn scan(&self, after: Option<ChangeId>) -> BackendResult<Option<LogRecord>> {
-        yield_now().await;
-        SyncChangeLog::scan(&*self.0, after)
-    }
-    fn in_flight(&self) -> Option<&cairn_adapters::backend::InFlightEntries> {
-        SyncChangeLog::in_flight(&*self.0)
-    }
-}
-
-type Store<R> = TieredStore<YHv, YLt, YLog, R>;
+type Store<R> =
+    TieredStore<Faulty<Arc<MemoryHv>>, Faulty<Arc<MemoryLt>>, Faulty<Arc<MemoryLog>>, R>;
 
 impl Tiers {
     fn store<R: Runtime>(&self, runtime: R) -> Store<R> {
+        let faults = Faults::new();
+        faults.suspend_every_call();
         TieredStore::new(
-            YHv(self.hv.clone()),
-            YLt(self.lt.clone()),
-            YLog(self.log.clone()),
+            Faulty::new(self.hv.clone(), faults.clone()),
+            Faulty::new(self.lt.clone(), faults.clone()),
+            Faulty::new(self.log.clone(), faults),
             runtime,
         )
     }
