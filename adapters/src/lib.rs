@@ -25,7 +25,7 @@
 //! ```
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 #[cfg(feature = "blobdir")]

@@ -1214,6 +1214,98 @@ fn a_database_on_a_read_only_file_system_is_reported_as_read_only() {
     assert!(err.to_string().contains("write access"), "{err}");
 }
 
+/// The WAL and its index outlive the last connection, and a reopened database starts the WAL
+/// over instead of growing it: what lets a store open, and delete, on a full disk (below).
+#[test]
+fn a_reopened_database_reuses_its_wal_instead_of_growing_it() {
+    let dir = TempDir::new();
+    let wal = PathBuf::from(format!("{}-wal", dir.db().display()));
+    let shm = PathBuf::from(format!("{}-shm", dir.db().display()));
+    let db = open(&dir.db(), fast());
+    for i in 0..40u32 {
+        let payload = Bytes::from(vec![7; 8000]);
+        let k = format!("k{i}");
+        block_on(
+            db.hv()
+                .put_non_tombstone(key(k.as_bytes()), &meta(8000, None), &payload, at(0)),
+        )
+        .unwrap();
+    }
+    drop(db);
+    assert!(shm.exists(), "the WAL index is kept");
+    let grown = std::fs::metadata(&wal).expect("the WAL is kept").len();
+    assert!(grown > 40 * 8000, "{grown}");
+    for round in 0..3 {
+        let db = open(&dir.db(), fast());
+        block_on(db.hv().put_non_tombstone(
+            key(b"small"),
+            &meta(1, None),
+            &Bytes::from("x"),
+            at(0),
+        ))
+        .unwrap();
+        block_on(db.hv().delete_non_tombstone(key(b"k1"), at(0))).unwrap();
+        drop(db);
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            grown,
+            "round {round}"
+        );
+    }
+    let db = open(&dir.db(), fast());
+    assert_eq!(db.integrity_check().unwrap(), ["ok"]);
+    assert!(block_on(db.hv().read(key(b"k1"), false, at(0))).unwrap() == Row::Absent);
+}
+
+/// On a full disk a data directory still opens, reads, and deletes — which frees the space —
+/// instead of failing every command, `rm` included, with a disk I/O error.
+#[cfg(target_os = "linux")]
+#[test]
+fn on_a_full_disk_a_store_still_opens_reads_and_deletes_to_free_space() {
+    use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+    use cairn_adapters::{InlineRuntime, PutOptions};
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let options = || {
+        let mut options = EmbeddedOptions::default();
+        options.sqlite = fast();
+        options
+    };
+    let open = || block_on(Embedded::open(&root, options(), InlineRuntime));
+    let large = Bytes::from(vec![0xab; 3 << 20]);
+    {
+        let data = open().expect("open");
+        let store = data.store();
+        for i in 0..20 {
+            block_on(store.put(
+                format!("small{i}"),
+                vec![i as u8; 20_000],
+                &PutOptions::default(),
+            ))
+            .unwrap();
+        }
+        block_on(store.put("large", large.clone(), &PutOptions::default())).unwrap();
+    }
+    // Fill the file system to the last byte.
+    let mut filler = std::fs::File::create(mount.0 .0.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write(&mut filler, &block).is_ok_and(|n| n > 0) {}
+    drop(filler);
+    let data = open().expect("a full disk still opens");
+    let store = data.store();
+    let small = block_on(store.get("small3")).unwrap().expect("stored");
+    assert_eq!(block_on(small.body.bytes()).unwrap(), vec![3u8; 20_000]);
+    assert!(block_on(store.put("another", large.clone(), &PutOptions::default())).is_err());
+    block_on(store.delete("large")).expect("deleting needs no new space");
+    block_on(store.put("another", large.clone(), &PutOptions::default()))
+        .expect("the freed space is there to use");
+    assert!(block_on(data.fsck(false)).unwrap().is_clean());
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+}
+
 /// Every message names its cause, so a report that walks the chain (`anyhow`'s `{:#}`, a
 /// `Caused by:` list) never shows a message that the one before it already said: here a file
 /// that is not a database, opened directly and through the embedded store.

@@ -334,6 +334,12 @@ impl SqliteDb {
                 ready => break ready?,
             }
         }
+        // The WAL kept from the last close (see `schema::persist_wal`) was checkpointed then, but
+        // whoever opens it first rebuilds its index and counts none of it as copied back. Copying
+        // it back now (pages the file already holds) lets the first write start the WAL over
+        // instead of growing it, so on a full disk a store still opens, and deleting objects
+        // frees space. Best effort: if it cannot finish, writes append as they would have.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         let now = options.clock.now();
         let until = now + options.lease;
         let err = |what: &'static str| {

@@ -89,7 +89,38 @@ pub(crate) fn connect(
     if !writer {
         conn.pragma_update(None, "query_only", true).map_err(err)?;
     }
+    persist_wal(&conn).map_err(err)?;
     Ok(conn)
+}
+
+/// Keeps the `-wal` and `-shm` files when the last connection closes, instead of deleting them.
+///
+/// On a full disk SQLite cannot create them again (the `-shm` file alone needs 32 KiB), so every
+/// later open — even one that only reads — would fail with a disk I/O error, and `cairn rm`
+/// could not free the space that would let it. Kept, the files are reused as they are: a new
+/// transaction overwrites a fully checkpointed WAL from its start, so deleting objects needs no
+/// new space either. (The WAL a clean close leaves is fully checkpointed; SQLite ignores its
+/// stale frames.)
+#[allow(unsafe_code)]
+fn persist_wal(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::ffi;
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: `handle` is this open connection's, used only for the duration of the call;
+    // SQLITE_FCNTL_PERSIST_WAL reads and writes one `int` through the pointer, which points at
+    // `on`, alive for the call. "main" is a NUL-terminated C string literal.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None))
+    }
 }
 
 /// Turns on WAL (which is persistent: it changes the file) and sets `synchronous` on the write
