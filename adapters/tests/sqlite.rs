@@ -1269,10 +1269,9 @@ fn on_a_full_disk_a_store_still_opens_reads_and_deletes_to_free_space() {
         return;
     };
     let root = mount.0 .0.join("data");
-    let options = || {
-        let mut options = EmbeddedOptions::default();
-        options.sqlite = fast();
-        options
+    let options = || EmbeddedOptions {
+        sqlite: fast(),
+        ..EmbeddedOptions::default()
     };
     let open = || block_on(Embedded::open(&root, options(), InlineRuntime));
     let large = Bytes::from(vec![0xab; 3 << 20]);
