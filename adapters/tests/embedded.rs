@@ -860,3 +860,80 @@ fn fsck_reports_progress_page_by_page() {
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
     assert_eq!(seen.last().unwrap().0, report.rows);
 }
+
+/// The smallest executor there is: a task is its future behind a mutex, and its waker is the
+/// task, which waking queues again. Shut down (its queue dropped), it leaves a task that waits
+/// on something to its waker alone.
+struct Spawned {
+    future: std::sync::Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    queue: std::sync::mpsc::Sender<Arc<Spawned>>,
+}
+
+impl std::task::Wake for Spawned {
+    fn wake(self: Arc<Self>) {
+        // Shut down: the task, and what its future owns, is dropped here, on the waking thread.
+        let _ = self.queue.send(self.clone());
+    }
+}
+
+/// A server's executor shut down while a put of its waits for the SQLite writer: the task that
+/// owns the data directory's last handle is left to the waker, which the writer thread drops
+/// when it answers, so the store closes on the writer thread itself. The put commits, the
+/// store closes cleanly (lease released at once, as by any clean close), nothing panics, and
+/// the directory opens again clean. (The writer thread used to wait for itself there and
+/// panic, leaving the lease to run out.)
+#[test]
+fn a_store_whose_last_handle_the_writer_thread_drops_closes_cleanly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = Arc::new(open(dir.path()));
+    let instance = data.db().instance_id();
+    let db = Arc::downgrade(data.db());
+    // Another process holds the write lock, so the put waits at the writer.
+    let other = rusqlite::Connection::open(dir.path().join("cairn.sqlite")).expect("connect");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let (queue, shut_down) = std::sync::mpsc::channel();
+    let task = Arc::new(Spawned {
+        future: std::sync::Mutex::new(Some(Box::pin(async move {
+            let put = data.store().put("k", "v", &PutOptions::default()).await;
+            put.expect("put");
+        }))),
+        queue,
+    });
+    let waker = std::task::Waker::from(task.clone());
+    let polled = task.future.lock().unwrap().as_mut().map(|future| {
+        future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+    });
+    assert!(
+        polled.is_some_and(|p| p.is_pending()),
+        "waiting for the lock"
+    );
+    drop((shut_down, task, waker));
+    assert!(db.upgrade().is_some(), "the waiting task holds the store");
+    other.execute_batch("ROLLBACK").expect("let go");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let claimed: i64 = other
+            .query_row(
+                "SELECT claimed FROM instances WHERE id = ?1",
+                [instance],
+                |r| r.get(0),
+            )
+            .expect("the instance");
+        if claimed == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never closed cleanly"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(db.upgrade().is_none(), "closed");
+    drop(other);
+    let data = open(dir.path());
+    assert_reads(&data, "k", Bytes::from_static(b"v"));
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+}

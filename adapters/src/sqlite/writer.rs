@@ -238,7 +238,8 @@ impl Stats {
 }
 
 /// The sending side of the writer thread. Dropping it stops the thread after the jobs already
-/// queued, releases the lease and closes the write connection, and waits for all of that.
+/// queued, releases the lease and closes the write connection, and waits for all of that —
+/// unless it is dropped on the writer thread itself, which then does all of that right after.
 pub(crate) struct Writer {
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
@@ -301,11 +302,19 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            // A panic on the writer thread has already failed every waiting caller; nothing is
-            // left to report here.
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // The last handle may go on the writer thread itself: answering a caller wakes (and so
+        // may drop) a waker that owns it — an executor's task, left to its waker when the
+        // executor was shut down. A thread cannot wait for itself; it goes on after this drop
+        // as it would after a join, finishes the jobs queued, releases the lease and closes.
+        if thread.thread().id() == std::thread::current().id() {
+            return;
         }
+        // A panic on the writer thread has already failed every waiting caller; nothing is
+        // left to report here.
+        let _ = thread.join();
     }
 }
 
@@ -857,6 +866,82 @@ mod tests {
         block_on(settled);
         assert_eq!(keys(&db.db), [7]);
         block_on(held).unwrap();
+    }
+
+    /// A waker that owns something, as an executor's waker owns its task and the task the
+    /// future: waking it, or dropping it, drops what it owns wherever that happens.
+    struct Owning(Mutex<Option<Arc<SqliteDb>>>);
+
+    impl std::task::Wake for Owning {
+        fn wake(self: Arc<Self>) {
+            crate::memory_lock(&self.0).take();
+        }
+    }
+
+    /// The last handle to a database may be dropped on its own writer thread: when the writer
+    /// answers a caller whose waker owns that handle (an executor that was shut down, leaving
+    /// its task to the waker). Closing then must not wait for the writer thread from inside it
+    /// — that panicked there ("failed to join thread: Resource deadlock avoided"), which left
+    /// the lease unreleased — but let it finish the jobs queued and release the lease as a
+    /// clean close does.
+    #[test]
+    fn the_last_handle_dropped_on_the_writer_thread_closes_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.sqlite");
+        let db = SqliteDb::open(&path, SqliteOptions::default()).unwrap();
+        let instance = db.instance_id();
+        let (held, release) = gate(&db, Shape::Atomic);
+        let owner = Arc::new(Owning(Mutex::new(Some(db.clone()))));
+        let waker = Waker::from(owner.clone());
+        let mut answer = Box::pin(db.writer.submit_shaped("test", Shape::Atomic, |_| Ok(())));
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            answer.as_mut().poll(&mut cx).is_pending(),
+            "queued behind the gate"
+        );
+        // A job queued behind it, whose caller is gone: the writer still runs it.
+        drop(queue(&db, Shape::Savepoint, |cx| {
+            insert_t(
+                cx,
+                "CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (9)",
+            )
+        }));
+        drop((answer, held, waker, owner));
+        let weak = Arc::downgrade(&db);
+        drop(db);
+        assert!(
+            weak.upgrade().is_some(),
+            "only the waker holds the database"
+        );
+        release.send(()).unwrap();
+        // The writer answers, and the waker drops the last handle there.
+        let check = rusqlite::Connection::open(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let claimed: i64 = check
+                .query_row(
+                    "SELECT claimed FROM instances WHERE id = ?1",
+                    [instance],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            if claimed == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the lease was never released");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(weak.upgrade().is_none());
+        let nine: i64 = check
+            .query_row("SELECT k FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(nine, 9, "the job queued behind ran before the close");
+    }
+
+    fn insert_t(cx: &WriteCx<'_>, sql: &str) -> Result<(), SqliteError> {
+        cx.conn
+            .execute_batch(sql)
+            .map_err(cx.shared.sqlite_err("inserting"))
     }
 
     #[test]
