@@ -10,7 +10,7 @@ use cairn_core::{
     KeyBuf, LargePut, MutationDone, PendingCleanup, Phase, ReadError, Recovery, RecoveryReport,
     Revision, SmallPut, Span, Tier, WriteOutcome,
 };
-use event_listener::Event;
+use event_listener::{Event, Listener};
 use futures_lite::StreamExt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -114,6 +114,9 @@ struct Tasks {
 }
 
 struct Inner<D> {
+    /// Notified when the store closes (its last handle dropped): the repeating background
+    /// passes wait on it beside their interval, so they end then, not an interval later.
+    closed: Event,
     config: Config,
     /// Revisions, for large puts.
     revisions: Mutex<IdGen>,
@@ -121,6 +124,12 @@ struct Inner<D> {
     change_ids: ChangeIds,
     tasks: Tasks,
     driver: D,
+}
+
+impl<D> Drop for Inner<D> {
+    fn drop(&mut self) {
+        self.closed.notify(usize::MAX);
+    }
 }
 
 /// A tiered object store over a high-volume tier `H`, a long-term tier `L` and a change log `C`,
@@ -199,6 +208,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog> StoreBuilder<H, L, C> {
         };
         Ok(TieredStore {
             inner: Arc::new(Inner {
+                closed: Event::new(),
                 config: self.config,
                 revisions: Mutex::new(IdGen::new(seed)),
                 change_ids: ChangeIds::new(seed),
@@ -625,8 +635,10 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
     {
         let weak: Weak<Inner<Driver<H, L, C, R>>> = Arc::downgrade(&self.inner);
         // Only the weak handle is kept between passes, so the store closes (and its files,
-        // threads and lease go) as soon as its last handle is dropped.
-        // A zero interval would spin a processor through passes back to back.
+        // threads and lease go) as soon as its last handle is dropped; and the wait between
+        // passes ends then too, so the loop (a task, or a thread) does not outlive the store by
+        // up to an interval — an hour of a thread, say, for every store a server opened and
+        // closed. A zero interval would spin a processor through passes back to back.
         let period = std::time::Duration::from_millis(interval.as_millis().max(1));
         let runtime = &self.inner.driver.runtime;
         if runtime.runs_inline() {
@@ -636,7 +648,13 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
             let _ = std::thread::Builder::new()
                 .name("cairn-every".into())
                 .spawn(move || loop {
-                    std::thread::sleep(period);
+                    let closed = match weak.upgrade() {
+                        Some(inner) => inner.closed.listen(),
+                        None => return,
+                    };
+                    if closed.wait_timeout(period).is_some() {
+                        return;
+                    }
                     let Some(inner) = weak.upgrade() else { return };
                     if !crate::runtime::block_on(std::pin::pin!(pass(TieredStore { inner }))) {
                         return;
@@ -646,11 +664,12 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
         }
         runtime.spawn(Box::pin(async move {
             loop {
-                let sleep = match weak.upgrade() {
-                    Some(inner) => inner.driver.runtime.sleep(period),
+                let (sleep, closed) = match weak.upgrade() {
+                    Some(inner) => (inner.driver.runtime.sleep(period), inner.closed.listen()),
                     None => return,
                 };
-                sleep.await;
+                // The store closing wakes the loop, which then finds it gone.
+                futures_lite::future::or(sleep, closed).await;
                 let Some(inner) = weak.upgrade() else { return };
                 if !pass(TieredStore { inner }).await {
                     return;

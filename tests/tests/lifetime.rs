@@ -708,6 +708,61 @@ fn assert_reopens_at_once(dir: &Path) {
     assert!(report.in_flight.is_empty(), "{report:#?}");
 }
 
+/// Maintenance every hour: dropping the store ends the background loop at once, not an hour
+/// later — on tokio a task, on the inline runtime a thread, neither of which may outlive the
+/// store by a whole interval.
+#[test]
+fn the_maintenance_loop_on_tokio_ends_with_the_store_not_an_interval_later() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // One thread, so that the loops surely reached their first sleep before the drop: they run
+    // only while this test drives the runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let data = Arc::new(
+        rt.block_on(Embedded::open(
+            dir.path(),
+            options(),
+            TokioRuntime::from_handle(rt.handle().clone()),
+        ))
+        .expect("open"),
+    );
+    data.maintain_every(Duration::from_secs(3600));
+    data.store().recover_every(Duration::from_secs(3600));
+    rt.block_on(async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(rt.metrics().num_alive_tasks(), 2, "the two loops, asleep");
+    drop(data);
+    wait_until("a background loop outlived its store", || {
+        rt.block_on(tokio::task::yield_now());
+        rt.metrics().num_alive_tasks() == 0
+    });
+    assert!(open_files_under(dir.path()).is_empty());
+}
+
+/// The same on the inline runtime, where the loop is a thread of its own.
+#[test]
+fn the_maintenance_thread_of_the_inline_runtime_ends_with_the_store_not_an_interval_later() {
+    let _serial = threads_lock();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let before = threads_named("cairn-every");
+    let data =
+        Arc::new(block_on(Embedded::open(dir.path(), options(), InlineRuntime)).expect("open"));
+    data.maintain_every(Duration::from_secs(3600));
+    wait_until("no maintenance thread started", || {
+        threads_named("cairn-every") == before + 1
+    });
+    drop(data);
+    wait_until("the maintenance thread outlived its store", || {
+        threads_named("cairn-every") == before
+    });
+    assert!(open_files_under(dir.path()).is_empty());
+}
+
 /// The inline runtime's maintenance thread, the store dropped while passes run back to back.
 #[test]
 fn a_store_dropped_mid_maintenance_on_the_inline_runtime_closes_and_reopens_at_once() {
