@@ -69,9 +69,58 @@ impl Runtime for TokioRuntime {
     }
     fn sleep(&self, duration: Duration) -> Task {
         // The timer is this runtime's even when the store is driven from elsewhere
-        // (`futures_lite::future::block_on` on a plain thread, say).
-        let _runtime = self.handle.enter();
-        Box::pin(tokio::time::sleep(duration))
+        // (`futures_lite::future::block_on` on a plain thread, say): it runs as a task of the
+        // runtime, which the returned future awaits. A store may outlive its runtime, though
+        // (driven on from another runtime, or from a plain thread, after its own was shut
+        // down), and a tokio timer polled then panics ("A Tokio 1.x context was found, but it is
+        // being shutdown"). The runtime drops the timer's task unfinished instead, whether it
+        // was spawned after the shutdown or before: the rest of the wait is then served by a
+        // thread of its own.
+        let started = std::time::Instant::now();
+        let timer = {
+            let _runtime = self.handle.enter();
+            let until = tokio::time::Instant::now() + duration;
+            Timer(self.handle.spawn(tokio::time::sleep_until(until)))
+        };
+        Box::pin(async move {
+            let mut timer = timer;
+            if (&mut timer.0).await.is_err() {
+                sleep_on_a_thread(started + duration).await;
+            }
+        })
+    }
+}
+
+/// A tokio timer's task, aborted when the sleep is dropped early (a background loop that ends
+/// with its store does not leave its timer behind for the rest of the interval).
+#[cfg(feature = "tokio")]
+struct Timer(tokio::task::JoinHandle<()>);
+
+#[cfg(feature = "tokio")]
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Completes at `until`, timed by a thread of its own: for a sleep whose runtime is gone. If no
+/// thread can be had, at once.
+#[cfg(feature = "tokio")]
+async fn sleep_on_a_thread(until: std::time::Instant) {
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return;
+    }
+    let rung = std::sync::Arc::new(event_listener::Event::new());
+    let listener = rung.listen();
+    let spawned = std::thread::Builder::new()
+        .name("cairn-sleep".into())
+        .spawn(move || {
+            std::thread::sleep(left);
+            rung.notify(usize::MAX);
+        });
+    if spawned.is_ok() {
+        listener.await;
     }
 }
 
