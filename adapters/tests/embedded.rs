@@ -937,3 +937,47 @@ fn a_store_whose_last_handle_the_writer_thread_drops_closes_cleanly() {
     let report = block_on(data.fsck(false)).expect("fsck");
     assert!(report.is_clean(), "{report:#?}");
 }
+
+/// A second instance opening a data directory (another process, or this one) while the
+/// database's write lock is held: it waits, and opens once the lock is let go within its busy
+/// timeout; held longer, the open fails with a busy error naming the database, and leaves
+/// nothing behind — the directory opens clean afterwards.
+#[test]
+fn opening_beside_a_held_lock_waits_or_fails_as_busy() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = open(dir.path());
+    block_on(data.store().put("big", large(1), &PutOptions::default())).expect("put");
+    drop(data);
+    let other = rusqlite::Connection::open(dir.path().join("cairn.sqlite")).expect("connect");
+    other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let mut options = EmbeddedOptions::default();
+    options.sqlite = options
+        .sqlite
+        .busy_timeout(std::time::Duration::from_millis(50));
+    let refused = block_on(Embedded::open(dir.path(), options, InlineRuntime));
+    let Err(OpenError::Sqlite(cairn_adapters::sqlite::OpenError::Sqlite(e))) = &refused else {
+        panic!("a busy error: {:?}", refused.err())
+    };
+    assert_eq!(
+        e.kind(),
+        cairn_adapters::sqlite::SqliteErrorKind::Busy,
+        "{e}"
+    );
+    let message = refused.as_ref().err().expect("refused").to_string();
+    assert!(
+        message.contains("busy") && message.contains("cairn.sqlite"),
+        "{message}"
+    );
+    // Let go while the next open waits (its busy timeout is the default 5 s).
+    let waiting = std::thread::spawn({
+        let dir = dir.path().to_path_buf();
+        move || open(&dir)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    other.execute_batch("ROLLBACK").expect("let go");
+    let data = waiting.join().expect("opened once the lock was let go");
+    assert_reads(&data, "big", large(1));
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    assert!(report.in_flight.is_empty(), "{report:#?}");
+}
