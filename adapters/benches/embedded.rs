@@ -333,6 +333,9 @@ const LEGEND: &[&str] = &[
     "  rename into a fan-out directory, fsync of that directory, on the same file system.",
     "its blob write alone: the blob directory's own put (`LtBackend::put`, no SQLite) vs the",
     "  same raw write: splits the gap between the blob write and the commits (diagnostic).",
+    "large put / get 8 MiB, tokio: the same put, and a get of the whole body, from a task on a",
+    "  2-worker tokio runtime, on a store of its own (diagnostic) vs the raw write, and a raw",
+    "  read of such a file in 64 KiB reads, each copied out, as a get's body chunks are.",
     "16 writers vs 1, threads: durable 1 KiB puts from 16 threads sharing one store (blocking",
     "  callers: the writer thread commits whatever has queued in one transaction) vs the same",
     "  puts from one thread; cairn = puts/s of 16 writers, baseline = puts/s of one.",
@@ -610,6 +613,125 @@ fn large(
         target: "",
         met: true,
     });
+    large_tokio(root, &large, rows, notes);
+}
+
+/// Large puts and gets from tokio tasks on a 2-worker runtime, on a store of its own, against
+/// the same raw write and a raw read (64 KiB per `read`, as cairn's body reads): what a put or a
+/// get costs where the blob directory's file work has to leave the executor's workers.
+fn large_tokio(root: &Path, large: &Bytes, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let data = rt
+        .block_on(Embedded::open(
+            &root.join("cairn-tokio-large"),
+            EmbeddedOptions::default(),
+            Tokio(rt.handle().clone()),
+        ))
+        .expect("open the data directory");
+    let store = data.store();
+    let raw_dir = root.join("raw-blobs-tokio");
+    for sub in ["tmp", "blobs/00"] {
+        std::fs::create_dir_all(raw_dir.join(sub)).expect("raw blob dir");
+    }
+    let timed = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    // On a worker, as a server's request handler would run it.
+    let on_worker = |store: &EmbeddedStore<Tokio>, key: String, put: bool| {
+        let (store, large) = (store.clone(), large.clone());
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                if put {
+                    store
+                        .put(&key, large, &PutOptions::default())
+                        .await
+                        .expect("large put");
+                } else {
+                    let object = store.get(&key).await.expect("get").expect("present");
+                    let mut body = object.body;
+                    let mut len = 0;
+                    while let Some(chunk) = futures_lite::StreamExt::next(&mut body).await {
+                        len += chunk.expect("chunk").len();
+                    }
+                    assert_eq!(len, LARGE);
+                }
+            })
+            .await
+            .expect("task");
+        });
+    };
+    let (mut puts, mut raws) = (0, 0);
+    let put_samples = rotated(
+        LARGE_ROUNDS,
+        &mut [
+            &mut || {
+                puts += 1;
+                let key = format!("large/{puts}");
+                timed(&mut || on_worker(store, key.clone(), true))
+            },
+            &mut || {
+                raws += 1;
+                timed(&mut || raw_blob(&raw_dir, &format!("large-{raws}"), large))
+            },
+        ],
+    );
+    let raw_path = raw_dir.join("blobs").join("00").join("large-1");
+    let mut buf = vec![0u8; 64 << 10];
+    let get_samples = rotated(
+        LARGE_ROUNDS * 4,
+        &mut [
+            &mut || timed(&mut || on_worker(store, "large/1".into(), false)),
+            &mut || {
+                timed(&mut || {
+                    let mut file = File::open(&raw_path).expect("raw open");
+                    let mut len = 0;
+                    loop {
+                        let n = std::io::Read::read(&mut file, &mut buf).expect("raw read");
+                        if n == 0 {
+                            break;
+                        }
+                        len += n;
+                        black_box(Bytes::copy_from_slice(&buf[..n]));
+                    }
+                    assert_eq!(len, LARGE);
+                })
+            },
+        ],
+    );
+    for i in 1..=puts {
+        rt.block_on(store.delete(format!("large/{i}")))
+            .expect("delete");
+    }
+    drop(data);
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    let mib = LARGE as f64 / (1 << 20) as f64;
+    let ms = |secs: f64| secs * 1e3;
+    for (name, samples) in [
+        ("large put 8 MiB, tokio", put_samples),
+        ("large get 8 MiB, tokio", get_samples),
+    ] {
+        let [cairn_s, raw_s] = [&samples[0], &samples[1]];
+        notes.push(format!(
+            "{name}: median ms: cairn {:.2}, raw {:.2}",
+            ms(median(cairn_s.clone())),
+            ms(median(raw_s.clone()))
+        ));
+        rows.push(Row {
+            name,
+            unit: "MiB/s",
+            cairn: mib / median(cairn_s.clone()),
+            baseline: mib / median(raw_s.clone()),
+            ratio: ratio_median(raw_s, cairn_s),
+            target: "",
+            met: true,
+        });
+    }
 }
 
 /// A field of `/proc/self/status`, in KiB.
