@@ -40,6 +40,8 @@ mod error;
 pub mod fault;
 pub mod memory;
 mod metadata;
+#[cfg(any(feature = "sqlite", feature = "blobdir"))]
+mod oneshot;
 mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -42,12 +42,10 @@
 
 use super::lease;
 use super::{Shared, SqliteError, SqliteErrorKind, Synchronous};
+use crate::oneshot::{reply_slot, Reply};
 use rusqlite::Connection;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -91,70 +89,6 @@ pub(crate) trait Job: Send {
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError>;
     /// Answers the caller once the batch is over: `batch` is the commit's outcome.
     fn finish(self: Box<Self>, batch: Result<(), SqliteError>);
-}
-
-/// A one-shot reply slot: the writer thread fills it once, the caller's future takes the value.
-/// (A mutex around a value and a waker: cheaper than a channel, and the writer never waits on it
-/// for longer than the caller takes to register its waker.)
-struct Slot<T> {
-    value: Option<T>,
-    waker: Option<Waker>,
-    /// The sender is gone (with or without a value).
-    closed: bool,
-}
-
-/// The sending half of a reply. Dropping it unanswered wakes the caller with "closed".
-struct Reply<T>(Arc<Mutex<Slot<T>>>);
-
-impl<T> Reply<T> {
-    fn send(self, value: T) {
-        crate::memory_lock(&self.0).value = Some(value);
-        // Drop wakes the caller.
-    }
-}
-
-impl<T> Drop for Reply<T> {
-    fn drop(&mut self) {
-        let waker = {
-            let mut slot = crate::memory_lock(&self.0);
-            slot.closed = true;
-            slot.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The receiving half: resolves to `None` if the reply was dropped unanswered.
-struct Answer<T>(Arc<Mutex<Slot<T>>>);
-
-impl<T> Future for Answer<T> {
-    type Output = Option<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut slot = crate::memory_lock(&self.0);
-        if let Some(value) = slot.value.take() {
-            return Poll::Ready(Some(value));
-        }
-        if slot.closed {
-            return Poll::Ready(None);
-        }
-        match &mut slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
-}
-
-fn reply_slot<T>() -> (Reply<T>, Answer<T>) {
-    let slot = Arc::new(Mutex::new(Slot {
-        value: None,
-        waker: None,
-        closed: false,
-    }));
-    (Reply(slot.clone()), Answer(slot))
 }
 
 /// A job built from a closure, answering its caller through a [`Reply`].
@@ -717,7 +651,10 @@ mod tests {
     use super::*;
     use crate::sqlite::{SqliteDb, SqliteOptions};
     use futures_lite::future::block_on;
+    use std::future::Future;
+    use std::pin::Pin;
     use std::sync::mpsc::{sync_channel, Receiver};
+    use std::task::{Context, Waker};
 
     #[test]
     fn a_batch_waits_for_the_callers_of_the_last_few_batches() {
