@@ -275,6 +275,18 @@ pub trait LtBackend: Send + Sync + 'static {
         let _ = (blob, meta);
         std::future::ready(Staging::Unsupported(body))
     }
+    /// Resolves once every write this backend started before the call (a put, a publication,
+    /// a delete) has taken effect or failed for good, those whose callers stopped waiting
+    /// included: [`HvBackend::settled`] for this tier. A store awaits both before it cleans up
+    /// after a put or delete dropped half way, so that no blob of the operation can appear after
+    /// the cleanup decided to delete it. The default resolves at once, right for a backend whose
+    /// writes end when their futures are dropped; one that hands its work to threads that carry
+    /// on without the caller must override it,
+    /// and a backend that wraps another forwards it (as [`fault::Faulty`](crate::fault::Faulty)
+    /// does).
+    fn settled(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// What [`LtBackend::stage`] did with a body.

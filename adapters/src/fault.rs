@@ -363,6 +363,9 @@ impl<B: LtBackend> LtBackend for Faulty<B> {
             (Ok(()), None) => unreachable!("a successful call ran"),
         }
     }
+    fn settled(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.settled()
+    }
 }
 
 /// A staged blob whose publication suffers the faults aimed at [`Op::LtPut`].

@@ -703,9 +703,9 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> TieredStore<H, L, C, 
 /// recovery (in this store, or another over the same log) leaves it to the operation, whose
 /// cleanup releases it. If the operation's future is dropped half way — cancelled (a timeout, a
 /// dropped request), or unwound by a panic, the crash of this one operation — its entry is
-/// cleaned up in the background instead, as recovery would: once the high-volume tier has
-/// settled, so that no write of the operation can land after the cleanup read the row, the row
-/// is read again, whichever of the change's blobs it no longer references is deleted, and the
+/// cleaned up in the background instead, as recovery would: once both tiers have settled, so
+/// that no write of the operation (a row, a blob) can land after the cleanup read the row, the
+/// row is read again, whichever of the change's blobs it no longer references is deleted, and the
 /// entry removed (or, if a tier keeps failing, left to the next recovery pass) and released.
 /// Without that, the entry — and a blob the put had written — stayed until a recovery pass ran,
 /// which a store with none scheduled never does while it is open.
@@ -729,6 +729,7 @@ impl<H: HvBackend, L: LtBackend, C: ChangeLog, R: Runtime> Drop for InFlight<'_,
         };
         let cleanup = move |inner: Arc<Inner<Driver<H, L, C, R>>>| async move {
             inner.driver.hv.settled().await;
+            inner.driver.lt.settled().await;
             let pending = PendingCleanup {
                 id,
                 new: change.new,

@@ -494,8 +494,8 @@ pub async fn recovery_after_a_crash_between_blob_write_and_commit(
         )
     };
     // One operation crashes (panics) in a store that lives on: the store cleans up after it in
-    // the background once the high-volume tier has settled (at once in memory; after a writer
-    // round trip over SQLite), as recovery would.
+    // the background once both tiers have settled (at once in memory; after a writer round
+    // trip over SQLite), as recovery would.
     crash();
     let crashed = AssertUnwindSafe(api.put("k", bytes(2500, 2), &opts()))
         .catch_unwind()
