@@ -19,7 +19,7 @@ use bytes::Bytes;
 use cairn_adapters::backend::LtBackend;
 use cairn_adapters::embedded::{Embedded, EmbeddedOptions, EmbeddedStore};
 use cairn_adapters::sqlite::{SqliteDb, SqliteOptions, Synchronous, WriterStats};
-use cairn_adapters::{Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
+use cairn_adapters::{BlockingJob, Body, InlineRuntime, Metadata, PutOptions, Runtime, Task};
 use cairn_core::{BlobId, Key, Revision};
 use rusqlite::{params, Connection, OpenFlags};
 use std::fs::{File, OpenOptions};
@@ -819,8 +819,9 @@ fn rate(store: &Store, writers: usize, puts: usize) -> f64 {
     (writers * puts) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// cairn's [`Runtime`] on a tokio runtime (the crate's own `TokioRuntime` is behind its `tokio`
-/// feature, off by default).
+/// cairn's [`Runtime`] on a tokio runtime, as the crate's own `TokioRuntime` (behind its `tokio`
+/// feature, off by default) does it.
+#[derive(Clone)]
 struct Tokio(tokio::runtime::Handle);
 
 impl Runtime for Tokio {
@@ -829,6 +830,9 @@ impl Runtime for Tokio {
     }
     fn sleep(&self, duration: Duration) -> Task {
         Box::pin(tokio::time::sleep(duration))
+    }
+    fn unblock(&self, job: BlockingJob) {
+        drop(self.0.spawn_blocking(job));
     }
 }
 

@@ -37,6 +37,10 @@ pub const DB_FILE: &str = "cairn.sqlite";
 pub const BLOB_DIR: &str = "blobs";
 /// Rows examined per page when `fsck` walks the high-volume tier.
 const FSCK_PAGE: usize = 1000;
+/// Blob files whose headers one blocking job of `fsck` reads: a few hundred microseconds of
+/// opens and reads per hop to the blocking pool, and a bounded page of what they found (each
+/// entry holds its key inline, about a kilobyte).
+const FSCK_BLOBS_PER_JOB: usize = 64;
 /// Expired rows deleted per sweep statement; a sweep repeats until none is left.
 const SWEEP_BATCH: usize = 1000;
 /// Temporary blob files older than this are crash leftovers (a live write touches its file far
@@ -183,11 +187,14 @@ pub struct Embedded<R> {
 impl<R: Runtime> Embedded<R> {
     /// Opens (creating if needed) the data directory at `root`, runs recovery, and sweeps expired
     /// rows, expired blobs and stale temporary files.
-    pub async fn open(
-        root: &Path,
-        options: EmbeddedOptions,
-        runtime: R,
-    ) -> Result<Self, OpenError> {
+    ///
+    /// The blob directory runs its blocking file work on `runtime`'s blocking pool
+    /// ([`Runtime::unblock`], see [`BlobDirOptions::offload`]); with
+    /// [`InlineRuntime`](crate::InlineRuntime), in place.
+    pub async fn open(root: &Path, options: EmbeddedOptions, runtime: R) -> Result<Self, OpenError>
+    where
+        R: Clone,
+    {
         let embedded = Self::open_unrecovered(root, options, runtime).await?;
         embedded.maintain().await.map_err(OpenError::Maintenance)?;
         Ok(embedded)
@@ -199,7 +206,10 @@ impl<R: Runtime> Embedded<R> {
         root: &Path,
         options: EmbeddedOptions,
         runtime: R,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Self, OpenError>
+    where
+        R: Clone,
+    {
         let dir_err = |source| OpenError::Dir {
             path: root.to_path_buf(),
             source,
@@ -251,8 +261,10 @@ impl<R: Runtime> Embedded<R> {
                 });
             }
         }
-        let blobs = BlobDir::open(&blob_dir, BlobDirOptions::default().clock(clock.clone()))
-            .map_err(dir_err)?;
+        let blob_options = BlobDirOptions::default()
+            .clock(clock.clone())
+            .offload(runtime.clone());
+        let blobs = BlobDir::open(&blob_dir, blob_options).map_err(dir_err)?;
         let store = TieredStore::builder(db.hv(), blobs, db.log())
             .config(options.config)
             .clock(clock.clone())
@@ -306,8 +318,11 @@ impl<R: Runtime> Embedded<R> {
             == SWEEP_BATCH
         {}
         let lt = |e: std::io::Error| backend(cairn_core::Tier::Lt, e.into());
-        self.blobs().sweep_expired(now).map_err(lt)?;
-        self.blobs().remove_temp_files(STALE_TEMP_AGE).map_err(lt)?;
+        let sweep = move |dir: &BlobDir| {
+            dir.sweep_expired(now)?;
+            dir.remove_temp_files(STALE_TEMP_AGE)
+        };
+        self.blobs().blocking_in(sweep).await.map_err(lt)?;
         self.passes.fetch_add(1, Ordering::AcqRel);
         Ok((report, cause))
     }
@@ -413,7 +428,11 @@ impl<R: Runtime> Embedded<R> {
             }
         }
         progress(&report);
-        let around = self.blobs().surroundings();
+        let around = self
+            .blobs()
+            .blocking_in(|dir| Ok(dir.surroundings()))
+            .await
+            .map_err(|e| lt_read(e.into()))?;
         report.temp_files = around.temp_files;
         report.temp_bytes = around.temp_bytes;
         report
@@ -422,41 +441,55 @@ impl<R: Runtime> Embedded<R> {
 
         let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
         let mut unswept = Vec::new();
-        for blob in self.blobs().blobs() {
-            let BlobInfo {
-                key,
-                revision,
-                meta,
-                path,
-            } = match blob {
-                Ok(blob) => blob,
-                Err(e) => {
-                    report.unreadable.push(e.to_string());
+        // The headers are read on the blocking pool, a few dozen files per job.
+        let mut walk = Some(self.blobs().blobs());
+        let mut listed = Vec::with_capacity(FSCK_BLOBS_PER_JOB);
+        while let Some(mut blobs) = walk.take() {
+            (walk, listed) = self
+                .blobs()
+                .blocking_in(move |_| {
+                    listed.extend(blobs.by_ref().take(FSCK_BLOBS_PER_JOB));
+                    let more = listed.len() == FSCK_BLOBS_PER_JOB;
+                    Ok((more.then_some(blobs), listed))
+                })
+                .await
+                .map_err(|e| lt_read(e.into()))?;
+            for blob in listed.drain(..) {
+                let BlobInfo {
+                    key,
+                    revision,
+                    meta,
+                    path,
+                } = match blob {
+                    Ok(blob) => blob,
+                    Err(e) => {
+                        report.unreadable.push(e.to_string());
+                        continue;
+                    }
+                };
+                report.blobs += 1;
+                if report.blobs % FSCK_PAGE as u64 == 0 {
+                    progress(&report);
+                }
+                if let Some(expires) = meta.expires.filter(|_| is_expired(meta.expires, now)) {
+                    // Expired: nothing reaches it any more, and the sweep removes it by its
+                    // marker. Without one (a marker removed by hand, or by a sweep older than
+                    // the marker's grace period) it would stay forever.
+                    // A sweep unlinks the blob before its marker: the blob still there after
+                    // its marker was found missing was not being swept meanwhile.
+                    if !self.blobs().has_marker(&key, revision, expires)
+                        && std::fs::symlink_metadata(&path).is_ok()
+                    {
+                        unswept.push((key, revision, path));
+                    }
                     continue;
                 }
-            };
-            report.blobs += 1;
-            if report.blobs % FSCK_PAGE as u64 == 0 {
-                progress(&report);
-            }
-            if let Some(expires) = meta.expires.filter(|_| is_expired(meta.expires, now)) {
-                // Expired: nothing reaches it any more, and the sweep removes it by its marker.
-                // Without one (a marker removed by hand, or by a sweep older than the
-                // marker's grace period) it would stay forever.
-                // A sweep unlinks the blob before its marker: the blob still there after its
-                // marker was found missing was not being swept meanwhile.
-                if !self.blobs().has_marker(&key, revision, expires)
-                    && std::fs::symlink_metadata(&path).is_ok()
-                {
-                    unswept.push((key, revision, path));
+                let id = (key, revision);
+                if !tombstones.contains(&id) && !covered.contains(&id) {
+                    report.orphans.push((id.0.clone(), id.1, path));
                 }
-                continue;
+                live_blobs.insert(id);
             }
-            let id = (key, revision);
-            if !tombstones.contains(&id) && !covered.contains(&id) {
-                report.orphans.push((id.0.clone(), id.1, path));
-            }
-            live_blobs.insert(id);
         }
         if !suspects.is_empty() {
             // Stale only if still so after the long listing: another process's recovery may

@@ -64,7 +64,7 @@ pub use metadata::{
 pub use runtime::SmolRuntime;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
-pub use runtime::{InlineRuntime, Runtime, Task};
+pub use runtime::{BlockingJob, InlineRuntime, Runtime, Task};
 pub use store::{
     ListPage, Location, Object, ObjectInfo, StoreBuilder, TieredStore, MAX_LIST_LIMIT,
 };

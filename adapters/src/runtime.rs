@@ -1,5 +1,6 @@
-//! What the driver needs from an async runtime: spawn background work and sleep. One small trait,
-//! a few lines per runtime.
+//! What the driver needs from an async runtime: spawn background work, sleep, and run blocking
+//! file I/O where it cannot stall the runtime's other tasks. One small trait, a few lines per
+//! runtime.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +9,11 @@ use std::time::Duration;
 /// A boxed, sendable unit of background work.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// Spawning and sleeping, the only runtime services the driver uses.
+/// A closure that blocks its thread (a file write, an `fsync`), for [`Runtime::unblock`].
+pub type BlockingJob = Box<dyn FnOnce() + Send + 'static>;
+
+/// Spawning, sleeping and running blocking jobs: the only runtime services the driver and the
+/// backends use.
 pub trait Runtime: Send + Sync + 'static {
     /// Runs `task` in the background.
     fn spawn(&self, task: Task);
@@ -20,6 +25,37 @@ pub trait Runtime: Send + Sync + 'static {
     /// of its own instead of never handing the caller's thread back.
     fn runs_inline(&self) -> bool {
         false
+    }
+    /// Runs `job`, which blocks its thread (the blob directory's file writes, `fsync`s and
+    /// reads), where it cannot stall this runtime's other tasks: on its blocking pool
+    /// (`spawn_blocking`, `smol::unblock`). Each job must run once, or be dropped unrun only
+    /// when the runtime shuts down (the operation waiting for it then fails).
+    ///
+    /// The default runs it in place, on the calling thread, before returning: right for
+    /// [`InlineRuntime`], which has no other tasks to stall. A runtime of your own that keeps
+    /// the default blocks its executor's thread for the duration of each job.
+    fn unblock(&self, job: BlockingJob) {
+        job();
+    }
+}
+
+/// Runs `job` through [`Runtime::unblock`] and returns its result, or `None` if the runtime
+/// dropped the job unrun (it is shutting down). A panic in the job resumes in the caller.
+///
+/// The job runs to its end even if this future is dropped; its result is then dropped on the
+/// thread that ran it, before the job is over (see [`Reply`](crate::oneshot::Reply)).
+#[cfg(feature = "blobdir")] // its only user, so far
+pub(crate) async fn unblocked<T: Send + 'static>(
+    runtime: &dyn Runtime,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (reply, answer) = crate::oneshot::reply_slot();
+    runtime.unblock(Box::new(move || {
+        reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
+    }));
+    match answer.await? {
+        Ok(value) => Some(value),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 
@@ -122,6 +158,9 @@ async fn sleep_on_a_thread(until: std::time::Instant) {
     if spawned.is_ok() {
         listener.await;
     }
+    fn unblock(&self, job: BlockingJob) {
+        drop(self.handle.spawn_blocking(job));
+    }
 }
 
 /// The smol runtime (feature `smol`): its global executor and timers.
@@ -139,10 +178,14 @@ impl Runtime for SmolRuntime {
             smol::Timer::after(duration).await;
         })
     }
+    fn unblock(&self, job: BlockingJob) {
+        smol::unblock(job).detach();
+    }
 }
 
 /// No runtime at all: background work runs to completion inline, on the calling thread, before
-/// the call that started it returns; sleeping blocks the thread. Used by
+/// the call that started it returns; sleeping blocks the thread, and blocking jobs run in place.
+/// Used by
 /// [`BlockingStore`](crate::BlockingStore).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InlineRuntime;
@@ -190,6 +233,38 @@ mod tests {
             .unwrap();
         let runtime = TokioRuntime::from_handle(rt.handle().clone());
         futures_lite::future::block_on(runtime.sleep(Duration::from_millis(1)));
+    }
+
+    /// A blocking job leaves the executor's thread: on a current-thread runtime, the only
+    /// thread that polls tasks is the caller's, and the job runs on another.
+    #[test]
+    #[cfg(feature = "blobdir")]
+    fn a_tokio_blocking_job_runs_off_the_executor_thread() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let caller = std::thread::current().id();
+        let ran_on = rt.block_on(async {
+            unblocked(&TokioRuntime::current(), || std::thread::current().id()).await
+        });
+        assert_ne!(ran_on, Some(caller));
+        assert!(ran_on.is_some());
+    }
+
+    /// A job that panics on the blocking pool panics in the caller too, as the job would have
+    /// where it was called.
+    #[test]
+    #[cfg(feature = "blobdir")]
+    #[should_panic(expected = "the job's own panic")]
+    fn a_panic_in_a_blocking_job_resumes_in_the_caller() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            unblocked(&TokioRuntime::current(), || panic!("the job's own panic")).await
+        });
     }
 
     /// A runtime without timers is refused when the store's runtime is made, not found out by

@@ -13,16 +13,17 @@ use cairn_adapters::blobdir::{BlobDir, BlobDirOptions, BlobInfo, SweepReport, ST
 use cairn_adapters::fault::{Fault, Faults, Faulty, Gate, Op};
 use cairn_adapters::memory::{MemoryHv, MemoryLog};
 use cairn_adapters::{
-    BlockingStore, Body, Error, InlineRuntime, Labels, ManualClock, Metadata, PutOptions,
-    TieredStore,
+    BlockingJob, BlockingStore, Body, Error, InlineRuntime, Labels, ManualClock, Metadata,
+    PutOptions, Runtime, Task, TieredStore,
 };
 use cairn_core::{BlobId, ByteRange, Duration, Instant, Key, Revision, Span, Tier, WriteOutcome};
 use futures_lite::future::block_on;
 use futures_lite::{FutureExt, Stream, StreamExt};
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -1083,4 +1084,234 @@ fn a_streamed_puts_time_to_live_runs_from_its_start() {
         assert_eq!(info.meta.created, started, "{key}");
         assert_eq!(info.meta.expires, Some(started + hour), "{key}");
     }
+}
+
+/// A runtime that does nothing by itself: its spawned tasks and blocking jobs wait in queues
+/// until the test runs them, so that a test can stop an operation at any of its file steps.
+#[derive(Clone, Default)]
+struct ByHand {
+    tasks: Arc<Mutex<Vec<Task>>>,
+    jobs: Arc<Mutex<VecDeque<BlockingJob>>>,
+}
+
+impl Runtime for ByHand {
+    fn spawn(&self, task: Task) {
+        self.tasks.lock().unwrap().push(task);
+    }
+    fn sleep(&self, _: std::time::Duration) -> Task {
+        Box::pin(std::future::ready(()))
+    }
+    fn unblock(&self, job: BlockingJob) {
+        self.jobs.lock().unwrap().push_back(job);
+    }
+}
+
+impl ByHand {
+    fn queued_jobs(&self) -> usize {
+        self.jobs.lock().unwrap().len()
+    }
+
+    /// Runs the oldest queued job (or, `newest`, the newest) on a thread of its own, as a
+    /// blocking pool would, and waits for it.
+    fn run_job(&self, newest: bool) {
+        let job = {
+            let mut jobs = self.jobs.lock().unwrap();
+            if newest {
+                jobs.pop_back()
+            } else {
+                jobs.pop_front()
+            }
+        };
+        let job = job.expect("a queued job");
+        std::thread::scope(|s| s.spawn(job).join().unwrap());
+    }
+
+    /// Polls every spawned task once; returns how many are still pending.
+    fn poll_tasks(&self) -> usize {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+        tasks.len()
+    }
+
+    /// Polls `op` until it is done, running the job it waits for whenever it suspends: it must
+    /// wait for nothing else. Returns its output and the number of jobs it took.
+    fn drive<T>(&self, op: impl std::future::Future<Output = T>) -> (T, usize) {
+        let mut op = std::pin::pin!(op);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut jobs = 0;
+        loop {
+            if let Poll::Ready(out) = op.as_mut().poll(&mut cx) {
+                assert_eq!(self.queued_jobs(), 0, "no job is left behind");
+                return (out, jobs);
+            }
+            assert_eq!(
+                self.queued_jobs(),
+                1,
+                "a suspended operation waits for its job"
+            );
+            self.run_job(false);
+            jobs += 1;
+        }
+    }
+}
+
+fn offloaded(f: &Fixture, pool: &ByHand) -> BlobDir {
+    let options = BlobDirOptions::default()
+        .clock(f.clock.clone())
+        .offload(pool.clone());
+    BlobDir::open(&f.root(), options).unwrap()
+}
+
+/// With a runtime to offload to, no file step of a put, get, head or delete runs on the thread
+/// that polls it: each poll stops at a job handed to the runtime's blocking pool, and goes on
+/// only once that job has run there. Without one (or with the inline runtime), each operation
+/// ends in its first poll, and hands nothing to anyone.
+#[test]
+fn offloaded_operations_do_their_file_work_only_on_the_blocking_pool() {
+    let f = Fixture::new();
+    let pool = ByHand::default();
+    let dir = offloaded(&f, &pool);
+    let payload = Bytes::from(data(MIB, 40));
+    let meta = Metadata::default();
+
+    let body = Body::from_bytes(payload.clone());
+    let (written, jobs) = pool.drive(dir.put(blob(b"k", 1), &meta, body));
+    assert_eq!(written.unwrap(), MIB as u64);
+    // The temp file and its header; the one 1 MiB batch; the sync; the publication.
+    assert_eq!(jobs, 4, "the put's jobs");
+    assert_eq!(f.blobs().len(), 1);
+
+    let (found, jobs) = pool.drive(dir.get(blob(b"k", 1), None));
+    assert_eq!(jobs, 1, "the open and header read");
+    let (_, mut body) = found.unwrap().expect("stored");
+    let (chunks, jobs) = pool.drive(async {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = body.next().await {
+            chunks.push(chunk.unwrap());
+        }
+        chunks
+    });
+    assert_eq!(jobs, MIB / (256 << 10), "one job per 256 KiB");
+    assert!(
+        chunks.iter().all(|c| c.len() == 64 << 10),
+        "handed out in chunks of 64 KiB"
+    );
+    assert_eq!(chunks.concat(), payload);
+
+    let (head, jobs) = pool.drive(dir.head(blob(b"k", 1)));
+    assert_eq!((head.unwrap().unwrap().size, jobs), (MIB as u64, 1));
+    let (deleted, jobs) = pool.drive(dir.delete(blob(b"k", 1)));
+    deleted.unwrap();
+    assert_eq!(jobs, 1);
+    assert!(f.blobs().is_empty());
+
+    // In place: the same operations, never suspended.
+    let options = BlobDirOptions::default()
+        .clock(f.clock.clone())
+        .offload(InlineRuntime);
+    let here = BlobDir::open(&f.root(), options).unwrap();
+    let body = Body::from_bytes(payload.clone());
+    let ((), jobs) = pool.drive(async {
+        here.put(blob(b"k", 2), &meta, body).await.unwrap();
+        let (_, body) = here.get(blob(b"k", 2), None).await.unwrap().unwrap();
+        assert_eq!(body.bytes().await.unwrap(), payload);
+        here.delete(blob(b"k", 2)).await.unwrap();
+    });
+    assert_eq!(jobs, 0, "in place, nothing is handed to the pool");
+    assert!(f.temp_files().is_empty() && f.blobs().is_empty());
+}
+
+/// A job on the pool runs to its end though its caller is gone, and the directory counts it as
+/// under way until then: [`LtBackend::settled`] waits for it (and only for jobs started before
+/// it was called). What the job leaves is cleaned up on the pool: a write's temp file goes; a
+/// publication, once started, goes through.
+#[test]
+fn settled_waits_for_the_jobs_of_operations_dropped_half_way() {
+    let f = Fixture::new();
+    let pool = ByHand::default();
+    let dir = offloaded(&f, &pool);
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let meta = Metadata::default();
+    // A put of one 1 MiB chunk takes four jobs: the temp file, the batch, the sync, the
+    // publication. Dropped with its batch on the pool, then with its publication there.
+    for (run_before_drop, published) in [(1, false), (3, true)] {
+        let revision = 1 + run_before_drop as u128;
+        {
+            let body = Body::from_bytes(data(MIB, 41));
+            let mut put = Box::pin(dir.put(blob(b"k", revision), &meta, body));
+            for _ in 0..run_before_drop {
+                assert!(put.as_mut().poll(&mut cx).is_pending());
+                pool.run_job(false);
+            }
+            assert!(put.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(pool.queued_jobs(), 1);
+            // The caller gives up with a job on the pool.
+        }
+        let mut settled = Box::pin(dir.settled());
+        assert!(
+            settled.as_mut().poll(&mut cx).is_pending(),
+            "the job is under way"
+        );
+        // A job started later is not waited for.
+        let mut later = Box::pin(dir.head(blob(b"k", revision)));
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(f.temp_files().len(), 1, "the job owns the temp file");
+        pool.run_job(false);
+        assert!(settled.as_mut().poll(&mut cx).is_ready(), "the job is over");
+        assert!(f.temp_files().is_empty(), "the temp file went with the job");
+        assert_eq!(f.blobs().len(), usize::from(published));
+        pool.run_job(false);
+        assert!(later.as_mut().poll(&mut cx).is_ready());
+    }
+}
+
+/// A store cleaning up after a put dropped with its publication on the pool waits for the
+/// publication to end: were the cleanup to delete the (not yet published) blob first, the
+/// publication would then put an orphan in place that nothing ever deletes.
+#[test]
+fn a_put_dropped_while_its_publication_is_on_the_pool_leaves_no_orphan() {
+    let f = Fixture::new();
+    let pool = ByHand::default();
+    let store = TieredStore::new(
+        MemoryHv::new(),
+        offloaded(&f, &pool),
+        MemoryLog::new(),
+        pool.clone(),
+    );
+    let options = PutOptions::default();
+    let value = || Bytes::from(data(3 * MIB, 42));
+    // How many jobs a fresh large put takes: its last one is its publication.
+    let (done, jobs) = pool.drive(store.put("first", value(), &options));
+    done.unwrap();
+    assert!(jobs > 0, "the put's file work goes to the pool");
+    {
+        let mut put = Box::pin(store.put("big", value(), &options));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..jobs - 1 {
+            assert!(put.as_mut().poll(&mut cx).is_pending());
+            pool.run_job(false);
+        }
+        assert!(put.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(pool.queued_jobs(), 1, "the publication waits for the pool");
+        // The caller gives up.
+    }
+    assert_eq!(pool.poll_tasks(), 1, "the cleanup waits");
+    // Whatever the cleanup asked of the pool meanwhile runs first, as a pool of many threads
+    // may run it; the publication last.
+    while pool.queued_jobs() > 1 {
+        pool.run_job(true);
+        pool.poll_tasks();
+    }
+    pool.run_job(false);
+    while pool.poll_tasks() > 0 {
+        pool.run_job(false);
+    }
+    block_on(store.join());
+    assert!(store.log().is_empty(), "the entry is removed");
+    assert_eq!(f.blobs().len(), 1, "only the first put's blob: no orphan");
+    assert!(f.temp_files().is_empty());
+    let (found, _) = pool.drive(store.get("big"));
+    assert!(found.unwrap().is_none());
 }

@@ -981,3 +981,74 @@ fn opening_beside_a_held_lock_waits_or_fails_as_busy() {
     assert!(report.is_clean(), "{report:#?}");
     assert!(report.in_flight.is_empty(), "{report:#?}");
 }
+
+/// A tokio runtime (the crate's `TokioRuntime` is behind a feature this test does not enable)
+/// that notes the thread each blocking job runs on.
+#[derive(Clone)]
+struct NotedTokio {
+    handle: tokio::runtime::Handle,
+    jobs_ran_on: Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
+}
+
+impl Runtime for NotedTokio {
+    fn spawn(&self, task: Task) {
+        drop(self.handle.spawn(task));
+    }
+    fn sleep(&self, duration: std::time::Duration) -> Task {
+        Box::pin(tokio::time::sleep(duration))
+    }
+    fn unblock(&self, job: cairn_adapters::BlockingJob) {
+        let noted = self.jobs_ran_on.clone();
+        drop(self.handle.spawn_blocking(move || {
+            noted.lock().unwrap().push(std::thread::current().id());
+            job();
+        }));
+    }
+}
+
+/// Opened on a runtime, the data directory hands the blob directory's file work to the
+/// runtime's blocking pool: on a current-thread runtime, whose one thread polls every task,
+/// a large put, its get and a maintenance pass never touch a blob file on that thread, so
+/// an fsync never stalls the other tasks.
+#[test]
+fn on_a_runtime_the_blob_files_are_written_and_read_off_the_executor_thread() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let runtime = NotedTokio {
+        handle: rt.handle().clone(),
+        jobs_ran_on: Arc::default(),
+    };
+    let executor = std::thread::current().id();
+    let jobs = || runtime.jobs_ran_on.lock().unwrap().clone();
+    rt.block_on(async {
+        let data = Embedded::open(dir.path(), EmbeddedOptions::default(), runtime.clone())
+            .await
+            .expect("open");
+        let on_open = jobs().len();
+        assert!(
+            on_open > 0,
+            "the maintenance pass of the open sweeps on the pool"
+        );
+        data.store()
+            .put("big", large(7), &PutOptions::default())
+            .await
+            .expect("put");
+        let put = jobs().len() - on_open;
+        // The temp file, the body's one chunk (a batch of its own), the sync, the publication.
+        assert_eq!(put, 4, "the put's jobs");
+        let object = data.store().get("big").await.expect("get").expect("there");
+        assert_eq!(object.bytes().await.expect("body"), large(7));
+        let get = jobs().len() - on_open - put;
+        assert_eq!(get, 1 + 5, "an open, then a job per 256 KiB of the body");
+        data.maintain().await.expect("maintain");
+        assert!(data.fsck(false).await.expect("fsck").is_clean());
+        data.store().delete("big").await.expect("delete");
+    });
+    assert!(
+        jobs().iter().all(|&thread| thread != executor),
+        "every job ran off the executor's thread"
+    );
+}

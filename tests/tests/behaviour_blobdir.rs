@@ -1,12 +1,13 @@
 //! The behavioural suite with the long-term tier on a blob directory (a fresh temporary
-//! directory per test), under tokio, smol and the blocking driver. The high-volume tier and the
+//! directory per test), its file work in place and on a blocking pool, under tokio, smol and
+//! the blocking driver. The high-volume tier and the
 //! change log stay in memory, so any difference from `behaviour.rs` is the blob directory's.
 
 mod common;
 
 use cairn_adapters::blobdir::{BlobDir, BlobDirOptions};
 use cairn_adapters::memory::{CasMode, MemoryHv, MemoryLog};
-use cairn_adapters::{BlockingStore, Location, PutOptions};
+use cairn_adapters::{BlockingStore, Location, PutOptions, SmolRuntime};
 use cairn_core::Duration;
 use common::scenarios::bytes;
 use common::tiers::{clock, scratch_dir, Tiers};
@@ -15,15 +16,30 @@ use std::sync::Arc;
 type DirTiers = Tiers<Arc<MemoryHv>, BlobDir, Arc<MemoryLog>>;
 
 fn blobdir_tiers(mode: CasMode) -> DirTiers {
+    blobdir_tiers_offloaded(mode, false)
+}
+
+/// With `offload`, the blob directory's file work runs on smol's blocking pool, whichever
+/// driver runs the store: every operation then suspends at each file step.
+fn blobdir_tiers_offloaded(mode: CasMode, offload: bool) -> DirTiers {
     let files = scratch_dir();
     let clock = clock();
-    let options = BlobDirOptions::default().clock(clock.clone());
+    let mut options = BlobDirOptions::default().clock(clock.clone());
+    if offload {
+        options = options.offload(SmolRuntime);
+    }
     let lt = BlobDir::open(&files.path().join("lt"), options).expect("open the blob directory");
     let hv = Arc::new(MemoryHv::new().with_cas_mode(mode));
     Tiers::new(hv, lt, Arc::new(MemoryLog::new()), clock, Some(files))
 }
 
-common::scenarios::behaviour_suite!([CasMode::Reapply, CasMode::Skip].map(blobdir_tiers));
+common::scenarios::behaviour_suite!([
+    (CasMode::Reapply, false),
+    (CasMode::Skip, false),
+    (CasMode::Reapply, true),
+    (CasMode::Skip, true),
+]
+.map(|(mode, offload)| blobdir_tiers_offloaded(mode, offload)));
 
 #[test]
 fn a_restarted_process_reads_what_was_acknowledged() {

@@ -35,9 +35,28 @@
 //!   absent to `get` and `head`; [`BlobDir::sweep_expired`] deletes such files by listing
 //!   directory names only, never opening a blob.
 //!
-//! All I/O is blocking `std::fs`, one small step (one chunk, one rename) per call, which suits
-//! the embedded default; every error is an `io::Error` naming the path, surfaced to the store as
-//! a [`BackendError`]. Nothing here panics on bad data or failed I/O.
+//! # Blocking file I/O, and where it runs
+//!
+//! All I/O is blocking `std::fs`, in small steps: a put's temp file with its header, each
+//! 256 KiB batch, the final header with the `fdatasync`, the publication (marker, rename,
+//! directory `fsync`); a get's or head's open and header read, each 64 KiB chunk of a body; a
+//! delete. Where each step runs is [`BlobDirOptions::offload`]'s choice:
+//!
+//! - **in place** (the default, and with [`InlineRuntime`](crate::InlineRuntime)): on the
+//!   thread that polls the operation, which completes without ever suspending on the file
+//!   system, with no hop and no allocation added — right for
+//!   [`BlockingStore`](crate::BlockingStore) and threads of one's own;
+//! - **on a runtime's blocking pool** ([`Runtime::unblock`]: tokio's `spawn_blocking`,
+//!   `smol::unblock`), each step one job, so that a put's `fsync` never stalls the other tasks
+//!   of an executor's worker. [`Embedded`](crate::embedded::Embedded) passes its runtime, and
+//!   runs its sweeps and `fsck`'s listing there too. A step runs to its end even if the
+//!   operation is dropped meanwhile: a write's temp file is then removed by the job itself,
+//!   and [`LtBackend::settled`] waits for such jobs, so that the store's cleanup after a
+//!   dropped put never races the publication of its blob. Each step costs a hop to the pool
+//!   and back (measured in `adapters/benches/embedded.rs`, rows "tokio").
+//!
+//! Every error is an `io::Error` naming the path, surfaced to the store as a
+//! [`BackendError`]. Nothing here panics on bad data or failed I/O.
 //!
 //! ```
 //! # futures_lite::future::block_on(async {
@@ -63,6 +82,7 @@
 mod format;
 mod layout;
 mod list;
+mod offload;
 mod read;
 mod sweep;
 mod write;
@@ -72,9 +92,10 @@ pub use list::{BlobInfo, Surroundings};
 pub use sweep::{SweepReport, STALE_MARKER_AGE};
 
 use crate::backend::{BackendError, BackendResult, LtBackend, Staging};
-use crate::{Body, Clock, CoarseClock, Metadata};
+use crate::{Body, Clock, CoarseClock, Metadata, Runtime};
 use cairn_core::{BlobId, Span};
 use layout::{context, Layout, FANOUT_DIRS, LAYOUT_TAG};
+use offload::Offload;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
@@ -84,22 +105,25 @@ use std::sync::Arc;
 ///
 /// ```
 /// use cairn_adapters::blobdir::BlobDirOptions;
-/// use cairn_adapters::ManualClock;
+/// use cairn_adapters::{InlineRuntime, ManualClock};
 /// use std::sync::Arc;
 /// let clock = Arc::new(ManualClock::new(1_000));
-/// let options = BlobDirOptions::default().clock(clock.clone());
+/// // Under tokio, pass `TokioRuntime::current()` (feature `tokio`) instead.
+/// let options = BlobDirOptions::default().clock(clock.clone()).offload(InlineRuntime);
 /// ```
 #[derive(Clone)]
 pub struct BlobDirOptions {
     clock: Arc<dyn Clock>,
+    offload: Option<Arc<dyn Runtime>>,
 }
 
 impl Default for BlobDirOptions {
     /// Expiry against [`CoarseClock`], the same default clock a store reads its `now` from, so
-    /// that a blob never expires before the tombstone pointing at it does.
+    /// that a blob never expires before the tombstone pointing at it does; file I/O in place.
     fn default() -> Self {
         BlobDirOptions {
             clock: Arc::new(CoarseClock),
+            offload: None,
         }
     }
 }
@@ -109,6 +133,20 @@ impl BlobDirOptions {
     /// `now`). Use the store's clock, so both tiers agree.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Runs the directory's blocking file work — a put's writes, its `fdatasync`, its rename and
+    /// directory `fsync`; a get's or head's open and header read, each chunk of a body; a
+    /// delete; [`Embedded`](crate::embedded::Embedded)'s sweeps and listings — on `runtime`'s
+    /// blocking pool ([`Runtime::unblock`]), so that an `fsync` never stalls the tasks of an
+    /// executor's worker. Pass the store's runtime. Without this (the default), or with a
+    /// runtime that [runs inline](Runtime::runs_inline) such as
+    /// [`InlineRuntime`](crate::InlineRuntime), every step runs in place on the thread that
+    /// polls the operation, with no hop and no allocation added: right for
+    /// [`BlockingStore`](crate::BlockingStore) and threads of one's own.
+    pub fn offload(mut self, runtime: impl Runtime) -> Self {
+        self.offload = (!runtime.runs_inline()).then(|| Arc::new(runtime) as Arc<dyn Runtime>);
         self
     }
 }
@@ -131,6 +169,8 @@ pub struct BlobDir {
 pub(crate) struct Inner {
     layout: Layout,
     clock: Arc<dyn Clock>,
+    /// `None`: file I/O in place.
+    offload: Option<Arc<Offload>>,
 }
 
 impl fmt::Debug for BlobDir {
@@ -199,6 +239,9 @@ impl BlobDir {
             inner: Arc::new(Inner {
                 layout,
                 clock: options.clock,
+                offload: options
+                    .offload
+                    .map(|runtime| Arc::new(Offload::new(runtime))),
             }),
         })
     }
@@ -219,6 +262,48 @@ impl BlobDir {
     /// put there (each reported, never removed).
     pub fn surroundings(&self) -> Surroundings {
         list::surroundings(&self.inner.layout)
+    }
+
+    /// Runs `job`, which blocks on the file system, on this directory: in place without an
+    /// offloader (see [`BlobDirOptions::offload`]), else on a clone of it on the runtime's
+    /// blocking pool, where it runs to its end even if this future is dropped.
+    pub(crate) async fn blocking_in<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&BlobDir) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        match &self.inner.offload {
+            None => job(self),
+            Some(offload) => {
+                let dir = self.clone();
+                offload.run(move || job(&dir)).await
+            }
+        }
+    }
+
+    /// [`blocking_in`](Self::blocking_in) for a job on `blob`, whose key is copied only when
+    /// the job leaves this thread.
+    async fn blocking_on<T: Send + 'static>(
+        &self,
+        blob: BlobId<'_>,
+        job: impl FnOnce(&BlobDir, BlobId<'_>) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        match &self.inner.offload {
+            None => job(self, blob),
+            Some(offload) => {
+                let (dir, key, revision) = (self.clone(), blob.key.to_key_buf(), blob.revision);
+                offload
+                    .run(move || {
+                        job(
+                            &dir,
+                            BlobId {
+                                key: &key,
+                                revision,
+                            },
+                        )
+                    })
+                    .await
+            }
+        }
     }
 }
 
@@ -256,21 +341,32 @@ impl LtBackend for BlobDir {
         blob: BlobId<'_>,
         span: Option<Span>,
     ) -> BackendResult<Option<(Metadata, Body)>> {
-        Ok(self.read(blob, span)?)
+        Ok(self
+            .blocking_on(blob, move |dir, blob| dir.read(blob, span))
+            .await?)
     }
 
     async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
-        Ok(self.open_live(blob)?.map(|o| o.header.meta))
+        let head = self.blocking_on(blob, |dir, blob| {
+            Ok(dir.open_live(blob)?.map(|o| o.header.meta))
+        });
+        Ok(head.await?)
     }
 
     async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
-        Ok(self.remove(blob)?)
+        Ok(self.blocking_on(blob, BlobDir::remove).await?)
     }
 
     async fn stage(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> Staging {
         match self.stage_blob(blob, meta, body).await {
             Ok(staged) => Staging::Staged(Box::new(staged)),
             Err(e) => Staging::Failed(e.into()),
+        }
+    }
+
+    async fn settled(&self) {
+        if let Some(offload) = &self.inner.offload {
+            offload.settled().await;
         }
     }
 }

@@ -654,6 +654,7 @@ mod tests {
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::mpsc::{sync_channel, Receiver};
+    use std::sync::Mutex;
     use std::task::{Context, Waker};
 
     #[test]
