@@ -39,21 +39,27 @@
 //!
 //! All I/O is blocking `std::fs`, in small steps: a put's temp file with its header, each
 //! 256 KiB batch, the final header with the `fdatasync`, the publication (marker, rename,
-//! directory `fsync`); a get's or head's open and header read, each 64 KiB chunk of a body; a
-//! delete. Where each step runs is [`BlobDirOptions::offload`]'s choice:
+//! directory `fsync`); a delete; a get's or head's open and header read, each 64 KiB chunk of a
+//! body. Where the steps that write run is [`BlobDirOptions::offload`]'s choice:
 //!
 //! - **in place** (the default, and with [`InlineRuntime`](crate::InlineRuntime)): on the
 //!   thread that polls the operation, which completes without ever suspending on the file
 //!   system, with no hop and no allocation added — right for
 //!   [`BlockingStore`](crate::BlockingStore) and threads of one's own;
 //! - **on a runtime's blocking pool** ([`Runtime::unblock`]: tokio's `spawn_blocking`,
-//!   `smol::unblock`), each step one job, so that a put's `fsync` never stalls the other tasks
-//!   of an executor's worker. [`Embedded`](crate::embedded::Embedded) passes its runtime, and
-//!   runs its sweeps and `fsck`'s listing there too. A step runs to its end even if the
-//!   operation is dropped meanwhile: a write's temp file is then removed by the job itself,
-//!   and [`LtBackend::settled`] waits for such jobs, so that the store's cleanup after a
-//!   dropped put never races the publication of its blob. Each step costs a hop to the pool
-//!   and back (measured in `adapters/benches/embedded.rs`, rows "tokio").
+//!   `smol::unblock`), each step one job, so that a put's `fsync` — or a write the kernel
+//!   holds back while it flushes dirty pages — never stalls the other tasks of an executor's
+//!   worker. [`Embedded`](crate::embedded::Embedded) passes its runtime, and runs its sweeps
+//!   and `fsck`'s listing there too. A step runs to its end even if the operation is dropped
+//!   meanwhile: a write's temp file is then removed by the job itself, and
+//!   [`LtBackend::settled`] waits for such jobs, so that the store's cleanup after a dropped
+//!   put never races the publication of its blob.
+//!
+//! Reads run in place either way, as the SQLite tier's do: from the page cache a 64 KiB read
+//! costs a few microseconds, far less than the hop to a pool and back (two thread wake-ups).
+//! Measured for an 8 MiB get from a tokio task on the 2-core development VM, cache warm: in
+//! place 0.6 ms; on the pool, 3.5 ms with a job per 256 KiB, 6.0 ms per 64 KiB. A read that
+//! misses the cache holds its thread for one chunk's disk read.
 //!
 //! Every error is an `io::Error` naming the path, surfaced to the store as a
 //! [`BackendError`]. Nothing here panics on bad data or failed I/O.
@@ -341,16 +347,12 @@ impl LtBackend for BlobDir {
         blob: BlobId<'_>,
         span: Option<Span>,
     ) -> BackendResult<Option<(Metadata, Body)>> {
-        Ok(self
-            .blocking_on(blob, move |dir, blob| dir.read(blob, span))
-            .await?)
+        // Reads run in place even with an offloader: see "Blocking file I/O" above.
+        Ok(self.read(blob, span)?)
     }
 
     async fn head(&self, blob: BlobId<'_>) -> BackendResult<Option<Metadata>> {
-        let head = self.blocking_on(blob, |dir, blob| {
-            Ok(dir.open_live(blob)?.map(|o| o.header.meta))
-        });
-        Ok(head.await?)
+        Ok(self.open_live(blob)?.map(|o| o.header.meta))
     }
 
     async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {

@@ -3,7 +3,6 @@
 
 use super::format::Header;
 use super::layout::{context, corrupt, key_hash};
-use super::offload::Offload;
 use super::BlobDir;
 use crate::Body;
 use bytes::{Bytes, BytesMut};
@@ -13,25 +12,12 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Bytes read from the file per chunk of a get's body: one chunk is all a get holds at a time.
 /// 64 KiB is the chunk size of the streaming tests and large enough that a read's system call
 /// costs little next to copying its bytes.
 pub(crate) const READ_CHUNK_LEN: usize = 64 * 1024;
-
-/// Bytes one job reads for a body on a runtime's blocking pool, handed out as chunks of
-/// [`READ_CHUNK_LEN`]: each job costs a hop to the pool and back (two thread wake-ups), which
-/// for a file in the page cache costs more than reading 64 KiB. Measured for an 8 MiB get from
-/// a tokio task on the 2-core development VM, page cache warm (medians of 7 runs): in place
-/// 0.59 ms; a job per 64 KiB 6.0 ms, per 256 KiB 3.5 ms, per 1 MiB 1.7 ms. 256 KiB is the bound
-/// of a put's batch ([`WRITE_BATCH_LEN`]) too: what one operation holds in memory.
-///
-/// [`WRITE_BATCH_LEN`]: super::write::WRITE_BATCH_LEN
-pub(crate) const READ_BATCH_LEN: usize = 256 * 1024;
-
-const _: () = assert!(READ_BATCH_LEN % READ_CHUNK_LEN == 0 && READ_BATCH_LEN >= READ_CHUNK_LEN);
 
 /// Opens the blob file at `path` and reads its header, leaving the position at the payload:
 /// `None` if there is no such file. A file whose length disagrees with its header (truncated,
@@ -118,22 +104,17 @@ impl BlobDir {
         let remaining = end.saturating_sub(start);
         file.seek(SeekFrom::Start(header.len + start))
             .map_err(context("seeking in", &path))?;
-        let chunks = Chunks {
+        let body = Body::from_stream(Chunks {
             file: Some(file),
             remaining,
             path,
-        };
-        let body = match &self.inner.offload {
-            None => Body::from_stream(chunks),
-            Some(offload) => Body::from_stream(chunks.unblocked(offload.clone())),
-        };
+        });
         Ok(Some((header.meta, body)))
     }
 }
 
 /// A payload read lazily: each pull reads at most [`READ_CHUNK_LEN`] bytes with one blocking
-/// read, so a consumer that stops pulling stops the reading. In place; or, on a runtime's
-/// blocking pool, a batch of chunks per read ([`Chunks::unblocked`]).
+/// read, so a consumer that stops pulling stops the reading.
 ///
 /// Deleting the blob while it streams is safe: the open file stays readable until dropped.
 struct Chunks {
@@ -144,46 +125,13 @@ struct Chunks {
 }
 
 impl Chunks {
-    /// The same chunks, read by jobs on `offload`'s blocking pool, [`READ_BATCH_LEN`] bytes per
-    /// job; the reader travels to the job and back. A body dropped while a read is under way is
-    /// closed by the job.
-    fn unblocked(self, offload: Arc<Offload>) -> impl Stream<Item = io::Result<Bytes>> + Send {
-        let start = (offload, self, Bytes::new());
-        futures_lite::stream::unfold(Some(start), |state| async move {
-            let (offload, mut chunks, mut batch) = state?;
-            if batch.is_empty() {
-                if chunks.file.is_none() || chunks.remaining == 0 {
-                    return None;
-                }
-                let read = offload.run(move || {
-                    let batch = chunks.read_next(READ_BATCH_LEN);
-                    Ok((chunks, batch))
-                });
-                (chunks, batch) = match read.await {
-                    Ok((chunks, Some(Ok(batch)))) => (chunks, batch),
-                    Ok((_, None)) => return None,
-                    Ok((_, Some(Err(e)))) => return Some((Err(e), None)),
-                    // The job never ran: the body ends with why.
-                    Err(e) => return Some((Err(e), None)),
-                };
-            }
-            let chunk = batch.split_to(batch.len().min(READ_CHUNK_LEN));
-            Some((Ok(chunk), Some((offload, chunks, batch))))
-        })
-    }
-
     fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
-        self.read_next(READ_CHUNK_LEN)
-    }
-
-    /// The next `max` bytes of the payload, or fewer at its end, with one blocking read.
-    fn read_next(&mut self, max: usize) -> Option<io::Result<Bytes>> {
         let file = self.file.as_mut()?;
         if self.remaining == 0 {
             self.file = None;
             return None;
         }
-        let len = self.remaining.min(max as u64) as usize;
+        let len = self.remaining.min(READ_CHUNK_LEN as u64) as usize;
         let mut buf = BytesMut::zeroed(len);
         match file.read_exact(&mut buf) {
             Ok(()) => {
