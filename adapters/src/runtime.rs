@@ -125,6 +125,9 @@ impl Runtime for TokioRuntime {
             }
         })
     }
+    fn unblock(&self, job: BlockingJob) {
+        drop(self.handle.spawn_blocking(job));
+    }
 }
 
 /// A tokio timer's task, aborted when the sleep is dropped early (a background loop that ends
@@ -157,9 +160,6 @@ async fn sleep_on_a_thread(until: std::time::Instant) {
         });
     if spawned.is_ok() {
         listener.await;
-    }
-    fn unblock(&self, job: BlockingJob) {
-        drop(self.handle.spawn_blocking(job));
     }
 }
 
