@@ -188,9 +188,9 @@ impl<R: Runtime> Embedded<R> {
     /// Opens (creating if needed) the data directory at `root`, runs recovery, and sweeps expired
     /// rows, expired blobs and stale temporary files.
     ///
-    /// The blob directory runs its blocking file work on `runtime`'s blocking pool
-    /// ([`Runtime::unblock`], see [`BlobDirOptions::offload`]); with
-    /// [`InlineRuntime`](crate::InlineRuntime), in place.
+    /// The blob directory runs its blocking writes, syncs, deletes and sweeps on `runtime`'s
+    /// blocking pool ([`Runtime::unblock`], see [`BlobDirOptions::offload`]), its reads in
+    /// place; with [`InlineRuntime`](crate::InlineRuntime), everything in place.
     pub async fn open(root: &Path, options: EmbeddedOptions, runtime: R) -> Result<Self, OpenError>
     where
         R: Clone,

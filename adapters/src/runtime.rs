@@ -26,8 +26,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn runs_inline(&self) -> bool {
         false
     }
-    /// Runs `job`, which blocks its thread (the blob directory's file writes, `fsync`s and
-    /// reads), where it cannot stall this runtime's other tasks: on its blocking pool
+    /// Runs `job`, which blocks its thread (the blob directory's file writes, `fsync`s,
+    /// renames, unlinks and sweeps; its reads stay in place), where it cannot stall this
+    /// runtime's other tasks: on its blocking pool
     /// (`spawn_blocking`, `smol::unblock`). Each job must run once, or be dropped unrun only
     /// when the runtime shuts down (the operation waiting for it then fails).
     ///

@@ -58,7 +58,7 @@
 //! Reads run in place either way, as the SQLite tier's do: from the page cache a 64 KiB read
 //! costs a few microseconds, far less than the hop to a pool and back (two thread wake-ups).
 //! Measured for an 8 MiB get from a tokio task on the 2-core development VM, cache warm: in
-//! place 0.6 ms; on the pool, 3.5 ms with a job per 256 KiB, 6.0 ms per 64 KiB. A read that
+//! place 0.6 ms; on the pool, 3.6 ms with a job per 256 KiB, 6.0 ms per 64 KiB. A read that
 //! misses the cache holds its thread for one chunk's disk read.
 //!
 //! Every error is an `io::Error` naming the path, surfaced to the store as a
@@ -142,11 +142,13 @@ impl BlobDirOptions {
         self
     }
 
-    /// Runs the directory's blocking file work — a put's writes, its `fdatasync`, its rename and
-    /// directory `fsync`; a get's or head's open and header read, each chunk of a body; a
-    /// delete; [`Embedded`](crate::embedded::Embedded)'s sweeps and listings — on `runtime`'s
-    /// blocking pool ([`Runtime::unblock`]), so that an `fsync` never stalls the tasks of an
-    /// executor's worker. Pass the store's runtime. Without this (the default), or with a
+    /// Runs the directory's blocking file work that waits for the disk — a put's writes, its
+    /// `fdatasync`, its rename and directory `fsync`; a delete;
+    /// [`Embedded`](crate::embedded::Embedded)'s sweeps and listings — on `runtime`'s blocking
+    /// pool ([`Runtime::unblock`]), so that an `fsync` never stalls the tasks of an executor's
+    /// worker. Reads (a get's or head's open and header, a body's chunks) run in place either
+    /// way (see the [module documentation](crate::blobdir)). Pass the store's runtime. Without this (the
+    /// default), or with a
     /// runtime that [runs inline](Runtime::runs_inline) such as
     /// [`InlineRuntime`](crate::InlineRuntime), every step runs in place on the thread that
     /// polls the operation, with no hop and no allocation added: right for
