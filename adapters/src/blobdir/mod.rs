@@ -287,32 +287,6 @@ impl BlobDir {
             }
         }
     }
-
-    /// [`blocking_in`](Self::blocking_in) for a job on `blob`, whose key is copied only when
-    /// the job leaves this thread.
-    async fn blocking_on<T: Send + 'static>(
-        &self,
-        blob: BlobId<'_>,
-        job: impl FnOnce(&BlobDir, BlobId<'_>) -> io::Result<T> + Send + 'static,
-    ) -> io::Result<T> {
-        match &self.inner.offload {
-            None => job(self, blob),
-            Some(offload) => {
-                let (dir, key, revision) = (self.clone(), blob.key.to_key_buf(), blob.revision);
-                offload
-                    .run(move || {
-                        job(
-                            &dir,
-                            BlobId {
-                                key: &key,
-                                revision,
-                            },
-                        )
-                    })
-                    .await
-            }
-        }
-    }
 }
 
 /// Creates `dir` unless it exists, returning whether it did.
@@ -358,7 +332,15 @@ impl LtBackend for BlobDir {
     }
 
     async fn delete(&self, blob: BlobId<'_>) -> BackendResult<()> {
-        Ok(self.blocking_on(blob, BlobDir::remove).await?)
+        // The key travels to the job by value: at most `MAX_KEY_LEN` bytes, inline.
+        let (key, revision) = (blob.key.to_key_buf(), blob.revision);
+        let remove = move |dir: &BlobDir| {
+            dir.remove(BlobId {
+                key: &key,
+                revision,
+            })
+        };
+        Ok(self.blocking_in(remove).await?)
     }
 
     async fn stage(&self, blob: BlobId<'_>, meta: &Metadata, body: Body) -> Staging {
