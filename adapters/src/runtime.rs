@@ -144,20 +144,34 @@ impl Drop for Timer {
 }
 
 /// Completes at `until`, timed by a thread of its own: for a sleep whose runtime is gone. If no
-/// thread can be had, at once.
+/// thread can be had, at once. Dropped early, it wakes its thread, which then ends at once
+/// rather than sleep out the rest of the wait (a backoff of up to 30 s) for nobody.
 #[cfg(feature = "tokio")]
 async fn sleep_on_a_thread(until: std::time::Instant) {
+    use event_listener::{Event, Listener};
+    use std::sync::Arc;
+
+    /// Rings its event when dropped: with the sleep, done or not.
+    struct Dropped(Arc<Event>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.notify(usize::MAX);
+        }
+    }
+
     let left = until.saturating_duration_since(std::time::Instant::now());
     if left.is_zero() {
         return;
     }
-    let rung = std::sync::Arc::new(event_listener::Event::new());
-    let listener = rung.listen();
+    let (rung, dropped) = (Arc::new(Event::new()), Dropped(Arc::new(Event::new())));
+    let (listener, cancelled) = (rung.listen(), dropped.0.listen());
     let spawned = std::thread::Builder::new()
         .name("cairn-sleep".into())
         .spawn(move || {
-            std::thread::sleep(left);
-            rung.notify(usize::MAX);
+            if cancelled.wait_timeout(left).is_none() {
+                rung.notify(usize::MAX);
+            }
         });
     if spawned.is_ok() {
         listener.await;
@@ -234,6 +248,44 @@ mod tests {
             .unwrap();
         let runtime = TokioRuntime::from_handle(rt.handle().clone());
         futures_lite::future::block_on(runtime.sleep(Duration::from_millis(1)));
+    }
+
+    /// A sleep served by a thread because its runtime is gone, dropped early, ends its thread
+    /// then, not when the wait would have.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_sleep_outliving_its_tokio_runtime_leaves_no_thread_when_dropped() {
+        let sleepers = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == "cairn-sleep")
+                })
+                .count()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let runtime = TokioRuntime::from_handle(rt.handle().clone());
+        drop(rt);
+        let mut sleep = runtime.sleep(Duration::from_secs(3600));
+        let polled = futures_lite::future::block_on(futures_lite::future::poll_once(&mut sleep));
+        assert!(polled.is_none(), "an hour has not passed");
+        // Waits for the count of sleeping threads to be `done` (a thread names itself once it
+        // runs), failing with `what` after 20 s.
+        let wait_until = |what: &str, done: &dyn Fn(usize) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !done(sleepers()) {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait_until("the wait is on a thread of its own", &|n| n >= 1);
+        drop(sleep);
+        wait_until("the thread slept on", &|n| n == 0);
     }
 
     /// A blocking job leaves the executor's thread: on a current-thread runtime, the only
