@@ -974,6 +974,8 @@ fn opening_beside_a_held_lock_waits_or_fails_as_busy() {
         move || open(&dir)
     });
     std::thread::sleep(std::time::Duration::from_millis(20));
+    // Neither opened without the lock nor gave up before its busy timeout.
+    assert!(!waiting.is_finished(), "the open waits for the lock");
     other.execute_batch("ROLLBACK").expect("let go");
     let data = waiting.join().expect("opened once the lock was let go");
     assert_reads(&data, "big", large(1));
