@@ -29,8 +29,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs `job`, which blocks its thread (the blob directory's file writes, `fsync`s,
     /// renames, unlinks and sweeps; its reads stay in place), where it cannot stall this
     /// runtime's other tasks: on its blocking pool
-    /// (`spawn_blocking`, `smol::unblock`). Each job must run once, or be dropped unrun only
-    /// when the runtime shuts down (the operation waiting for it then fails).
+    /// (`spawn_blocking`, `smol::unblock`). Each job must run once, or be dropped unrun when the
+    /// runtime shuts down (it then runs in place, on the thread that drops it).
     ///
     /// The default runs it in place, on the calling thread, before returning: right for
     /// [`InlineRuntime`], which has no other tasks to stall. A runtime of your own that keeps
@@ -41,7 +41,13 @@ pub trait Runtime: Send + Sync + 'static {
 }
 
 /// Runs `job` through [`Runtime::unblock`] and returns its result, or `None` if the runtime
-/// dropped the job unrun (it is shutting down). A panic in the job resumes in the caller.
+/// lost the job without running or dropping it (forgot it). A panic in the job resumes in the
+/// caller.
+///
+/// A job the runtime drops unrun — tokio's `spawn_blocking` on a runtime shut down, or shutting
+/// down — runs in place instead, where it is dropped: a store that outlives its tokio runtime
+/// goes on writing its blobs as on [`InlineRuntime`], instead of failing every large put, delete
+/// and sweep.
 ///
 /// The job runs to its end even if this future is dropped; its result is then dropped on the
 /// thread that ran it, before the job is over (see [`Reply`](crate::oneshot::Reply)).
@@ -50,10 +56,22 @@ pub(crate) async fn unblocked<T: Send + 'static>(
     runtime: &dyn Runtime,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
+    /// Runs its job when dropped: after the runtime called it, or instead.
+    struct RunOnDrop<F: FnOnce()>(Option<F>);
+
+    impl<F: FnOnce()> Drop for RunOnDrop<F> {
+        fn drop(&mut self) {
+            if let Some(job) = self.0.take() {
+                job();
+            }
+        }
+    }
+
     let (reply, answer) = crate::oneshot::reply_slot();
-    runtime.unblock(Box::new(move || {
+    let run = RunOnDrop(Some(move || {
         reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
     }));
+    runtime.unblock(Box::new(move || drop(run)));
     match answer.await? {
         Ok(value) => Some(value),
         Err(panic) => std::panic::resume_unwind(panic),

@@ -949,6 +949,41 @@ fn a_store_outliving_its_tokio_runtime_still_backs_off_without_panicking() {
     assert_eq!(block_on(read(&store, "k")), Some(value(LARGE, 2)));
 }
 
+/// The embedded store outliving its tokio runtime, whose blocking pool its blob directory used:
+/// after the shutdown, a large put, a delete of a large object and a maintenance pass still
+/// write their blob files — in place, on the caller's thread, as with the inline runtime —
+/// instead of failing because the pool dropped their file work unrun.
+#[test]
+fn an_embedded_store_outliving_its_tokio_runtime_still_writes_blobs() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rt = tokio_runtime();
+    let data = rt
+        .block_on(Embedded::open(
+            dir.path(),
+            options(),
+            TokioRuntime::from_handle(rt.handle().clone()),
+        ))
+        .expect("open");
+    let opts = PutOptions::default();
+    rt.block_on(data.store().put("old", value(LARGE, 1), &opts))
+        .expect("put");
+    drop(rt);
+    block_on(data.store().put("new", value(LARGE, 2), &opts)).expect("a large put");
+    block_on(data.store().delete("old")).expect("a delete");
+    block_on(data.maintain()).expect("a maintenance pass");
+    assert_eq!(block_on(read(data.store(), "new")), Some(value(LARGE, 2)));
+    drop(data);
+    // The delete's cleanup could not be spawned on the runtime: the next open's recovery
+    // deletes the old blob.
+    let data = block_on(Embedded::open(dir.path(), options(), InlineRuntime)).expect("reopen");
+    assert_eq!(block_on(read(data.store(), "new")), Some(value(LARGE, 2)));
+    assert_eq!(blob_files(dir.path()).len(), 1, "the deleted blob went");
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.temp_files, 0);
+    assert_eq!(data.db().log_entries().expect("log"), Vec::new());
+}
+
 // --- 7. Futures and bodies handed between runtimes and threads ---------------------------
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;

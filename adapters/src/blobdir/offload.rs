@@ -75,7 +75,7 @@ impl Offload {
         match unblocked(&*self.runtime, move || (job(), ticket)).await {
             Some((result, _ticket)) => result,
             None => Err(io::Error::other(
-                "the runtime dropped the blob directory's file work unrun (is it shutting down?)",
+                "the runtime lost the blob directory's file work without running or dropping it",
             )),
         }
     }
