@@ -100,6 +100,7 @@ impl BlobDir {
 
     /// Whether the expiry marker of blob `revision` of `key`, expiring at `expires`, is there:
     /// without it, [`sweep_expired`](BlobDir::sweep_expired) would never remove the blob.
+    #[cfg(feature = "sqlite")] // for the embedded data directory's `fsck`
     pub(crate) fn has_marker(&self, key: &Key, revision: Revision, expires: Instant) -> bool {
         let marker = self
             .inner

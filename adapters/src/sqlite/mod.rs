@@ -434,7 +434,8 @@ impl SqliteDb {
         Ok(until)
     }
 
-    /// The change-log entries in use by stores over this database.
+    /// The change-log entries in use by stores over this database (for `fsck`).
+    #[cfg(feature = "blobdir")]
     pub(crate) fn in_flight(&self) -> &InFlightEntries {
         &self.shared.in_flight
     }
