@@ -3,7 +3,7 @@
 use super::layout::{context, key_hash, sync_dir, Entry, FANOUT_DIRS, TEMP_SUFFIX};
 use super::read::open_file;
 use super::BlobDir;
-use cairn_core::{is_expired, BlobId, Instant, Key, Revision};
+use cairn_core::{is_expired, BlobId, Instant, Revision};
 use std::io;
 use std::path::Path;
 use std::time::SystemTime;
@@ -101,7 +101,12 @@ impl BlobDir {
     /// Whether the expiry marker of blob `revision` of `key`, expiring at `expires`, is there:
     /// without it, [`sweep_expired`](BlobDir::sweep_expired) would never remove the blob.
     #[cfg(feature = "sqlite")] // for the embedded data directory's `fsck`
-    pub(crate) fn has_marker(&self, key: &Key, revision: Revision, expires: Instant) -> bool {
+    pub(crate) fn has_marker(
+        &self,
+        key: &cairn_core::Key,
+        revision: Revision,
+        expires: Instant,
+    ) -> bool {
         let marker = self
             .inner
             .layout
