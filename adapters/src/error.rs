@@ -150,6 +150,33 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether a backend failed for want of space: the disk, the file system or a quota is
+    /// full (an I/O error of kind [`StorageFull`](io::ErrorKind::StorageFull) or
+    /// [`QuotaExceeded`](io::ErrorKind::QuotaExceeded), or a `SqliteError` of kind
+    /// `SqliteErrorKind::Full`). Deleting objects frees space, and needs none.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Write { source, .. } | Error::Read { source, .. } => disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `e` wraps a full disk's error.
+fn disk_full(e: &BackendError) -> bool {
+    let e = e.source_ref();
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return matches!(
+            io.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        );
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = e.downcast_ref::<crate::sqlite::SqliteError>() {
+        return sqlite.kind() == crate::sqlite::SqliteErrorKind::Full;
+    }
+    false
 }
 
 #[cfg(test)]

@@ -1203,3 +1203,70 @@ fn a_json_listing_failing_half_way_reports_its_error_on_a_line_of_its_own() {
     assert_eq!(doc["kind"], "storage", "{doc}");
     assert!(doc["error"].as_str().unwrap().contains("damaged"), "{doc}");
 }
+
+/// A tmpfs of 8 MiB mounted for one test, unmounted when dropped; `None` where this user may
+/// not mount one.
+#[cfg(target_os = "linux")]
+struct Tmpfs(tempfile::TempDir);
+
+#[cfg(target_os = "linux")]
+impl Tmpfs {
+    fn mount() -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// Puts until the disk is full, then every command still opens the store: `ls` lists what
+/// the puts stored, `rm` deletes, and a put fits again. (The last put's pages, committed to
+/// the WAL, once needed space the full disk no longer had to be copied into the database,
+/// and every later command failed to open the store: `rm` included.)
+#[cfg(target_os = "linux")]
+#[test]
+fn puts_that_fill_the_disk_leave_a_store_that_opens_and_deletes() {
+    let Some(disk) = Tmpfs::mount() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let data = disk.path().join("data");
+    let object = vec![4u8; 500_000];
+    let mut stored = 0;
+    loop {
+        let key = format!("k{stored}");
+        let out = cairn_with_stdin(&data, &["--json", "put", &key, "-"], Some(&object));
+        if code(&out) != 0 {
+            assert_eq!(code(&out), 3, "{out:?}");
+            assert_eq!(json(&out)["kind"], "storage");
+            break;
+        }
+        stored += 1;
+        assert!(stored < 20, "the disk never filled");
+    }
+    let ls = ok(&cairn(&data, &["ls"]));
+    assert_eq!(ls.lines().count(), stored, "{ls}");
+    ok(&cairn(&data, &["rm", "k0"]));
+    ok(&cairn(&data, &["rm", "k1"]));
+    ok(&cairn_with_stdin(
+        &data,
+        &["put", "again", "-"],
+        Some(&object),
+    ));
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
+}

@@ -1175,6 +1175,18 @@ impl Mount {
         mounted.then_some(Mount(dir))
     }
 
+    /// Fills the file system to its last byte with a file, whose path is returned: removing it
+    /// frees the space.
+    fn fill(&self) -> PathBuf {
+        let path = self.0 .0.join("filler");
+        let mut filler = std::fs::File::create(&path).unwrap();
+        for block in [4096, 1] {
+            let block = vec![0u8; block];
+            while std::io::Write::write(&mut filler, &block).is_ok_and(|n| n > 0) {}
+        }
+        path
+    }
+
     fn remount_read_only(&self) {
         let status = std::process::Command::new("mount")
             .args(["-o", "remount,ro"])
@@ -1288,11 +1300,7 @@ fn on_a_full_disk_a_store_still_opens_reads_and_deletes_to_free_space() {
         }
         block_on(store.put("large", large.clone(), &PutOptions::default())).unwrap();
     }
-    // Fill the file system to the last byte.
-    let mut filler = std::fs::File::create(mount.0 .0.join("filler")).unwrap();
-    let block = vec![0u8; 4096];
-    while std::io::Write::write(&mut filler, &block).is_ok_and(|n| n > 0) {}
-    drop(filler);
+    mount.fill();
     let data = open().expect("a full disk still opens");
     let store = data.store();
     let small = block_on(store.get("small3")).unwrap().expect("stored");
@@ -1302,6 +1310,136 @@ fn on_a_full_disk_a_store_still_opens_reads_and_deletes_to_free_space() {
     block_on(store.put("another", large.clone(), &PutOptions::default()))
         .expect("the freed space is there to use");
     assert!(block_on(data.fsck(false)).unwrap().is_clean());
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+}
+
+/// A data directory on `clock` (every tier's time), with commits that skip the fsync.
+#[cfg(target_os = "linux")]
+fn embedded_at(
+    root: &Path,
+    clock: &Arc<ManualClock>,
+) -> Result<
+    cairn_adapters::embedded::Embedded<cairn_adapters::InlineRuntime>,
+    cairn_adapters::embedded::OpenError,
+> {
+    let options = cairn_adapters::embedded::EmbeddedOptions {
+        sqlite: fast(),
+        clock: clock.clone(),
+        ..Default::default()
+    };
+    block_on(cairn_adapters::embedded::Embedded::open(
+        root,
+        options,
+        cairn_adapters::InlineRuntime,
+    ))
+}
+
+/// `key` reads back as `expected` from `store`.
+#[cfg(target_os = "linux")]
+fn assert_holds<R: cairn_adapters::Runtime>(
+    store: &cairn_adapters::embedded::EmbeddedStore<R>,
+    key: &str,
+    expected: &[u8],
+) {
+    let object = block_on(store.get(key)).expect("get");
+    let object = object.unwrap_or_else(|| panic!("{key} is gone"));
+    assert!(block_on(object.bytes()).expect("body") == expected, "{key}");
+}
+
+/// An inline put on a full disk fails and harms nothing — the database is sound, the old
+/// value there, no change-log entry left — and once space is freed, the same put on the same
+/// handle succeeds. Two ways: one that needs the database file to grow is refused before
+/// anything is written (nothing changed); one that fits in the file's free pages but needs
+/// the WAL to grow fails at its commit, as a full disk.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_inline_put_on_a_full_disk_fails_and_succeeds_once_there_is_room() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    let opts = cairn_adapters::PutOptions::default();
+    // 150 free pages in the database file, and a WAL cut back to nothing.
+    {
+        let data = embedded_at(&root, &clock).expect("open");
+        block_on(data.store().put("gone", vec![0u8; 600_000], &opts)).unwrap();
+        block_on(data.store().delete("gone")).unwrap();
+    }
+    let raw = rusqlite::Connection::open(root.join("cairn.sqlite")).unwrap();
+    raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(raw);
+    let data = embedded_at(&root, &clock).expect("open");
+    block_on(data.store().put("k", "old", &opts)).unwrap();
+    let filler = mount.fill();
+    let harmless = |err: &cairn_adapters::Error| {
+        assert!(err.is_disk_full(), "{err}");
+        let cairn_adapters::Error::Write { error, source } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(error.tier, cairn_core::Tier::Hv, "{err}");
+        let sqlite = source.source_ref().downcast_ref::<SqliteError>().unwrap();
+        assert_eq!(sqlite.kind(), SqliteErrorKind::Full, "{sqlite}");
+        assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+        assert_holds(data.store(), "k", b"old");
+        assert!(data.db().log_entries().unwrap().is_empty());
+    };
+    let larger = vec![3u8; 900_000];
+    let err = block_on(data.store().put("k", larger.clone(), &opts)).expect_err("no room");
+    harmless(&err);
+    assert_eq!(err.applied(), Some(cairn_core::Applied::No), "{err}");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    let fits = vec![4u8; 500_000];
+    let err = block_on(data.store().put("k", fits.clone(), &opts)).expect_err("no WAL");
+    harmless(&err);
+    assert!(
+        err.to_string().contains("database or disk is full"),
+        "{err}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    block_on(data.store().put("k", fits.clone(), &opts)).expect("room now");
+    assert_holds(data.store(), "k", &fits);
+    block_on(data.store().put("k", larger.clone(), &opts)).expect("room now");
+    assert_holds(data.store(), "k", &larger);
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+}
+
+/// A store whose inline puts filled the disk, closed, opens again and deletes. Each commit
+/// made room in the database file for its new pages, so the WAL can be copied back into it
+/// on the full disk and start over. (Without that room, the pages only the WAL held could
+/// not be copied, the WAL could never start over, and the next open failed as a full disk:
+/// no command could delete anything.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_store_that_filled_the_disk_with_inline_puts_opens_again_and_deletes() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    let opts = cairn_adapters::PutOptions::default();
+    let mut stored = 0;
+    {
+        let data = embedded_at(&root, &clock).expect("open");
+        while block_on(
+            data.store()
+                .put(format!("k{stored}"), vec![7u8; 50_000], &opts),
+        )
+        .is_ok()
+        {
+            stored += 1;
+        }
+    }
+    assert!(stored > 20, "{stored}");
+    let data = embedded_at(&root, &clock).expect("a full disk still opens");
+    assert_holds(data.store(), &format!("k{}", stored - 1), &[7u8; 50_000]);
+    for i in 0..stored {
+        block_on(data.store().delete(format!("k{i}"))).expect("deleting needs no new space");
+    }
+    block_on(data.store().put("again", vec![8u8; 50_000], &opts)).expect("room in the file");
     assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
 }
 

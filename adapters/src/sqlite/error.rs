@@ -29,7 +29,10 @@ pub enum SqliteErrorKind {
     /// permissions). cairn writes even to read: opening registers an instance with a lease, and
     /// the embedded store recovers on open.
     ReadOnly,
-    /// Any other SQLite failure: I/O, a full disk, a damaged file.
+    /// The disk (or the file system, or a quota) is full: the write needed space that is not
+    /// there (see [the module docs](super#a-full-disk)).
+    Full,
+    /// Any other SQLite failure: I/O, a damaged file.
     Sqlite,
 }
 
@@ -60,6 +63,7 @@ impl SqliteError {
         let kind = match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteErrorKind::Busy,
             Some(ErrorCode::ReadOnly) => SqliteErrorKind::ReadOnly,
+            Some(ErrorCode::DiskFull) => SqliteErrorKind::Full,
             // On a read-only file system SQLite opens the file read-only without a word, then
             // cannot create the WAL's shared-memory file beside it: "unable to open".
             Some(ErrorCode::CannotOpen) if unwritable(path) => SqliteErrorKind::ReadOnly,
@@ -144,7 +148,7 @@ impl fmt::Display for SqliteError {
                 "SQLite database {path} cannot be written ({what}): cairn needs write access to \
                  it and its directory even to read, since opening registers a lease and recovers"
             ),
-            SqliteErrorKind::Sqlite => match &self.source {
+            SqliteErrorKind::Sqlite | SqliteErrorKind::Full => match &self.source {
                 Some(source) => write!(f, "SQLite database {path}: {what} failed: {source}"),
                 None => write!(f, "SQLite database {path}: {what}"),
             },
@@ -158,7 +162,7 @@ impl std::error::Error for SqliteError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         let cause = self.source.as_deref()?;
         match self.kind {
-            SqliteErrorKind::Sqlite => cause.source(),
+            SqliteErrorKind::Sqlite | SqliteErrorKind::Full => cause.source(),
             _ => Some(cause),
         }
     }

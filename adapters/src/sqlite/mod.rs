@@ -76,6 +76,21 @@
 //! while nobody claimed it simply renews in that transaction and carries on: a lapsed lease only
 //! permits a takeover, it does not fence by itself.
 //!
+//! # A full disk
+//!
+//! A write that needs new space fails with [`SqliteErrorKind::Full`]; one that needs none
+//! (deleting objects, which frees space) goes on working. Two things make that so:
+//!
+//! - The WAL and its index are kept when the last connection closes, and an open copies a
+//!   kept WAL back into the database first: SQLite could not create them again, and every
+//!   open (a write: it registers an instance) would fail.
+//! - Every commit first makes room in the database file for the pages it leaves it with
+//!   (`SQLITE_FCNTL_SIZE_HINT`), and fails, having written nothing, if there is none. The WAL
+//!   can therefore always be copied back into the database, and start over from its beginning
+//!   instead of growing: without that room, pages only the WAL held could not be copied on a
+//!   full disk, and every later write — in every process, opening included — needed the WAL
+//!   to grow.
+//!
 //! # Expiry
 //!
 //! SQLite has no native expiry. Expired rows are absent to every read and conditional operation
@@ -352,6 +367,7 @@ impl SqliteDb {
             schema::setup(&conn, &path).map_err(refused)?;
             let instance = lease::register(&conn, until).map_err(err("registering"))?;
             lease::prune(&conn, instance, now).map_err(err("pruning instances"))?;
+            schema::reserve(&conn, &path)?;
             conn.execute_batch("COMMIT").map_err(err("opening"))?;
             Ok(instance)
         })();

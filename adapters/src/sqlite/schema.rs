@@ -90,7 +90,67 @@ pub(crate) fn connect(
         conn.pragma_update(None, "query_only", true).map_err(err)?;
     }
     persist_wal(&conn).map_err(err)?;
+    if writer {
+        // What `reserve` needs: without a chunk size, SQLite takes size hints for no-ops.
+        let mut chunk: std::ffi::c_int = RESERVE_CHUNK;
+        #[allow(unsafe_code)]
+        // SAFETY: SQLITE_FCNTL_CHUNK_SIZE reads one `int`.
+        unsafe { file_control(&conn, rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE, &mut chunk) }
+            .map_err(err)?;
+    }
     Ok(conn)
+}
+
+/// The unit in which the write connection grows the database file (`SQLITE_FCNTL_CHUNK_SIZE`):
+/// one page of SQLite's default size, so that the file grows by what it needs and no more.
+const RESERVE_CHUNK: std::ffi::c_int = 4096;
+
+/// Makes room in the database file for every page the write transaction under way leaves it
+/// with, before it commits; fails (as [`SqliteErrorKind::Full`](super::SqliteErrorKind::Full)
+/// on a full disk) if there is none.
+///
+/// In WAL mode a commit writes only the WAL; the database file grows later, when a checkpoint
+/// copies the new pages into it. On a full disk that copy would fail, and a WAL that cannot be
+/// copied back can never start over: every later write, a delete included, would need the WAL
+/// to grow, and fail — in this process and, once it closed, in every process that opens the
+/// store (opening registers an instance, a write). Room made at the commit keeps the WAL
+/// copyable at any time: a commit that would make the database larger than the disk allows
+/// fails instead, before anything is written.
+///
+/// SQLite makes the room itself (`SQLITE_FCNTL_SIZE_HINT`): it writes a byte into each new
+/// block of the file, which allocates it, and so costs a small write per new page, only when
+/// the database grows.
+pub(crate) fn reserve(conn: &Connection, path: &Arc<Path>) -> Result<(), SqliteError> {
+    let what = "making room in the database file for its new pages";
+    let mut bytes: i64 = conn
+        .prepare_cached("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(|e| SqliteError::sqlite(path, what, e))?;
+    #[allow(unsafe_code)]
+    // SAFETY: SQLITE_FCNTL_SIZE_HINT reads one `sqlite3_int64`.
+    let hinted = unsafe { file_control(conn, rusqlite::ffi::SQLITE_FCNTL_SIZE_HINT, &mut bytes) };
+    match hinted {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // SQLite reports the failed write as an I/O error; the file's last error says why.
+            let mut errno: std::ffi::c_int = 0;
+            #[allow(unsafe_code)]
+            // SAFETY: SQLITE_FCNTL_LAST_ERRNO writes one `int`.
+            let known =
+                unsafe { file_control(conn, rusqlite::ffi::SQLITE_FCNTL_LAST_ERRNO, &mut errno) };
+            let io = std::io::Error::from_raw_os_error(errno);
+            if known.is_err() || errno == 0 {
+                return Err(SqliteError::sqlite(path, what, e));
+            }
+            let kind = match io.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    super::SqliteErrorKind::Full
+                }
+                _ => return Err(SqliteError::sqlite(path, what, e)),
+            };
+            Err(SqliteError::new(path, kind, format!("{what} failed: {io}")))
+        }
+    }
 }
 
 /// Keeps the `-wal` and `-shm` files when the last connection closes, instead of deleting them.
@@ -101,21 +161,32 @@ pub(crate) fn connect(
 /// transaction overwrites a fully checkpointed WAL from its start, so deleting objects needs no
 /// new space either. (The WAL a clean close leaves is fully checkpointed; SQLite ignores its
 /// stale frames.)
-#[allow(unsafe_code)]
 fn persist_wal(conn: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::ffi;
     let mut on: std::ffi::c_int = 1;
-    // SAFETY: `handle` is this open connection's, used only for the duration of the call;
-    // SQLITE_FCNTL_PERSIST_WAL reads and writes one `int` through the pointer, which points at
-    // `on`, alive for the call. "main" is a NUL-terminated C string literal.
-    let rc = unsafe {
-        ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            ffi::SQLITE_FCNTL_PERSIST_WAL,
-            (&raw mut on).cast(),
-        )
-    };
+    #[allow(unsafe_code)]
+    // SAFETY: SQLITE_FCNTL_PERSIST_WAL reads and writes one `int`.
+    unsafe {
+        file_control(conn, rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL, &mut on)
+    }
+}
+
+/// `sqlite3_file_control` on the main database of `conn`.
+///
+/// # Safety
+///
+/// `op` must read and write at most one `T` through its argument.
+#[allow(unsafe_code)]
+unsafe fn file_control<T>(
+    conn: &Connection,
+    op: std::ffi::c_int,
+    arg: &mut T,
+) -> rusqlite::Result<()> {
+    use rusqlite::ffi;
+    let arg: *mut T = arg;
+    // SAFETY: `handle` is this open connection's, used only for the duration of the call; `op`
+    // reads and writes at most one `T` through the pointer (the caller's promise), which comes
+    // from a `&mut T` alive for the call. "main" is a NUL-terminated C string literal.
+    let rc = unsafe { ffi::sqlite3_file_control(conn.handle(), c"main".as_ptr(), op, arg.cast()) };
     if rc == ffi::SQLITE_OK {
         Ok(())
     } else {

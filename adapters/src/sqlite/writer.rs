@@ -40,7 +40,7 @@
 //! unbounded, but every caller waits for its answer before sending again, so it holds at most one
 //! job per concurrent caller.
 
-use super::lease;
+use super::{lease, schema};
 use super::{Shared, SqliteError, SqliteErrorKind, Synchronous};
 use crate::oneshot::{reply_slot, Reply};
 use rusqlite::Connection;
@@ -539,10 +539,8 @@ impl Thread<'_> {
             Ok(()) => self.fill(pending.take(), first.take(), &gather, lazy),
         };
         let committing = Instant::now();
-        // A batch that failed before its COMMIT committed nothing; a failed COMMIT (an fsync
-        // error) may have reached the disk all the same.
         let outcome = match outcome {
-            Ok(()) => self.exec("COMMIT", "committing"),
+            Ok(()) => self.commit(),
             Err(e) => Err(e.refused()),
         };
         let commit_time = committing.elapsed();
@@ -577,6 +575,14 @@ impl Thread<'_> {
         for job in self.batch.drain(..) {
             job.finish(outcome.clone());
         }
+    }
+
+    /// Commits the open transaction, once the database file has room for its new pages (see
+    /// [`schema::reserve`]). A transaction that failed before its COMMIT (no room) committed
+    /// nothing; a failed COMMIT (an fsync error) may have reached the disk all the same.
+    fn commit(&self) -> Result<(), SqliteError> {
+        schema::reserve(&self.conn, &self.shared.path).map_err(SqliteError::refused)?;
+        self.exec("COMMIT", "committing")
     }
 
     /// Inside the open transaction: runs `renewal`, `first`, and every further job `gather`
