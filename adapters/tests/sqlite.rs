@@ -1443,6 +1443,57 @@ fn a_store_that_filled_the_disk_with_inline_puts_opens_again_and_deletes() {
     assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
 }
 
+/// Fills `root` with `sessions` times `per` objects of 3000 bytes, each session a store
+/// opened and closed (as separate `cairn put` commands do), so the WAL stays as small as one
+/// session's writes: `expiring` says which expire in a minute.
+#[cfg(target_os = "linux")]
+fn fill_in_sessions(
+    root: &Path,
+    clock: &Arc<ManualClock>,
+    sessions: usize,
+    per: usize,
+    expiring: impl Fn(usize) -> bool,
+) {
+    for session in 0..sessions {
+        let data = embedded_at(root, clock).expect("open");
+        for i in 0..per {
+            let mut opts = cairn_adapters::PutOptions::default();
+            if expiring(i) {
+                opts.ttl = Some(Duration::from_secs(60));
+            }
+            let key = format!("k{i}-{session}");
+            block_on(data.store().put(key, vec![i as u8; 3000], &opts)).unwrap();
+        }
+    }
+}
+
+/// One store, open while the disk is full, deletes object after object: the deletes need no
+/// new space, only room in the WAL it has, which the writer makes by copying the WAL back
+/// into the database when it finds none. (Without that, after a few deletes the WAL was at
+/// the end of its file, and every write after failed as a full disk.)
+#[cfg(target_os = "linux")]
+#[test]
+fn deleting_on_a_full_disk_goes_on_past_the_end_of_the_wal() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    fill_in_sessions(&root, &clock, 20, 10, |_| false);
+    mount.fill();
+    let data = embedded_at(&root, &clock).expect("a full disk still opens");
+    for session in 0..20 {
+        for i in 0..10 {
+            block_on(data.store().delete(format!("k{i}-{session}")))
+                .unwrap_or_else(|e| panic!("delete k{i}-{session}: {e}"));
+        }
+    }
+    let left = block_on(data.store().list("", None, 10)).unwrap();
+    assert!(left.entries.is_empty(), "{left:?}");
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+}
+
 /// Every message names its cause, so a report that walks the chain (`anyhow`'s `{:#}`, a
 /// `Caused by:` list) never shows a message that the one before it already said: here a file
 /// that is not a database, opened directly and through the embedded store.

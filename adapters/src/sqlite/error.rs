@@ -30,7 +30,9 @@ pub enum SqliteErrorKind {
     /// the embedded store recovers on open.
     ReadOnly,
     /// The disk (or the file system, or a quota) is full: the write needed space that is not
-    /// there (see [the module docs](super#a-full-disk)).
+    /// there. Deleting objects frees space, and needs none: the writer tries such a write again
+    /// once it has copied the WAL back into the database, so that the write can start the WAL
+    /// over instead of growing it (see [the module docs](super#a-full-disk)).
     Full,
     /// Any other SQLite failure: I/O, a damaged file.
     Sqlite,

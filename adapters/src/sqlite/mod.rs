@@ -79,7 +79,7 @@
 //! # A full disk
 //!
 //! A write that needs new space fails with [`SqliteErrorKind::Full`]; one that needs none
-//! (deleting objects, which frees space) goes on working. Two things make that so:
+//! (deleting objects, which frees space) goes on working. Three things make that so:
 //!
 //! - The WAL and its index are kept when the last connection closes, and an open copies a
 //!   kept WAL back into the database first: SQLite could not create them again, and every
@@ -90,6 +90,8 @@
 //!   instead of growing: without that room, pages only the WAL held could not be copied on a
 //!   full disk, and every later write — in every process, opening included — needed the WAL
 //!   to grow.
+//! - A batch that fails for want of space is copied back and tried again, job by job, so the
+//!   writes that fit the WAL as it is commit, and one that needs space fails alone.
 //!
 //! # Expiry
 //!

@@ -85,7 +85,9 @@ pub(crate) enum Shape {
 pub(crate) trait Job: Send {
     /// How the job writes.
     fn shape(&self) -> Shape;
-    /// Does the work inside the transaction. An error undoes this job's writes only.
+    /// Does the work inside the transaction. An error undoes this job's writes only. Called
+    /// again, in a new transaction, if the first one was rolled back for want of disk space
+    /// (see [`Thread::retry_alone`]).
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError>;
     /// Answers the caller once the batch is over: `batch` is the commit's outcome.
     fn finish(self: Box<Self>, batch: Result<(), SqliteError>);
@@ -94,7 +96,7 @@ pub(crate) trait Job: Send {
 /// A job built from a closure, answering its caller through a [`Reply`].
 struct Pending<T, F> {
     shape: Shape,
-    op: Option<F>,
+    op: F,
     result: Option<Result<T, SqliteError>>,
     reply: Reply<Result<T, SqliteError>>,
 }
@@ -102,15 +104,16 @@ struct Pending<T, F> {
 impl<T, F> Job for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send,
+    F: FnMut(&WriteCx<'_>) -> Result<T, SqliteError> + Send,
 {
     fn shape(&self) -> Shape {
         self.shape
     }
 
     fn run(&mut self, cx: &WriteCx<'_>) -> Result<(), SqliteError> {
-        let op = self.op.take().expect("the writer runs each job once");
-        let result = op(cx);
+        // Run again after its batch failed for want of space, the job starts over: the
+        // transaction its first run wrote in was rolled back.
+        let result = (self.op)(cx);
         let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
         self.result = Some(result);
         outcome
@@ -200,14 +203,15 @@ impl Writer {
     pub async fn submit<T, F>(&self, what: &str, op: F) -> Result<T, SqliteError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
+        F: FnMut(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
     {
         self.submit_shaped(what, Shape::Savepoint, op).await
     }
 
     /// [`submit`](Writer::submit) for an `op` of the given shape. `Shape::Atomic` and
     /// `Shape::Lazy` promise that `op` writes with at most one statement and fails only before
-    /// or in it (never after a write succeeded).
+    /// or in it (never after a write succeeded). `op` may run more than once, each time in a
+    /// new transaction, the earlier ones rolled back (a full disk: see [`Thread::retry_alone`]).
     pub async fn submit_shaped<T, F>(
         &self,
         what: &str,
@@ -216,13 +220,13 @@ impl Writer {
     ) -> Result<T, SqliteError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
+        F: FnMut(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
     {
         let closed = || SqliteError::new(&self.shared.path, SqliteErrorKind::Closed, what);
         let (reply, answer) = reply_slot();
         let job = Box::new(Pending {
             shape,
-            op: Some(op),
+            op,
             result: None,
             reply,
         });
@@ -302,6 +306,9 @@ struct Thread<'q> {
     batch: Vec<Box<dyn Job>>,
     /// How many of them (lease renewals aside) took effect so far.
     succeeded: usize,
+    /// Those of them (by position) that failed alone for want of disk space, their batch going
+    /// on without them: tried again alone (see [`Thread::retry_alone`]).
+    wanting_room: Vec<usize>,
 }
 
 fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job>>) {
@@ -316,6 +323,7 @@ fn run(conn: Connection, shared: Arc<Shared>, queue: &mpsc::Receiver<Box<dyn Job
         recent: Recent::default(),
         batch: Vec::with_capacity(MAX_BATCH + 1),
         succeeded: 0,
+        wanting_room: Vec::new(),
     };
     let mut open = true;
     while open {
@@ -549,6 +557,38 @@ impl Thread<'_> {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         let jobs = self.batch.len() - usize::from(renewed);
+        self.count(&outcome, renewed);
+        if !lazy {
+            // The commit's own time (an fsync under FULL) bounds the next gather, not the
+            // gathering and running that preceded it.
+            self.recent.record(jobs, commit_time);
+        }
+        // Short of disk space, the batch as a whole (no room for its new pages, a commit that
+        // could not grow the WAL, a statement that spilled to it and made SQLite roll the
+        // transaction back) or single jobs: each is tried again alone. The lease renewal too,
+        // or a disk that stays full could keep the lease from renewing until it ran out.
+        let mut retry = Vec::new();
+        if matches!(&outcome, Err(e) if e.kind() == SqliteErrorKind::Full) {
+            retry.extend(self.batch.drain(..).enumerate());
+        } else {
+            for i in self.wanting_room.drain(..).rev() {
+                retry.push((i, self.batch.remove(i)));
+            }
+            retry.reverse();
+        }
+        self.wanting_room.clear();
+        let retry = retry.into_iter().map(|(i, job)| (job, renewed && i == 0));
+        let retry: Vec<_> = retry.collect();
+        for job in self.batch.drain(..) {
+            job.finish(outcome.clone());
+        }
+        if !retry.is_empty() {
+            self.retry_alone(retry);
+        }
+    }
+
+    /// Counts a transaction that ended with `outcome` in the writer's statistics.
+    fn count(&self, outcome: &Result<(), SqliteError>, renewed: bool) {
         // Only the requests that took effect count as writes (a job that failed alone left no
         // trace); a batch of nothing else committed nothing worth counting.
         let writes = self.succeeded as u64;
@@ -558,7 +598,7 @@ impl Thread<'_> {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(writes, Ordering::Relaxed);
                 stats.largest_batch.fetch_max(writes, Ordering::Relaxed);
-                if lazy {
+                if self.relaxed {
                     stats.lazy_commits.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -567,14 +607,72 @@ impl Thread<'_> {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if !lazy {
-            // The commit's own time (an fsync under FULL) bounds the next gather, not the
-            // gathering and running that preceded it.
-            self.recent.record(jobs, commit_time);
+    }
+
+    /// Tries `jobs` again after their batch (or they alone) failed for want of disk space, each
+    /// in a transaction of its own, so that one that fits is not failed by others that do not.
+    ///
+    /// A full disk need not stop writes that need no new space (deleting objects): SQLite
+    /// starts the WAL over from its beginning, overwriting what is already there, at the first
+    /// write after a checkpoint copied all of it back into the database, and grows the file
+    /// only while it cannot. So the WAL is checkpointed first — which takes no space either:
+    /// every commit made room in the database file for its pages ([`schema::reserve`]) — and
+    /// again after every attempt that found no room, before that job's second and last
+    /// attempt.
+    ///
+    /// Running a job again is sound because the transaction of its first run certainly did
+    /// not commit: a full disk is reported when there was no room for the new pages (before
+    /// the COMMIT), or when a write of the WAL failed, and a transaction commits only by the
+    /// frame that ends it, the last one written. (Had it committed all the same, every job is
+    /// idempotent or fails on its own the second time: a re-applied compare-and-write, or a
+    /// change-log record whose id is taken.)
+    fn retry_alone(&mut self, jobs: Vec<(Box<dyn Job>, bool)>) {
+        const ATTEMPTS: usize = 2;
+        self.checkpoint();
+        for (mut job, renewal) in jobs {
+            for attempt in 1..=ATTEMPTS {
+                let outcome = self.alone(job, renewal);
+                job = self
+                    .batch
+                    .pop()
+                    .expect("a job run alone is the whole batch");
+                let short = !self.wanting_room.is_empty()
+                    || matches!(&outcome, Err(e) if e.kind() == SqliteErrorKind::Full);
+                self.wanting_room.clear();
+                if short {
+                    self.checkpoint();
+                    if attempt < ATTEMPTS {
+                        continue;
+                    }
+                }
+                job.finish(outcome);
+                break;
+            }
         }
-        for job in self.batch.drain(..) {
-            job.finish(outcome.clone());
+    }
+
+    /// Runs `job` (a lease `renewal`, or a write) in a transaction of its own, leaving it as
+    /// the batch's only job, for the caller to answer, and returns how the transaction ended.
+    fn alone(&mut self, job: Box<dyn Job>, renewal: bool) -> Result<(), SqliteError> {
+        self.succeeded = 0;
+        let outcome = match self.exec("BEGIN IMMEDIATE", "starting a write transaction") {
+            Err(e) => {
+                self.batch.push(job);
+                Err(e.refused())
+            }
+            Ok(()) => match self.run_one(job) {
+                Ok(took_effect) => {
+                    self.succeeded = usize::from(took_effect && !renewal);
+                    self.commit()
+                }
+                Err(e) => Err(e.refused()),
+            },
+        };
+        if outcome.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
+        self.count(&outcome, renewal);
+        outcome
     }
 
     /// Commits the open transaction, once the database file has room for its new pages (see
@@ -583,6 +681,17 @@ impl Thread<'_> {
     fn commit(&self) -> Result<(), SqliteError> {
         schema::reserve(&self.conn, &self.shared.path).map_err(SqliteError::refused)?;
         self.exec("COMMIT", "committing")
+    }
+
+    /// Copies what it can of the WAL back into the database, outside any transaction, so that
+    /// the next write can start the WAL over instead of growing it. Best effort: a reader still
+    /// using the WAL (in another process, say) keeps the next write from starting it over, and
+    /// pages a store written by an older cairn left in the WAL, without room made for them in
+    /// the database file, cannot be copied there without space.
+    fn checkpoint(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 
     /// Inside the open transaction: runs `renewal`, `first`, and every further job `gather`
@@ -633,13 +742,30 @@ impl Thread<'_> {
                 .exec("RELEASE job", "releasing a savepoint")
                 .map(|()| true),
             Ok(()) => Ok(true),
-            Err(_) if self.conn.is_autocommit() => {
+            Err(e) if self.conn.is_autocommit() => {
                 // Some failures (I/O, a full disk) make SQLite roll back the whole transaction.
-                Err(SqliteError::new(
-                    &self.shared.path,
-                    SqliteErrorKind::Sqlite,
-                    "another request in the same batch failed and SQLite rolled the batch back",
-                ))
+                let (kind, what) = match e.kind() {
+                    SqliteErrorKind::Full => (
+                        SqliteErrorKind::Full,
+                        "another request in the same batch ran out of disk space, and SQLite \
+                         rolled the batch back",
+                    ),
+                    _ => (
+                        SqliteErrorKind::Sqlite,
+                        "another request in the same batch failed and SQLite rolled the batch \
+                         back",
+                    ),
+                };
+                Err(SqliteError::new(&self.shared.path, kind, what))
+            }
+            Err(e) if e.kind() == SqliteErrorKind::Full => {
+                // Failed alone, the batch going on: tried again alone after the batch.
+                self.wanting_room.push(self.batch.len() - 1);
+                if savepoint {
+                    self.exec("ROLLBACK TO job", "rolling back a savepoint")?;
+                    self.exec("RELEASE job", "releasing a savepoint")?;
+                }
+                Ok(false)
             }
             // SQLite undid the failing statement, and with it the whole job.
             Err(_) if !savepoint => Ok(false),
@@ -717,8 +843,9 @@ mod tests {
     impl Writer {
         /// Runs `f` on the write connection as a job of its own (test setup).
         fn conn_setup(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static) {
+            let mut f = Some(f);
             let op = move |cx: &WriteCx<'_>| {
-                f(cx.conn).unwrap();
+                f.take().expect("set up once")(cx.conn).unwrap();
                 Ok(())
             };
             block_on(self.submit("setting up", op)).unwrap();
@@ -732,7 +859,7 @@ mod tests {
     fn queue<'a, T: Send + 'static>(
         db: &'a SqliteDb,
         shape: Shape,
-        op: impl FnOnce(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
+        op: impl FnMut(&WriteCx<'_>) -> Result<T, SqliteError> + Send + 'static,
     ) -> Submitted<'a, T> {
         let mut answer: Submitted<'a, T> = Box::pin(db.writer.submit_shaped("test", shape, op));
         let mut cx = Context::from_waker(Waker::noop());
@@ -744,13 +871,15 @@ mod tests {
     }
 
     /// A job that, once it runs, holds the writer until released: the jobs queued meanwhile
-    /// all find the batch open. Returns its answer and the release.
+    /// all find the batch open. Returns its answer and the release. Run again (its batch
+    /// having failed for want of space), it holds nothing.
     fn gate(db: &SqliteDb, shape: Shape) -> (Submitted<'_, i64>, std::sync::mpsc::SyncSender<()>) {
         let (running, is_running) = sync_channel(0);
         let (release, released): (_, Receiver<()>) = sync_channel(0);
         let answer = queue(db, shape, move |cx| {
-            running.send(()).unwrap();
-            released.recv().unwrap();
+            if running.send(()).is_ok() {
+                released.recv().unwrap();
+            }
             Ok(synchronous(cx))
         });
         is_running.recv().unwrap();
@@ -931,9 +1060,39 @@ mod tests {
         let fine = queue(db, Shape::Atomic, |cx| {
             insert(cx, "INSERT INTO t VALUES (1)")
         });
-        // A full disk: SQLite answers it by rolling back the whole transaction, so even the
-        // jobs that succeeded before it must fail.
-        let full = queue(db, Shape::Atomic, |cx| {
+        // A failure after which SQLite has rolled back the whole transaction (as it does
+        // after an I/O error): even the jobs that succeeded before it must fail.
+        let lost = queue(db, Shape::Atomic, |cx| {
+            cx.conn.execute_batch("ROLLBACK").unwrap();
+            insert(cx, "INSERT INTO t VALUES (1), (1)")
+        });
+        release.send(()).unwrap();
+        assert!(block_on(gate).is_err(), "lost with the transaction");
+        assert!(block_on(fine).is_err(), "lost with the transaction");
+        assert!(block_on(lost).is_err());
+        let after = db.writer_stats();
+        assert_eq!(after.failed_batches - before.failed_batches, 1);
+        assert_eq!(after.commits, before.commits, "nothing committed");
+        // The writer goes on with a fresh transaction.
+        block_on(db.writer.submit_shaped("after", Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (5)")
+        }))
+        .unwrap();
+        assert_eq!(keys(db), [5]);
+    }
+
+    /// A full disk rolls the whole transaction back too, but its jobs are tried again, each
+    /// alone: one that needs the space fails, the others commit.
+    #[test]
+    fn a_batch_short_of_space_is_tried_again_job_by_job() {
+        let Db { db, .. } = &Db::open(Synchronous::Normal);
+        let before = db.writer_stats();
+        let (gate, release) = gate(db, Shape::Atomic);
+        let fine = queue(db, Shape::Atomic, |cx| {
+            insert(cx, "INSERT INTO t VALUES (1)")
+        });
+        // A database that may not grow fails as a full disk does.
+        let full = queue(db, Shape::Savepoint, |cx| {
             cx.conn
                 .execute_batch("CREATE TABLE IF NOT EXISTS big (v BLOB)")
                 .unwrap();
@@ -946,14 +1105,24 @@ mod tests {
                 .unwrap();
             insert(cx, "INSERT INTO big VALUES (zeroblob(1000000))")
         });
+        let also_fine = queue(db, Shape::Savepoint, |cx| {
+            insert(cx, "INSERT INTO t VALUES (2)")
+        });
         release.send(()).unwrap();
-        assert!(block_on(gate).is_err(), "lost with the transaction");
-        assert!(block_on(fine).is_err(), "lost with the transaction");
-        assert!(block_on(full).is_err());
+        block_on(gate).unwrap();
+        block_on(fine).unwrap();
+        let err = block_on(full).unwrap_err();
+        assert_eq!(err.kind(), SqliteErrorKind::Full, "{err}");
+        block_on(also_fine).unwrap();
+        assert_eq!(keys(db), [1, 2]);
         let after = db.writer_stats();
-        assert_eq!(after.failed_batches - before.failed_batches, 1);
-        assert_eq!(after.commits, before.commits, "nothing committed");
-        // The writer goes on with a fresh transaction.
+        assert_eq!(
+            after.commits - before.commits,
+            3,
+            "the three that fit, one by one"
+        );
+        // The batch, and the two attempts of the one that does not fit.
+        assert_eq!(after.failed_batches - before.failed_batches, 3);
         block_on(db.writer.submit_shaped("after", Shape::Atomic, |cx| {
             cx.conn
                 .pragma_update(None, "max_page_count", 1_000_000_000i64)
@@ -961,7 +1130,7 @@ mod tests {
             insert(cx, "INSERT INTO t VALUES (5)")
         }))
         .unwrap();
-        assert_eq!(keys(db), [5]);
+        assert_eq!(keys(db), [1, 2, 5]);
     }
 
     #[test]
