@@ -87,8 +87,9 @@ pub enum OpenError {
     /// The configuration is invalid, or the database could not be read while opening.
     Store(Error),
     /// The maintenance pass of [`Embedded::open`] failed: the database or the blob directory
-    /// could not be read or written. (What recovery cannot clean up, and single blobs the sweep
-    /// cannot remove, do not fail it: they wait for the next pass.)
+    /// could not be read or written. (What recovery cannot clean up, single blobs the sweep
+    /// cannot remove, and a disk too full for the pass to write, do not fail it: they wait for
+    /// the next pass.)
     Maintenance(Error),
 }
 
@@ -188,6 +189,11 @@ impl<R: Runtime> Embedded<R> {
     /// Opens (creating if needed) the data directory at `root`, runs recovery, and sweeps expired
     /// rows, expired blobs and stale temporary files.
     ///
+    /// On a full disk the open succeeds even if that pass cannot write (claiming a dead
+    /// process's change-log entries, removing finished ones, deleting expired rows): what it
+    /// left waits for the next pass ([`maintain`](Embedded::maintain)), and the store opened
+    /// can delete objects to free space, which refusing the open would leave no way to do.
+    ///
     /// The blob directory runs its blocking writes, syncs, deletes and sweeps on `runtime`'s
     /// blocking pool ([`Runtime::unblock`], see [`BlobDirOptions::offload`]), its reads in
     /// place; with [`InlineRuntime`](crate::InlineRuntime), everything in place.
@@ -196,7 +202,10 @@ impl<R: Runtime> Embedded<R> {
         R: Clone,
     {
         let embedded = Self::open_unrecovered(root, options, runtime).await?;
-        embedded.maintain().await.map_err(OpenError::Maintenance)?;
+        match embedded.maintain().await {
+            Err(e) if !e.is_disk_full() => return Err(OpenError::Maintenance(e)),
+            _ => {}
+        }
         Ok(embedded)
     }
 
@@ -298,6 +307,9 @@ impl<R: Runtime> Embedded<R> {
     }
 
     /// One maintenance pass: recovery, then expired rows, expired blobs and stale temporary files.
+    /// Each step runs whatever became of the one before, and the first failure is returned:
+    /// on a full disk, deleting expired blobs and stale temporary files frees space even when
+    /// recovery or the sweep of expired rows found no room to write.
     pub async fn maintain(&self) -> Result<RecoveryReport, Error> {
         self.maintain_explained().await.map(|(report, _)| report)
     }
@@ -307,24 +319,47 @@ impl<R: Runtime> Embedded<R> {
     pub async fn maintain_explained(
         &self,
     ) -> Result<(RecoveryReport, Option<BackendError>), Error> {
-        let (report, cause) = self.store.recover_explained().await?;
+        let recovered = self.store.recover_explained().await;
         let now = self.clock.now();
-        let backend = |tier, source: BackendError| Error::Read { tier, source };
-        while self
-            .db()
-            .sweep_expired_rows(now, SWEEP_BATCH)
-            .await
-            .map_err(|e| backend(cairn_core::Tier::Hv, e))?
-            == SWEEP_BATCH
-        {}
-        let lt = |e: std::io::Error| backend(cairn_core::Tier::Lt, e.into());
+        let rows = self.sweep_expired_rows(now).await;
+        let lt = |e: std::io::Error| Error::Read {
+            tier: cairn_core::Tier::Lt,
+            source: e.into(),
+        };
         let sweep = move |dir: &BlobDir| {
             dir.sweep_expired(now)?;
             dir.remove_temp_files(STALE_TEMP_AGE)
         };
-        self.blobs().blocking_in(sweep).await.map_err(lt)?;
+        let blobs = self.blobs().blocking_in(sweep).await.map_err(lt);
+        let (report, cause) = recovered?;
+        rows?;
+        blobs?;
         self.passes.fetch_add(1, Ordering::AcqRel);
         Ok((report, cause))
+    }
+
+    /// Deletes every row expired at `now`, [`SWEEP_BATCH`] at a time. On a full disk a batch
+    /// may need more of the WAL than there is (its pages are written to the WAL before they
+    /// are copied into the database): smaller batches are tried then, down to a single row,
+    /// each of which the writer fits into the WAL it has by copying the WAL back first.
+    async fn sweep_expired_rows(&self, now: cairn_core::Instant) -> Result<(), Error> {
+        let mut batch = SWEEP_BATCH;
+        loop {
+            match self.db().sweep_expired_rows(now, batch).await {
+                Ok(swept) if swept < batch => return Ok(()),
+                Ok(_) => {}
+                Err(source) => {
+                    let e = Error::Read {
+                        tier: cairn_core::Tier::Hv,
+                        source,
+                    };
+                    if batch == 1 || !e.is_disk_full() {
+                        return Err(e);
+                    }
+                    batch = (batch / 8).max(1);
+                }
+            }
+        }
     }
 
     /// How many maintenance passes have completed (the one on open included).

@@ -1225,6 +1225,15 @@ impl Tmpfs {
     fn path(&self) -> &Path {
         self.0.path()
     }
+
+    /// Fills it to the last byte.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.path().join("filler")).unwrap();
+        for block in [4096, 1] {
+            let block = vec![0u8; block];
+            while std::io::Write::write(&mut filler, &block).is_ok_and(|n| n > 0) {}
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -1268,5 +1277,74 @@ fn puts_that_fill_the_disk_leave_a_store_that_opens_and_deletes() {
         &["put", "again", "-"],
         Some(&object),
     ));
+    assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
+}
+
+/// A maintenance pass that finds no room on a full disk — here another process's read holds
+/// the WAL, so writes have only the end of its file, too little to sweep the expired rows —
+/// does not fail the command: it warns, and the command does its work; the next command with
+/// room finishes the pass, without a word.
+#[cfg(target_os = "linux")]
+#[test]
+fn on_a_full_disk_a_maintenance_pass_without_room_warns_and_the_command_goes_on() {
+    use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
+    use cairn_adapters::{InlineRuntime, ManualClock, PutOptions};
+    use futures_lite::future::block_on;
+    use std::sync::Arc;
+
+    let Some(disk) = Tmpfs::mount() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let data = disk.path().join("data");
+    // Written an hour ago: the rows that expire a minute later have expired for the command.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(now.as_millis() as u64 - 3_600_000));
+    let open = || {
+        let options = EmbeddedOptions {
+            clock: clock.clone(),
+            ..EmbeddedOptions::default()
+        };
+        block_on(Embedded::open(&data, options, InlineRuntime)).expect("open")
+    };
+    let opts = PutOptions::default();
+    // A WAL of some hundred pages, then rows in sessions that never grow it.
+    block_on(open().store().put("pad", vec![1u8; 400_000], &opts)).unwrap();
+    let mut expiring = opts.clone();
+    expiring.ttl = Some(cairn_core::Duration::from_secs(60));
+    for session in 0..30 {
+        let store = open();
+        for i in 0..10 {
+            let key = format!("k{i}-{session}");
+            let opts = if i % 2 == 0 { &expiring } else { &opts };
+            block_on(store.store().put(key, vec![1u8; 3000], opts)).unwrap();
+        }
+    }
+    let first = open();
+    let reader = rusqlite::Connection::open(data.join("cairn.sqlite")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 301);
+    disk.fill();
+
+    let out = cairn(&data, &["--json", "ls"]);
+    let listed = json(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 151, "{listed}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .starts_with("cairn: warning: the disk is too full for the maintenance pass to finish")
+            && stderr.contains("disk is full"),
+        "{stderr}"
+    );
+    drop(reader);
+    let out = cairn(&data, &["ls"]);
+    assert_eq!(ok(&out).lines().count(), 151);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(first.db().rows(None, 1000).unwrap().len(), 151, "swept");
     assert!(ok(&cairn(&data, &["fsck"])).ends_with("ok\n"));
 }

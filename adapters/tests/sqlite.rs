@@ -1494,6 +1494,82 @@ fn deleting_on_a_full_disk_goes_on_past_the_end_of_the_wal() {
     assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
 }
 
+/// Expired rows on a full disk: the sweep on open deletes them in batches small enough for
+/// the WAL there is, instead of failing the open (and with it every command, `cairn rm`
+/// included); the pages they held then take a new small object without new space.
+#[cfg(target_os = "linux")]
+#[test]
+fn expired_rows_are_swept_on_a_full_disk_and_their_room_reused() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    fill_in_sessions(&root, &clock, 40, 10, |i| i % 2 == 0);
+    mount.fill();
+    clock.advance(Duration::from_secs(61));
+    let data = embedded_at(&root, &clock).expect("a full disk still opens");
+    assert_eq!(data.db().rows(None, 1000).unwrap().len(), 200, "swept");
+    let opts = cairn_adapters::PutOptions::default();
+    block_on(data.store().put("new", vec![9u8; 3000], &opts)).expect("room in the file");
+    assert_holds(data.store(), "new", &[9u8; 3000]);
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+}
+
+/// Another process reading — here a plain SQLite connection in the middle of a read — keeps
+/// the WAL from starting over, so writes meanwhile have only what is left at the end of the
+/// WAL's file. A store still opens while its registration fits there: its maintenance pass,
+/// finding no room to sweep all the expired rows, leaves the rest for a later pass instead
+/// of failing the open — and goes on to delete an expired blob, which frees space, so the
+/// next pass finishes.
+#[cfg(target_os = "linux")]
+#[test]
+fn maintenance_that_finds_no_room_on_a_full_disk_waits_for_a_later_pass() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    let opts = cairn_adapters::PutOptions::default();
+    // A WAL of some hundred pages, an expiring blob, and expiring rows put in sessions that
+    // never grow the WAL.
+    {
+        let data = embedded_at(&root, &clock).unwrap();
+        block_on(data.store().put("pad", vec![1u8; 400_000], &opts)).unwrap();
+        let mut expiring = opts.clone();
+        expiring.ttl = Some(Duration::from_secs(60));
+        block_on(data.store().put("blob", vec![5u8; 1_500_000], &expiring)).unwrap();
+    }
+    fill_in_sessions(&root, &clock, 30, 10, |i| i % 2 == 0);
+    let first = embedded_at(&root, &clock).expect("open");
+    let reader = rusqlite::Connection::open(root.join("cairn.sqlite")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 302);
+    mount.fill();
+    clock.advance(Duration::from_secs(61));
+    let data = embedded_at(&root, &clock).expect("opens, its maintenance left for later");
+    let left = data.db().rows(None, 1000).unwrap().len();
+    assert!(left > 151, "the sweep of rows stopped short: {left} rows");
+    let report = block_on(data.fsck(false)).unwrap();
+    assert_eq!(report.blobs, 0, "the expired blob went all the same");
+    assert_holds(data.store(), "pad", &[1u8; 400_000]);
+    assert_holds(data.store(), "k1-7", &[1u8; 3000]);
+    assert!(
+        block_on(data.store().get("k0-7")).unwrap().is_none(),
+        "expired"
+    );
+    block_on(data.maintain()).expect("room again");
+    assert_eq!(data.db().rows(None, 1000).unwrap().len(), 151, "swept");
+    drop(reader);
+    assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+    drop(first);
+}
+
 /// Every message names its cause, so a report that walks the chain (`anyhow`'s `{:#}`, a
 /// `Caused by:` list) never shows a message that the one before it already said: here a file
 /// that is not a database, opened directly and through the embedded store.

@@ -200,16 +200,24 @@ fn options(lease_ms: u64) -> EmbeddedOptions {
 const CLI_CLEANUP_ATTEMPTS: u8 = 3;
 
 /// Opens the data directory as [`Embedded::open`] does — recovery and maintenance first — and
-/// warns on standard error if recovery had to leave change-log entries behind, with why.
+/// warns on standard error if recovery had to leave change-log entries behind, with why; or,
+/// as `Embedded::open` does too, if the disk was too full for the pass to finish, which then
+/// waits for the next command rather than keep this one (an `rm` freeing space) from running.
 pub fn open(dir: &Path, lease_ms: u64) -> Result<Data, CliError> {
     let data = open_without_recovery(dir, lease_ms)?;
-    let (report, cause) = block_on(data.maintain_explained())?;
-    if report.deferred > 0 {
-        let _ = writeln!(
-            io::stderr(),
-            "cairn: warning: {}",
-            deferred_note(report.deferred, cause.as_ref())
-        );
+    let warning = match block_on(data.maintain_explained()) {
+        Ok((report, cause)) if report.deferred > 0 => {
+            Some(deferred_note(report.deferred, cause.as_ref()))
+        }
+        Ok(_) => None,
+        Err(e) if e.is_disk_full() => Some(format!(
+            "the disk is too full for the maintenance pass to finish ({e}); every command that \
+             opens the store tries again"
+        )),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(warning) = warning {
+        let _ = writeln!(io::stderr(), "cairn: warning: {warning}");
     }
     Ok(data)
 }
