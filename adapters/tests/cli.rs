@@ -1243,6 +1243,102 @@ impl Drop for Tmpfs {
     }
 }
 
+/// On a full disk every command works but a put that needs space: `ls`, `get`, `head`,
+/// `fsck`, `recover`. A put that needs space fails as a storage failure (exit 3) naming the
+/// cause — under `--json` as one well-formed document — and leaves nothing behind; so does a
+/// `get -o` onto the full disk. `rm` of a large object frees its space, and the put then
+/// succeeds.
+#[cfg(target_os = "linux")]
+#[test]
+fn on_a_full_disk_every_command_works_and_rm_makes_room() {
+    let Some(disk) = Tmpfs::mount() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let large = outside.path().join("large.bin");
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&large, &big).unwrap();
+    let large = large.to_str().unwrap();
+    let inline = outside.path().join("inline.bin");
+    std::fs::write(&inline, vec![6u8; 900_000]).unwrap();
+    let inline = inline.to_str().unwrap();
+    let data = disk.path().join("data");
+    ok(&cairn(&data, &["put", "big", large]));
+    for i in 0..3u8 {
+        let key = format!("small{i}");
+        ok(&cairn_with_stdin(
+            &data,
+            &["put", &key, "-"],
+            Some(&[i; 20_000]),
+        ));
+    }
+    disk.fill();
+
+    let ls = ok(&cairn(&data, &["ls"]));
+    assert!(ls.contains(" big\n") && ls.contains(" small2\n"), "{ls}");
+    assert_eq!(
+        ok(&cairn(&data, &["get", "small1"])).as_bytes(),
+        [1u8; 20_000]
+    );
+    assert!(ok(&cairn(&data, &["head", "big"])).contains("tier:         long-term"));
+    assert_eq!(
+        json(&cairn(&data, &["--json", "head", "big"]))["size"],
+        3 << 20
+    );
+
+    let out = cairn(&data, &["put", "other", large]);
+    assert_eq!(code(&out), 3, "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    for (key, file) in [("other", large), ("small1", inline)] {
+        let out = cairn(&data, &["--json", "put", key, file]);
+        assert_eq!(code(&out), 3, "{out:?}");
+        let doc = json(&out);
+        assert_eq!(doc["kind"], "storage", "{doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains("No space left"),
+            "{doc}"
+        );
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    let temps = std::fs::read_dir(data.join("blobs").join("tmp")).unwrap();
+    assert_eq!(temps.count(), 0, "no temporary blob left");
+    assert_eq!(
+        ok(&cairn(&data, &["get", "small1"])).as_bytes(),
+        [1u8; 20_000]
+    );
+    let copy = disk.path().join("copy.bin");
+    let out = cairn(
+        &data,
+        &["--json", "get", "big", "-o", copy.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 3, "{out:?}");
+    assert_eq!(json(&out)["kind"], "storage");
+    let mut left: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["data", "filler"], "no partial copy left");
+
+    let fsck = cairn(&data, &["fsck"]);
+    assert!(ok(&fsck).ends_with("ok\n"), "{fsck:?}");
+    assert!(fsck.stderr.is_empty(), "{fsck:?}");
+    assert!(ok(&cairn(&data, &["recover"])).contains("0 deferred"));
+
+    assert_eq!(ok(&cairn(&data, &["rm", "big"])), "deleted big\n");
+    ok(&cairn(&data, &["put", "other", large]));
+    assert_eq!(cairn(&data, &["get", "other"]).stdout, big);
+    ok(&cairn(&data, &["rm", "small0"]));
+    let fsck = json(&cairn(&data, &["--json", "fsck"]));
+    assert_eq!(fsck["clean"], true, "{fsck}");
+    assert_eq!(
+        (fsck["rows"].as_u64(), fsck["blobs"].as_u64()),
+        (Some(3), Some(1))
+    );
+}
+
 /// Puts until the disk is full, then every command still opens the store: `ls` lists what
 /// the puts stored, `rm` deletes, and a put fits again. (The last put's pages, committed to
 /// the WAL, once needed space the full disk no longer had to be copied into the database,

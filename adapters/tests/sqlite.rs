@@ -1346,6 +1346,54 @@ fn assert_holds<R: cairn_adapters::Runtime>(
     assert!(block_on(object.bytes()).expect("body") == expected, "{key}");
 }
 
+/// A large put whose blob runs out of space half way fails as the long-term tier's failure
+/// that changed nothing, and leaves nothing behind: no temporary file, no change-log entry,
+/// the old value under the key, a clean fsck — on this open and the next.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_put_that_fills_the_disk_half_way_fails_and_leaves_nothing_behind() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    let old = vec![1u8; 1_500_000];
+    let check = |data: &cairn_adapters::embedded::Embedded<_>| {
+        assert_holds(data.store(), "k", &old);
+        let temps = std::fs::read_dir(root.join("blobs").join("tmp")).unwrap();
+        assert_eq!(temps.count(), 0, "no temporary file left");
+        assert!(data.db().log_entries().unwrap().is_empty(), "no entry left");
+        let report = block_on(data.fsck(false)).unwrap();
+        assert!(report.is_clean(), "{report:#?}");
+        assert_eq!(report.blobs, 1, "the old blob only");
+        assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+    };
+    let data = embedded_at(&root, &clock).expect("open");
+    let opts = cairn_adapters::PutOptions::default();
+    block_on(data.store().put("k", old.clone(), &opts)).unwrap();
+    // Room for a third of the new blob.
+    let filler = mount.fill();
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len - (1 << 20))
+        .unwrap();
+    let err = block_on(data.store().put("k", vec![2u8; 3 << 20], &opts)).expect_err("no room");
+    assert!(err.is_disk_full(), "{err}");
+    assert!(
+        matches!(&err, cairn_adapters::Error::Write { error, .. }
+            if error.tier == cairn_core::Tier::Lt && error.applied == cairn_core::Applied::No),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    check(&data);
+    drop(data);
+    check(&embedded_at(&root, &clock).expect("reopened"));
+}
+
 /// An inline put on a full disk fails and harms nothing — the database is sound, the old
 /// value there, no change-log entry left — and once space is freed, the same put on the same
 /// handle succeeds. Two ways: one that needs the database file to grow is refused before
@@ -1568,6 +1616,59 @@ fn maintenance_that_finds_no_room_on_a_full_disk_waits_for_a_later_pass() {
     drop(reader);
     assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
     drop(first);
+}
+
+/// The disk fills up while many threads put small objects, their puts sharing commits:
+/// each put succeeds or fails, and every one that succeeded reads back, on this handle and
+/// after a reopen, from a sound database.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_disk_filling_up_under_group_commit_loses_no_acknowledged_put() {
+    let Some(mount) = Mount::tmpfs() else {
+        eprintln!("skipped: this user may not mount a tmpfs");
+        return;
+    };
+    let root = mount.0 .0.join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    let data = embedded_at(&root, &clock).expect("open");
+    std::fs::write(mount.0 .0.join("filler"), vec![0u8; 6 << 20]).unwrap();
+    let acked = std::sync::Mutex::new(Vec::new());
+    let failed = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let (data, acked, failed) = (&data, &acked, &failed);
+            s.spawn(move || {
+                let opts = cairn_adapters::PutOptions::default();
+                for i in 0..40u8 {
+                    let key = format!("t{t}-{i}");
+                    let value = vec![t ^ i; 20_000 + 1000 * usize::from(t)];
+                    match block_on(data.store().put(&key, value.clone(), &opts)) {
+                        Ok(_) => acked.lock().unwrap().push((key, value)),
+                        Err(e) => {
+                            assert!(e.is_disk_full(), "{e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let acked = acked.into_inner().unwrap();
+    assert!(
+        !acked.is_empty() && failed.into_inner() > 0,
+        "the disk filled up"
+    );
+    assert!(data.db().writer_stats().largest_batch > 1, "commits shared");
+    let check = |data: &cairn_adapters::embedded::Embedded<_>| {
+        for (key, value) in &acked {
+            assert_holds(data.store(), key, value);
+        }
+        assert_eq!(data.db().integrity_check().unwrap(), ["ok"]);
+        assert!(block_on(data.fsck(false)).unwrap().is_clean());
+    };
+    check(&data);
+    drop(data);
+    check(&embedded_at(&root, &clock).expect("reopened on the full disk"));
 }
 
 /// Every message names its cause, so a report that walks the chain (`anyhow`'s `{:#}`, a
