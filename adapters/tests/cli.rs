@@ -1219,6 +1219,9 @@ impl Tmpfs {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: this user may not mount a tmpfs");
+        }
         mounted.then_some(Tmpfs(dir))
     }
 
@@ -1252,7 +1255,6 @@ impl Drop for Tmpfs {
 #[test]
 fn on_a_full_disk_every_command_works_and_rm_makes_room() {
     let Some(disk) = Tmpfs::mount() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let outside = tempfile::tempdir().unwrap();
@@ -1347,7 +1349,6 @@ fn on_a_full_disk_every_command_works_and_rm_makes_room() {
 #[test]
 fn puts_that_fill_the_disk_leave_a_store_that_opens_and_deletes() {
     let Some(disk) = Tmpfs::mount() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let data = disk.path().join("data");
@@ -1389,7 +1390,6 @@ fn on_a_full_disk_a_maintenance_pass_without_room_warns_and_the_command_goes_on(
     use std::sync::Arc;
 
     let Some(disk) = Tmpfs::mount() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let data = disk.path().join("data");

@@ -1163,7 +1163,8 @@ struct Mount(TempDir);
 
 #[cfg(target_os = "linux")]
 impl Mount {
-    /// `None` where this user may not mount (not root): the test has nothing to run on.
+    /// `None` where this user may not mount (not root): the test has nothing to run on, and
+    /// says it skipped.
     fn tmpfs() -> Option<Mount> {
         let dir = TempDir::new();
         let mounted = std::process::Command::new("mount")
@@ -1172,6 +1173,9 @@ impl Mount {
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: this user may not mount a tmpfs");
+        }
         mounted.then_some(Mount(dir))
     }
 
@@ -1212,7 +1216,6 @@ impl Drop for Mount {
 #[test]
 fn a_database_on_a_read_only_file_system_is_reported_as_read_only() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let path = mount.0.db();
@@ -1277,7 +1280,6 @@ fn on_a_full_disk_a_store_still_opens_reads_and_deletes_to_free_space() {
     use cairn_adapters::embedded::{Embedded, EmbeddedOptions};
     use cairn_adapters::{InlineRuntime, PutOptions};
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1353,7 +1355,6 @@ fn assert_holds<R: cairn_adapters::Runtime>(
 #[test]
 fn a_large_put_that_fills_the_disk_half_way_fails_and_leaves_nothing_behind() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1403,7 +1404,6 @@ fn a_large_put_that_fills_the_disk_half_way_fails_and_leaves_nothing_behind() {
 #[test]
 fn an_inline_put_on_a_full_disk_fails_and_succeeds_once_there_is_room() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1463,7 +1463,6 @@ fn an_inline_put_on_a_full_disk_fails_and_succeeds_once_there_is_room() {
 #[test]
 fn a_store_that_filled_the_disk_with_inline_puts_opens_again_and_deletes() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1523,7 +1522,6 @@ fn fill_in_sessions(
 #[test]
 fn deleting_on_a_full_disk_goes_on_past_the_end_of_the_wal() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1549,7 +1547,6 @@ fn deleting_on_a_full_disk_goes_on_past_the_end_of_the_wal() {
 #[test]
 fn expired_rows_are_swept_on_a_full_disk_and_their_room_reused() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1575,7 +1572,6 @@ fn expired_rows_are_swept_on_a_full_disk_and_their_room_reused() {
 #[test]
 fn maintenance_that_finds_no_room_on_a_full_disk_waits_for_a_later_pass() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");
@@ -1625,7 +1621,6 @@ fn maintenance_that_finds_no_room_on_a_full_disk_waits_for_a_later_pass() {
 #[test]
 fn the_disk_filling_up_under_group_commit_loses_no_acknowledged_put() {
     let Some(mount) = Mount::tmpfs() else {
-        eprintln!("skipped: this user may not mount a tmpfs");
         return;
     };
     let root = mount.0 .0.join("data");

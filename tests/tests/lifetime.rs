@@ -77,6 +77,16 @@ fn slow_body(value: Bytes) -> Body {
     }))
 }
 
+/// The data directory at `dir`, opened on `rt`.
+fn open_on(rt: &tokio::runtime::Runtime, dir: &Path) -> Embedded<TokioRuntime> {
+    rt.block_on(Embedded::open(
+        dir,
+        options(),
+        TokioRuntime::from_handle(rt.handle().clone()),
+    ))
+    .expect("open")
+}
+
 fn tokio_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -667,14 +677,7 @@ fn sixty_four_concurrent_large_puts_are_linearizable_and_leave_nothing_behind() 
 fn a_store_dropped_mid_maintenance_on_tokio_closes_and_reopens_at_once() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let rt = tokio_runtime();
-    let data = Arc::new(
-        rt.block_on(Embedded::open(
-            dir.path(),
-            options(),
-            TokioRuntime::from_handle(rt.handle().clone()),
-        ))
-        .expect("open"),
-    );
+    let data = Arc::new(open_on(&rt, dir.path()));
     let hour = PutOptions::default().ttl(Duration::from_secs(3600));
     rt.block_on(data.store().put("big", value(LARGE, 1), &hour))
         .expect("put");
@@ -722,14 +725,7 @@ fn the_maintenance_loop_on_tokio_ends_with_the_store_not_an_interval_later() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let data = Arc::new(
-        rt.block_on(Embedded::open(
-            dir.path(),
-            options(),
-            TokioRuntime::from_handle(rt.handle().clone()),
-        ))
-        .expect("open"),
-    );
+    let data = Arc::new(open_on(&rt, dir.path()));
     data.maintain_every(Duration::from_secs(3600));
     data.store().recover_every(Duration::from_secs(3600));
     rt.block_on(async {
@@ -957,13 +953,7 @@ fn a_store_outliving_its_tokio_runtime_still_backs_off_without_panicking() {
 fn an_embedded_store_outliving_its_tokio_runtime_still_writes_blobs() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let rt = tokio_runtime();
-    let data = rt
-        .block_on(Embedded::open(
-            dir.path(),
-            options(),
-            TokioRuntime::from_handle(rt.handle().clone()),
-        ))
-        .expect("open");
+    let data = open_on(&rt, dir.path());
     let opts = PutOptions::default();
     rt.block_on(data.store().put("old", value(LARGE, 1), &opts))
         .expect("put");
@@ -1016,14 +1006,7 @@ fn poll_on_until<T>(
 fn futures_and_bodies_move_between_runtimes_and_threads() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let rt = tokio_runtime();
-    let data = Arc::new(
-        rt.block_on(Embedded::open(
-            dir.path(),
-            options(),
-            TokioRuntime::from_handle(rt.handle().clone()),
-        ))
-        .expect("open"),
-    );
+    let data = Arc::new(open_on(&rt, dir.path()));
     let old = value(LARGE, 1);
     rt.block_on(
         data.store()
