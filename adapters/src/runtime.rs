@@ -56,26 +56,69 @@ pub(crate) async fn unblocked<T: Send + 'static>(
     runtime: &dyn Runtime,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
+    let (reply, answer) = crate::oneshot::reply_slot();
+    unblock_detached(runtime, move || {
+        reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
+    });
+    match answer.await? {
+        Ok(value) => Some(value),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `job` through [`Runtime::unblock`] without waiting for it; a job the runtime drops unrun
+/// runs in place, as in [`unblocked`].
+#[cfg(feature = "blobdir")]
+pub(crate) fn unblock_detached(runtime: &dyn Runtime, job: impl FnOnce() + Send + 'static) {
     /// Runs its job when dropped: after the runtime called it, or instead.
     struct RunOnDrop<F: FnOnce()>(Option<F>);
 
     impl<F: FnOnce()> Drop for RunOnDrop<F> {
         fn drop(&mut self) {
             if let Some(job) = self.0.take() {
+                let _job = InBlockingJob::enter();
                 job();
             }
         }
     }
 
-    let (reply, answer) = crate::oneshot::reply_slot();
-    let run = RunOnDrop(Some(move || {
-        reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
-    }));
+    let run = RunOnDrop(Some(job));
     runtime.unblock(Box::new(move || drop(run)));
-    match answer.await? {
-        Ok(value) => Some(value),
-        Err(panic) => std::panic::resume_unwind(panic),
+}
+
+#[cfg(feature = "blobdir")]
+std::thread_local! {
+    static IN_BLOCKING_JOB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as running a job of [`unblocked`] until dropped: the job itself and
+/// the drop of a result nobody waits for any more.
+#[cfg(feature = "blobdir")]
+struct InBlockingJob {
+    was: bool,
+}
+
+#[cfg(feature = "blobdir")]
+impl InBlockingJob {
+    fn enter() -> InBlockingJob {
+        InBlockingJob {
+            was: IN_BLOCKING_JOB.replace(true),
+        }
     }
+}
+
+#[cfg(feature = "blobdir")]
+impl Drop for InBlockingJob {
+    fn drop(&mut self) {
+        IN_BLOCKING_JOB.set(self.was);
+    }
+}
+
+/// Whether the current thread is running a job of [`unblocked`] (on a blocking pool, or in
+/// place): file work found to be needed there can be done at once rather than handed on.
+#[cfg(feature = "blobdir")]
+pub(crate) fn in_blocking_job() -> bool {
+    IN_BLOCKING_JOB.get()
 }
 
 /// The tokio runtime (feature `tokio`).

@@ -1256,6 +1256,61 @@ fn settled_waits_for_the_jobs_of_operations_dropped_half_way() {
     }
 }
 
+/// A put that ends without publishing while its temp file is in the caller's hands — its body
+/// failed, or its future was dropped between two jobs — removes the temp file on the pool too,
+/// never on the thread that polls it (an executor's, which must not block on the disk). A failed
+/// put returns once the file is gone; a dropped one's removal is waited for by `settled`.
+#[test]
+fn a_put_that_fails_or_is_dropped_between_jobs_removes_its_temp_file_on_the_pool() {
+    let f = Fixture::new();
+    let pool = ByHand::default();
+    let dir = offloaded(&f, &pool);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let meta = Metadata::default();
+
+    // Two chunks of 100 kB do not fill a batch: after the temp file's job, the put reads its
+    // whole body, and meets the failure, without another job.
+    let mut put = Box::pin(dir.put(blob(b"k", 1), &meta, failing_body(2)));
+    assert!(put.as_mut().poll(&mut cx).is_pending());
+    pool.run_job(false);
+    assert!(
+        put.as_mut().poll(&mut cx).is_pending(),
+        "the removal is on the pool"
+    );
+    assert_eq!((pool.queued_jobs(), f.temp_files().len()), (1, 1));
+    pool.run_job(false);
+    assert!(f.temp_files().is_empty(), "removed on the pool");
+    let Poll::Ready(Err(e)) = put.as_mut().poll(&mut cx) else {
+        panic!("the body's failure ends the put")
+    };
+    assert!(e.to_string().contains("client went away"), "{e}");
+
+    let mut put = Box::pin(dir.put(blob(b"k", 2), &meta, Body::from_stream(Stalling(0))));
+    assert!(put.as_mut().poll(&mut cx).is_pending());
+    pool.run_job(false);
+    assert!(put.as_mut().poll(&mut cx).is_pending(), "the body stalls");
+    assert_eq!(
+        pool.queued_jobs(),
+        0,
+        "the temp file is in the caller's hands"
+    );
+    drop(put);
+    assert_eq!(
+        f.temp_files().len(),
+        1,
+        "not removed on the caller's thread"
+    );
+    assert_eq!(pool.queued_jobs(), 1, "its removal is handed to the pool");
+    let mut settled = Box::pin(dir.settled());
+    assert!(
+        settled.as_mut().poll(&mut cx).is_pending(),
+        "the removal is under way"
+    );
+    pool.run_job(false);
+    assert!(settled.as_mut().poll(&mut cx).is_ready());
+    assert!(f.temp_files().is_empty() && f.blobs().is_empty());
+}
+
 /// A store cleaning up after a put dropped with its publication on the pool waits for the
 /// publication to end: were the cleanup to delete the (not yet published) blob first, the
 /// publication would then put an orphan in place that nothing ever deletes.

@@ -61,22 +61,36 @@ impl Offload {
         self: &Arc<Self>,
         job: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        let ticket = {
-            let mut running = crate::memory_lock(&self.running);
-            let id = running.next;
-            running.next += 1;
-            running.tickets.push(id);
-            Ticket {
-                offload: self.clone(),
-                id,
-            }
-        };
+        let ticket = self.ticket();
         // A tuple drops its fields in order: the result before the ticket.
         match unblocked(&*self.runtime, move || (job(), ticket)).await {
             Some((result, _ticket)) => result,
             None => Err(io::Error::other(
                 "the runtime lost the blob directory's file work without running or dropping it",
             )),
+        }
+    }
+
+    /// Runs `job` on the runtime's blocking pool without waiting for it: cleanup of a future
+    /// dropped half way, such as removing its temp file. [`settled`](Offload::settled) waits for
+    /// it as for any other job.
+    pub(crate) fn detach(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
+        let ticket = self.ticket();
+        crate::runtime::unblock_detached(&*self.runtime, move || {
+            job();
+            drop(ticket);
+        });
+    }
+
+    /// Counts a job as running until the ticket drops.
+    fn ticket(self: &Arc<Self>) -> Ticket {
+        let mut running = crate::memory_lock(&self.running);
+        let id = running.next;
+        running.next += 1;
+        running.tickets.push(id);
+        Ticket {
+            offload: self.clone(),
+            id,
         }
     }
 

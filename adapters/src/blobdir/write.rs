@@ -55,18 +55,27 @@ const MAX_BATCH_CHUNKS: usize = 64;
 /// with a recycled pid left it behind, so a second try all but never happens.
 const MAX_TEMP_ATTEMPTS: usize = 4;
 
-/// A temp file that is removed when dropped, unless it was published. Dropping the put's future
-/// mid-stream (a cancelled task) therefore cleans up too.
+/// A temp file that is removed when dropped, unless it was published: a put that fails, or whose
+/// future is dropped mid-stream (a cancelled task), cleans up too. The removal runs on the
+/// directory's blocking pool if it has one, since a future may be dropped on an executor thread,
+/// and is counted there for [`settled`](super::offload::Offload::settled).
 struct TempFile {
     path: PathBuf,
     published: bool,
+    offload: Option<Arc<Offload>>,
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.published {
-            // Best effort: a leftover is harmless and `remove_temp_files` takes it later.
-            let _ = std::fs::remove_file(&self.path);
+        if self.published {
+            return;
+        }
+        // Best effort: a leftover is harmless and `remove_temp_files` takes it later.
+        let path = std::mem::take(&mut self.path);
+        let remove = move || drop(std::fs::remove_file(path));
+        match &self.offload {
+            Some(offload) if !crate::runtime::in_blocking_job() => offload.detach(remove),
+            _ => remove(),
         }
     }
 }
@@ -147,17 +156,27 @@ impl BlobDir {
         let revision = blob.revision;
         let header = Draft::new(blob.key, revision, meta)?;
         let mut writing = self
-            .blocking_in(move |dir| Writing::create(&dir.inner.layout, revision, header))
+            .blocking_in(move |dir| {
+                let offload = dir.inner.offload.clone();
+                Writing::create(&dir.inner.layout, revision, header, offload)
+            })
             .await?;
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             // The caller's stream failing is not a disk error; keep its kind and say so.
-            let chunk = chunk.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("body of blob {blob} failed mid-stream: {e}"),
-                )
-            })?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // The temp file goes before the put fails, and not on this thread.
+                    self.blocking_in(move |_| {
+                        drop(writing);
+                        Ok(())
+                    })
+                    .await?;
+                    let why = format!("body of blob {blob} failed mid-stream: {e}");
+                    return Err(io::Error::new(e.kind(), why));
+                }
+            };
             size += chunk.len() as u64;
             if writing.batch.push(chunk) {
                 writing = self.blocking_in(move |_| writing.write_batch()).await?;
@@ -189,8 +208,14 @@ struct Writing {
 
 impl Writing {
     /// Step 1: creates a fresh temp file for blob `revision`, exclusively (never another
-    /// writer's file), and writes `header` (of size zero) to it.
-    fn create(layout: &Layout, revision: Revision, header: Draft) -> io::Result<Writing> {
+    /// writer's file), and writes `header` (of size zero) to it. The temp file is removed on
+    /// `offload`'s pool, if given, when it is dropped unpublished.
+    fn create(
+        layout: &Layout,
+        revision: Revision,
+        header: Draft,
+        offload: Option<Arc<Offload>>,
+    ) -> io::Result<Writing> {
         let mut attempt = 0;
         let (temp, mut file) = loop {
             let path = layout.temp_path(revision);
@@ -199,6 +224,7 @@ impl Writing {
                     let temp = TempFile {
                         path,
                         published: false,
+                        offload,
                     };
                     break (temp, file);
                 }
