@@ -476,20 +476,24 @@ impl<R: Runtime> Embedded<R> {
 
         let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
         let mut unswept = Vec::new();
-        // The headers are read on the blocking pool, a few dozen files per job.
+        // The headers are read on the blocking pool, a few dozen files per job, and the
+        // markers of expired blobs looked for there too.
         let mut walk = Some(self.blobs().blobs());
         let mut listed = Vec::with_capacity(FSCK_BLOBS_PER_JOB);
         while let Some(mut blobs) = walk.take() {
             (walk, listed) = self
                 .blobs()
-                .blocking_in(move |_| {
-                    listed.extend(blobs.by_ref().take(FSCK_BLOBS_PER_JOB));
+                .blocking_in(move |dir| {
+                    for blob in blobs.by_ref().take(FSCK_BLOBS_PER_JOB) {
+                        let unswept = blob.as_ref().is_ok_and(|b| expired_unswept(dir, b, now));
+                        listed.push((blob, unswept));
+                    }
                     let more = listed.len() == FSCK_BLOBS_PER_JOB;
                     Ok((more.then_some(blobs), listed))
                 })
                 .await
                 .map_err(|e| lt_read(e.into()))?;
-            for blob in listed.drain(..) {
+            for (blob, expired_unswept) in listed.drain(..) {
                 let BlobInfo {
                     key,
                     revision,
@@ -506,15 +510,8 @@ impl<R: Runtime> Embedded<R> {
                 if report.blobs % FSCK_PAGE as u64 == 0 {
                     progress(&report);
                 }
-                if let Some(expires) = meta.expires.filter(|_| is_expired(meta.expires, now)) {
-                    // Expired: nothing reaches it any more, and the sweep removes it by its
-                    // marker. Without one (a marker removed by hand, or by a sweep older than
-                    // the marker's grace period) it would stay forever.
-                    // A sweep unlinks the blob before its marker: the blob still there after
-                    // its marker was found missing was not being swept meanwhile.
-                    if !self.blobs().has_marker(&key, revision, expires)
-                        && std::fs::symlink_metadata(&path).is_ok()
-                    {
+                if is_expired(meta.expires, now) {
+                    if expired_unswept {
                         unswept.push((key, revision, path));
                     }
                     continue;
@@ -564,12 +561,22 @@ impl<R: Runtime> Embedded<R> {
         // throughout, so its blob, missing in between, is really missing.
         let mut orphans = Vec::with_capacity(report.orphans.len());
         for orphan in std::mem::take(&mut report.orphans) {
-            if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)?
-                && !matches!(std::fs::symlink_metadata(&orphan.2),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            {
+            if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)? {
                 orphans.push(orphan);
             }
+        }
+        if !orphans.is_empty() {
+            orphans = self
+                .blobs()
+                .blocking_in(move |_| {
+                    orphans.retain(|(_, _, path)| {
+                        !matches!(std::fs::symlink_metadata(path),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                    });
+                    Ok(orphans)
+                })
+                .await
+                .map_err(|e| lt_read(e.into()))?;
         }
         orphans.append(&mut unswept);
         report.orphans = orphans;
@@ -614,4 +621,17 @@ impl<R: Runtime> Embedded<R> {
         }
         Ok(report)
     }
+}
+
+/// Whether `blob` has expired at `now` but would never be swept: nothing reaches an expired
+/// blob any more, and the sweep removes it by its marker; without one (removed by hand, or by a
+/// sweep older than the marker's grace period) it would stay forever. A sweep unlinks the blob
+/// before its marker, so a blob still there after its marker was found missing was not being
+/// swept meanwhile. Looks at files: for the blocking pool.
+fn expired_unswept(dir: &BlobDir, blob: &BlobInfo, now: cairn_core::Instant) -> bool {
+    blob.meta.expires.is_some_and(|expires| {
+        is_expired(Some(expires), now)
+            && !dir.has_marker(&blob.key, blob.revision, expires)
+            && std::fs::symlink_metadata(&blob.path).is_ok()
+    })
 }
