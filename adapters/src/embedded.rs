@@ -476,6 +476,8 @@ impl<R: Runtime> Embedded<R> {
 
         let mut live_blobs: HashSet<(KeyBuf, Revision)> = HashSet::new();
         let mut unswept = Vec::new();
+        // Blobs that nothing seemed to refer to, with their expiry: looked at again below.
+        let mut uncovered = Vec::new();
         // The headers are read on the blocking pool, a few dozen files per job, and the
         // markers of expired blobs looked for there too.
         let mut walk = Some(self.blobs().blobs());
@@ -518,7 +520,7 @@ impl<R: Runtime> Embedded<R> {
                 }
                 let id = (key, revision);
                 if !tombstones.contains(&id) && !covered.contains(&id) {
-                    report.orphans.push((id.0.clone(), id.1, path));
+                    uncovered.push((id.0.clone(), id.1, path, meta.expires));
                 }
                 live_blobs.insert(id);
             }
@@ -559,25 +561,39 @@ impl<R: Runtime> Embedded<R> {
         // nothing can refer to it again, so one still there now stays an orphan. And a
         // tombstone found above that still points at its revision now pointed at it
         // throughout, so its blob, missing in between, is really missing.
-        let mut orphans = Vec::with_capacity(report.orphans.len());
-        for orphan in std::mem::take(&mut report.orphans) {
-            if !self.db().blob_referenced(&orphan.0, orphan.1).map_err(hv)? {
-                orphans.push(orphan);
+        //
+        // A blob live when fsck began may have expired since, and its key been written again:
+        // a write replaces an expired tombstone without a change-log entry (to every operation
+        // it is absent), so nothing refers to the blob any more, rightly — the sweep removes it
+        // by its marker. Such a blob is judged as the expired ones above are: a finding only if
+        // its marker is gone (looked for first: a sweep unlinks a blob before its marker).
+        let mut orphans = Vec::with_capacity(uncovered.len());
+        for (key, revision, path, expires) in uncovered {
+            if !self.db().blob_referenced(&key, revision).map_err(hv)? {
+                orphans.push((key, revision, path, expires));
             }
         }
-        if !orphans.is_empty() {
-            orphans = self
-                .blobs()
-                .blocking_in(move |_| {
-                    orphans.retain(|(_, _, path)| {
-                        !matches!(std::fs::symlink_metadata(path),
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-                    });
-                    Ok(orphans)
+        let mut orphans = if orphans.is_empty() {
+            Vec::new()
+        } else {
+            let now = self.clock.now();
+            self.blobs()
+                .blocking_in(move |dir| {
+                    let found = orphans
+                        .into_iter()
+                        .filter(|(key, revision, path, expires)| {
+                            let swept_by_expiry = expires
+                                .filter(|_| is_expired(*expires, now))
+                                .is_some_and(|at| dir.has_marker(key, *revision, at));
+                            !swept_by_expiry
+                                && !matches!(std::fs::symlink_metadata(path),
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                        });
+                    Ok(found.map(|(k, r, p, _)| (k, r, p)).collect::<Vec<_>>())
                 })
                 .await
-                .map_err(|e| lt_read(e.into()))?;
-        }
+                .map_err(|e| lt_read(e.into()))?
+        };
         orphans.append(&mut unswept);
         report.orphans = orphans;
         for (key, revision) in tombstones {
