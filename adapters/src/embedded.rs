@@ -225,6 +225,7 @@ impl<R: Runtime> Embedded<R> {
         };
         // Bad settings are refused before anything is created.
         options.config.validate().map_err(Error::from)?;
+        options.sqlite.validate()?;
         // Every directory this open creates gets its own entry synced into its parent, or a
         // power loss could drop it with everything acknowledged inside. (Their contents' entries
         // are synced as they come: the blob directory's by its creation, the database's by

@@ -476,6 +476,30 @@ fn an_invalid_configuration_is_refused_before_anything_is_created() {
     assert!(!root.exists(), "nothing is created");
 }
 
+/// A lease of zero, like any other setting out of bounds, is refused before the data directory
+/// (or a parent of it) is made.
+#[test]
+fn a_zero_lease_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("parent").join("data");
+    let options = EmbeddedOptions {
+        sqlite: cairn_adapters::sqlite::SqliteOptions::default().lease(Duration::ZERO),
+        ..EmbeddedOptions::default()
+    };
+    let opened = block_on(Embedded::open(&root, options, InlineRuntime));
+    assert!(
+        matches!(
+            opened,
+            Err(OpenError::Sqlite(
+                cairn_adapters::sqlite::OpenError::ZeroLease
+            ))
+        ),
+        "{:?}",
+        opened.err()
+    );
+    assert!(!dir.path().join("parent").exists(), "nothing is created");
+}
+
 /// A large put whose caller gives up while its body is still arriving (a timeout, a closed
 /// connection), over the real tiers: nothing of it may stay behind — no staged file, no blob,
 /// no change-log entry once its background cleanup is over, with no recovery pass — and the

@@ -219,6 +219,14 @@ impl SqliteOptions {
         self
     }
 
+    /// Refuses settings no database can be opened with, before anything is touched.
+    pub(crate) fn validate(&self) -> Result<(), OpenError> {
+        if self.lease == Duration::ZERO {
+            return Err(OpenError::ZeroLease);
+        }
+        Ok(())
+    }
+
     /// The wall clock leases are judged by (default [`SystemClock`]). Row expiry is never judged
     /// by it: every request carries its own `now`.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -308,9 +316,7 @@ impl SqliteDb {
     /// Opens (creating if needed) the database at `path`, registers a fresh instance and starts
     /// the writer thread.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Arc<SqliteDb>, OpenError> {
-        if options.lease == Duration::ZERO {
-            return Err(OpenError::ZeroLease);
-        }
+        options.validate()?;
         // Absolute, since readers connect later, on demand: a relative path would be taken
         // from whatever the process's current directory is by then, perhaps another store.
         let path: Arc<Path> = match std::path::absolute(path) {
