@@ -647,6 +647,39 @@ fn deleting_a_blob_that_never_appeared_removes_its_lone_marker() {
     );
 }
 
+/// A blob whose file is damaged (cut short, or its header unreadable) is deleted whole: its
+/// marker goes too, though the damaged header cannot name it — left behind, a marker of a blob
+/// that expires in years would stay for years, as a crashed write's would.
+#[test]
+fn deleting_a_damaged_blob_removes_its_marker() {
+    let f = Fixture::new();
+    let far = Metadata {
+        expires: Some(Instant::from_millis(T0 + 10 * 365 * 86_400_000)),
+        ..meta()
+    };
+    f.put(b"k", 1, &far, Body::from_bytes("a payload")).unwrap();
+    f.put(b"k", 2, &far, Body::from_bytes("another payload"))
+        .unwrap();
+    let blobs = f.blobs();
+    let path = |rev: u128| {
+        blobs
+            .iter()
+            .find(|b| b.revision == Revision(rev))
+            .unwrap()
+            .path
+            .clone()
+    };
+    // One cut short (its header intact), one whose header is junk.
+    let cut = std::fs::File::options().write(true).open(path(1)).unwrap();
+    cut.set_len(cut.metadata().unwrap().len() - 3).unwrap();
+    std::fs::write(path(2), b"junk").unwrap();
+    assert_eq!(files_under(&f.root().join("blobs")).len(), 4);
+    block_on(f.dir.delete(blob(b"k", 1))).expect("delete the cut blob");
+    block_on(f.dir.delete(blob(b"k", 2))).expect("delete the junk blob");
+    let left = files_under(&f.root().join("blobs"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// A blob that is not there is deleted, whatever stands in the way of tidying its lone marker:
 /// the marker is only a hint for the sweep, and a delete that failed on it would keep its
 /// change-log entry in recovery forever, where before it succeeded at once.

@@ -36,24 +36,33 @@ impl BlobDir {
     /// The header is read first, for two reasons: it names the marker to remove, and a file that
     /// holds another key is left alone (the blob asked for does not exist, so the delete has
     /// succeeded; the stray file is for `fsck` to judge). A file at this name whose header cannot
-    /// be read is removed: its name says it is this revision's, and nobody can read it anyway.
+    /// be read, or whose length disagrees with it, is removed: its name says it is this
+    /// revision's, and nobody can read it anyway; its marker, which it cannot name, is looked
+    /// for as a lone one.
     pub(crate) fn remove(&self, blob: BlobId<'_>) -> io::Result<()> {
         let layout = &self.inner.layout;
         let hash = key_hash(blob.key);
         let path = layout.blob_path(hash, blob.revision);
+        // The marker's expiry, if the header names it; `None` if it cannot be read.
         let expires = match open_file(&path) {
             Ok(None) => {
                 self.remove_lone_markers(hash, blob.revision);
                 return Ok(());
             }
             Ok(Some((_, h))) if *h.key != *blob.key || h.revision != blob.revision => return Ok(()),
-            Ok(Some((_, h))) => h.meta.expires,
+            Ok(Some((_, h))) => Some(h.meta.expires),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
             Err(e) => return Err(e),
         };
         remove_if_present(&path)?;
-        if let Some(at) = expires {
-            remove_if_present(&layout.marker_path(hash, blob.revision, at))?;
+        match expires {
+            Some(Some(at)) => {
+                remove_if_present(&layout.marker_path(hash, blob.revision, at))?;
+            }
+            Some(None) => {}
+            // A damaged file cannot name its marker, if it has one: now that the blob is gone,
+            // any marker of its revision is a lone one, found by a listing as a crashed write's.
+            None => self.remove_lone_markers(hash, blob.revision),
         }
         sync_dir(&layout.dir_of(hash))
     }
