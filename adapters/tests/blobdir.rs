@@ -496,6 +496,46 @@ fn a_corrupt_or_truncated_file_is_an_error_never_data() {
     assert!(!path.exists());
 }
 
+/// Something that is not a regular file under a blob's name — a named pipe, which opening for
+/// reading would wait on until a writer came, forever — is an error for every read, the
+/// listing `fsck` walks and a delete, never a hang.
+#[cfg(unix)]
+#[test]
+fn a_pipe_under_a_blob_s_name_is_an_error_not_a_hang() {
+    let f = Fixture::new();
+    f.put(b"k", 1, &meta(), Body::from_bytes("x")).unwrap();
+    let path = f.only_path();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no mkfifo");
+        return;
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    let dir = f.dir.clone();
+    std::thread::spawn(move || {
+        let one = || blob(b"k", 1);
+        let head = block_on(dir.head(one())).map(|_| ()).map_err(into_io);
+        let get = block_on(dir.get(one(), None)).map(|_| ()).map_err(into_io);
+        let listed = dir.blobs().next().unwrap().map(|_| ());
+        let _ = done.send([head, get, listed]);
+    });
+    let outcome = finished.recv_timeout(std::time::Duration::from_secs(10));
+    if outcome.is_err() {
+        // Let the stuck open go (a writer arrives), then fail.
+        let _ = std::fs::OpenOptions::new().write(true).open(&path);
+        panic!("reading a pipe under a blob's name hung");
+    }
+    for result in outcome.unwrap() {
+        let err = result.expect_err("not a blob");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+    // Its name says it is this revision's: deleting removes it.
+    f.delete(b"k", 1).unwrap();
+    assert!(std::fs::symlink_metadata(&path).is_err());
+}
+
 #[test]
 fn a_file_holding_another_key_is_never_served() {
     let f = Fixture::new();

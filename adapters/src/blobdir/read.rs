@@ -21,8 +21,16 @@ pub(crate) const READ_CHUNK_LEN: usize = 64 * 1024;
 
 /// Opens the blob file at `path` and reads its header, leaving the position at the payload:
 /// `None` if there is no such file. A file whose length disagrees with its header (truncated,
-/// or grown) is an error.
+/// or grown), or anything but a regular file under the name, is an error.
 pub(crate) fn open_file(path: &Path) -> io::Result<Option<(File, Header)>> {
+    // Only a regular file is opened: opening a named pipe for reading would wait for a writer,
+    // forever (a device could do worse). Looked at first, since the open itself is what waits.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(corrupt(path, "not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(context("reading metadata of", path)(e)),
+    }
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
