@@ -505,7 +505,11 @@ impl<R: Runtime> Embedded<R> {
                 } = match blob {
                     Ok(blob) => blob,
                     Err(e) => {
-                        report.unreadable.push(e.to_string());
+                        // A listing that failed may have been reported with the surroundings.
+                        let e = e.to_string();
+                        if !report.unreadable[..around.strays.len()].contains(&e) {
+                            report.unreadable.push(e);
+                        }
                         continue;
                     }
                 };

@@ -854,6 +854,29 @@ fn a_missing_blob_directory_is_not_started_over_under_tombstones() {
     assert!(block_on(data.fsck(false)).expect("fsck").is_clean());
 }
 
+/// With the directory of fan-out directories gone from under an open store, `fsck` says so once
+/// (not once per fan-out directory) and lists the tombstones left dangling.
+#[test]
+fn fsck_reports_a_removed_fan_out_parent_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = open(dir.path());
+    block_on(data.store().put("big", large(1), &PutOptions::default())).expect("put");
+    let fanout_parent = blob_files(dir.path())[0]
+        .parent()
+        .and_then(Path::parent)
+        .expect("a blob sits two levels down")
+        .to_path_buf();
+    std::fs::remove_dir_all(&fanout_parent).expect("remove");
+    let report = block_on(data.fsck(false)).expect("fsck");
+    assert_eq!(report.unreadable.len(), 1, "{:#?}", report.unreadable);
+    assert!(
+        report.unreadable[0].contains(&*fanout_parent.to_string_lossy()),
+        "{:#?}",
+        report.unreadable
+    );
+    assert_eq!(report.dangling.len(), 1, "{report:#?}");
+}
+
 /// A check of a large store reports its progress: after every page of rows, with counts that
 /// only grow, the last of them the report's own.
 #[test]

@@ -64,6 +64,11 @@ impl Blobs {
             self.next_dir += 1;
             match std::fs::read_dir(&dir) {
                 Ok(listing) => self.current = Some(listing),
+                // Without `blobs/` itself, one error for it rather than one per fan-out one.
+                Err(e) if !self.layout().blobs().is_dir() => {
+                    self.next_dir = FANOUT_DIRS;
+                    return Some(Err(context("listing", self.layout().blobs())(e)));
+                }
                 Err(e) => return Some(Err(context("listing", &dir)(e))),
             }
         }
