@@ -488,7 +488,11 @@ impl<R: Runtime> Embedded<R> {
                 .blobs()
                 .blocking_in(move |dir| {
                     for blob in blobs.by_ref().take(FSCK_BLOBS_PER_JOB) {
-                        let unswept = blob.as_ref().is_ok_and(|b| expired_unswept(dir, b, now));
+                        let unswept = blob.as_ref().is_ok_and(|b| {
+                            let blob = (&*b.key, b.revision, &*b.path);
+                            is_expired(b.meta.expires, now)
+                                && stays_forever(dir, blob, b.meta.expires, now)
+                        });
                         listed.push((blob, unswept));
                     }
                     let more = listed.len() == FSCK_BLOBS_PER_JOB;
@@ -570,8 +574,7 @@ impl<R: Runtime> Embedded<R> {
         // A blob live when fsck began may have expired since, and its key been written again:
         // a write replaces an expired tombstone without a change-log entry (to every operation
         // it is absent), so nothing refers to the blob any more, rightly — the sweep removes it
-        // by its marker. Such a blob is judged as the expired ones above are: a finding only if
-        // its marker is gone (looked for first: a sweep unlinks a blob before its marker).
+        // by its marker. Such a blob is judged as the expired ones above are (`stays_forever`).
         let mut orphans = Vec::with_capacity(uncovered.len());
         for (key, revision, path, expires) in uncovered {
             if !self.db().blob_referenced(&key, revision).map_err(hv)? {
@@ -587,12 +590,7 @@ impl<R: Runtime> Embedded<R> {
                     let found = orphans
                         .into_iter()
                         .filter(|(key, revision, path, expires)| {
-                            let swept_by_expiry = expires
-                                .filter(|_| is_expired(*expires, now))
-                                .is_some_and(|at| dir.has_marker(key, *revision, at));
-                            !swept_by_expiry
-                                && !matches!(std::fs::symlink_metadata(path),
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                            stays_forever(dir, (key, *revision, path), *expires, now)
                         });
                     Ok(found.map(|(k, r, p, _)| (k, r, p)).collect::<Vec<_>>())
                 })
@@ -644,15 +642,22 @@ impl<R: Runtime> Embedded<R> {
     }
 }
 
-/// Whether `blob` has expired at `now` but would never be swept: nothing reaches an expired
-/// blob any more, and the sweep removes it by its marker; without one (removed by hand, or by a
-/// sweep older than the marker's grace period) it would stay forever. A sweep unlinks the blob
-/// before its marker, so a blob still there after its marker was found missing was not being
-/// swept meanwhile. Looks at files: for the blocking pool.
-fn expired_unswept(dir: &BlobDir, blob: &BlobInfo, now: cairn_core::Instant) -> bool {
-    blob.meta.expires.is_some_and(|expires| {
-        is_expired(Some(expires), now)
-            && !dir.has_marker(&blob.key, blob.revision, expires)
-            && std::fs::symlink_metadata(&blob.path).is_ok()
-    })
+/// Whether the blob of `key` at `revision`, in file `path`, stays forever unless fsck reports
+/// it: it is still there, and no sweep will take it — it has not expired at `now`, or its
+/// expiry marker is gone (removed by hand, or by a sweep older than the marker's grace period).
+/// The marker is looked for first: a sweep unlinks a blob before its marker, so a blob still
+/// there after its marker was found missing was not being swept meanwhile. Looks at files: for
+/// the blocking pool.
+fn stays_forever(
+    dir: &BlobDir,
+    (key, revision, path): (&cairn_core::Key, Revision, &Path),
+    expires: Option<cairn_core::Instant>,
+    now: cairn_core::Instant,
+) -> bool {
+    let swept = expires
+        .filter(|_| is_expired(expires, now))
+        .is_some_and(|at| dir.has_marker(key, revision, at));
+    !swept
+        && !matches!(std::fs::symlink_metadata(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
